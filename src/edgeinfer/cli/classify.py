@@ -1,0 +1,86 @@
+"""``edgeinfer classify``: top-k labels for images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edgeinfer.cli.common import add_engine_args, repository
+from edgeinfer.engine import Classification, Engine
+from edgeinfer.errors import EdgeInferError
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "classify", help="classify images (top-k ImageNet labels with scores)"
+    )
+    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, BMP)")
+    parser.add_argument("--top-k", "-k", type=int, default=5, help="labels per image (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_engine_args(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    engine = Engine.load(
+        args.model,
+        runtime=args.runtime,
+        precision=args.precision,
+        threads=args.threads,
+        repository=repository(args),
+    )
+    results: list[dict[str, Any]] = []
+    failures = 0
+    with engine:
+        for image in args.images:
+            try:
+                result = engine.classify(image, top_k=args.top_k)
+            except EdgeInferError as exc:
+                failures += 1
+                results.append({"image": image, "error": {"kind": exc.kind, "message": str(exc)}})
+                if not args.json:
+                    print(f"edgeinfer: error: {exc}", file=sys.stderr)
+                continue
+            results.append(_as_dict(image, result))
+            if not args.json:
+                _print_table(image, result, engine)
+    if args.json:
+        payload = {
+            "model": engine.config.name,
+            "precision": engine.config.precision,
+            "runtime": engine.runtime.name,
+            "results": results,
+        }
+        print(json.dumps(payload, indent=2))
+    return 1 if failures else 0
+
+
+def _as_dict(image: str, result: Classification) -> dict[str, Any]:
+    return {
+        "image": image,
+        "predictions": [{"index": p.index, "label": p.label, "score": round(p.score, 6)} for p in result.predictions],
+        "timings": {k: round(v, 3) for k, v in result.timings.as_ms().items()},
+    }
+
+
+def _print_table(image: str, result: Classification, engine: Engine) -> None:
+    timing = result.timings.as_ms()
+    table = Table(
+        title=f"{image}",
+        caption=f"{engine.config.name} {engine.config.precision} on {engine.runtime.name}: "
+        f"{timing['total_ms']:.1f} ms (decode {timing['decode_ms']:.1f}, preprocess "
+        f"{timing['preprocess_ms']:.1f}, infer {timing['infer_ms']:.1f})",
+        title_justify="left",
+    )
+    table.add_column("#", justify="right")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    table.add_column("class", justify="right")
+    for rank, prediction in enumerate(result.predictions, start=1):
+        table.add_row(str(rank), prediction.label, f"{prediction.score:.4f}", str(prediction.index))
+    Console().print(table)

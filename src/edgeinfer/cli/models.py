@@ -1,0 +1,133 @@
+"""``edgeinfer models``: list, build, import and remove models in the local repository."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edgeinfer.cli.common import add_repository_arg, repository
+from edgeinfer.models.repository import PRECISIONS, ModelRepository, StoredModel
+from edgeinfer.models.zoo import ZOO
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser("models", help="the model zoo and local repository")
+    commands = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+
+    listing = commands.add_parser("list", help="zoo models, what is built, formats and sizes")
+    listing.add_argument("--verbose", "-v", action="store_true", help="origin, licence and checksums too")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    add_repository_arg(listing)
+    listing.set_defaults(handler=run_list)
+
+    build = commands.add_parser("build", help="build a zoo model into the local repository")
+    build.add_argument("name", help=f"one of: {', '.join(sorted(ZOO))}")
+    build.add_argument("--precision", "-p", default="fp32", choices=PRECISIONS)
+    build.add_argument("--force", action="store_true", help="rebuild even if an intact build exists")
+    add_repository_arg(build)
+    build.set_defaults(handler=run_build)
+
+    remove = commands.add_parser("remove", help="delete a built model")
+    remove.add_argument("name")
+    remove.add_argument("--precision", "-p", default=None, choices=PRECISIONS, help="default: all builds")
+    add_repository_arg(remove)
+    remove.set_defaults(handler=run_remove)
+
+    try:
+        from edgeinfer.cli import models_import
+    except ModuleNotFoundError:
+        return
+    models_import.register(commands)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    repo = repository(args)
+    stored = repo.build(args.name, args.precision, force=args.force)
+    quality = stored.config.quality
+    note = f", top-1 agreement with FP32 {quality.top1_agreement:.1%}" if quality else ""
+    print(f"built {stored.config.name} {stored.config.precision}: {stored.path} ({stored.size_bytes / 1e6:.1f} MB{note})")
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    repository(args).remove(args.name, args.precision)
+    print(f"removed {args.name}{' ' + args.precision if args.precision else ''}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    repo = repository(args)
+    rows = [_describe(repo, name) for name in repo.names()]
+    if args.json:
+        print(json.dumps({"repository": str(repo.root), "models": rows}, indent=2))
+        return 0
+    table = Table(title=f"models ({repo.root})", title_justify="left")
+    for column in ("model", "source", "built", "format", "size MB", "quality"):
+        table.add_column(column)
+    for row in rows:
+        builds = row["builds"]
+        table.add_row(
+            row["name"],
+            row["source"],
+            ", ".join(b["precision"] for b in builds) or "-",
+            ", ".join(sorted({b["format"] for b in builds})) or "-",
+            ", ".join(f"{b['size_mb']:.1f}" for b in builds) or "-",
+            ", ".join(_quality_text(b) for b in builds if b.get("quality")) or "-",
+        )
+        if args.verbose:
+            for key in ("description", "origin", "license", "weights_sha256"):
+                if row.get(key):
+                    table.add_row("", f"  {key}: {row[key]}", "", "", "", "")
+    Console().print(table)
+    return 0
+
+
+def _quality_text(build: dict[str, Any]) -> str:
+    q = build["quality"]
+    verdict = "ok" if q["passed"] else "REFUSED"
+    return f"{build['precision']}: top-1 {q['top1_agreement']:.1%} vs fp32 ({verdict})"
+
+
+def _describe(repo: ModelRepository, name: str) -> dict[str, Any]:
+    builds = repo.builds(name)
+    entry = ZOO.get(name)
+    row: dict[str, Any] = {
+        "name": name,
+        "source": f"{entry.distribution} {entry.source_version()}" if entry else "imported",
+        "builds": [_build_row(stored) for stored in builds],
+    }
+    if entry is not None:
+        row.update(
+            description=entry.description,
+            origin=entry.origin,
+            license=entry.license,
+            weights_sha256=entry.weights_sha256,
+        )
+    elif builds:
+        provenance = builds[0].config.provenance
+        row.update(origin=provenance.origin, license=provenance.license, weights_sha256=provenance.source_sha256)
+    return row
+
+
+def _build_row(stored: StoredModel) -> dict[str, Any]:
+    config = stored.config
+    quality = config.quality
+    return {
+        "precision": config.precision,
+        "format": config.format,
+        "path": str(Path(stored.path)),
+        "size_mb": round(stored.size_bytes / 1e6, 2),
+        "file_sha256": config.file_sha256,
+        "quality": None if quality is None else {
+            "top1_agreement": quality.top1_agreement,
+            "top5_overlap": quality.top5_overlap,
+            "images": quality.images,
+            "threshold": quality.threshold,
+            "passed": quality.passed,
+        },
+    }
