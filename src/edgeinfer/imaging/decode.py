@@ -132,7 +132,9 @@ def _decode_with_pillow(data: bytes, options: DecodeOptions, name: str) -> np.nd
             image.load()
     except (ImageTooLarge, InvalidInput):
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"{name} is over the limit of {options.max_pixels} pixels: {exc}") from exc
+    except UnidentifiedImageError as exc:
         raise InvalidInput(f"{name} is not a supported image (JPEG, PNG, WebP, BMP...): {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInput(f"{name} is corrupt or truncated: {exc}") from exc
