@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeinfer.errors import IntegrityError, UnsafeCheckpoint
+from edgeinfer.errors import IntegrityError, NotFound, UnsafeCheckpoint
 from edgeinfer.models.checkpoint import LEGACY_MAGIC, load_state_dict, sha256_of
 
 SITE = Path(importlib.util.find_spec("onnx").origin).parents[1]  # type: ignore[arg-type,union-attr]
@@ -184,6 +184,34 @@ def test_tensor_reaching_past_its_storage_is_rejected(tmp_path: Path, writer: ob
     path.write_bytes(writer(pkl, {"0": np.zeros(4, np.float32)}))  # type: ignore[operator]
     with pytest.raises(IntegrityError, match="past the end of its storage"):
         load_state_dict(path)
+
+
+@pytest.mark.parametrize("writer", [_legacy_file, _zip_file])
+def test_stride_zero_memory_bomb_is_rejected(tmp_path: Path, writer: object) -> None:
+    # 10**12 elements viewed over a one-element storage would allocate terabytes when copied.
+    pkl = _state_dict_pickle(
+        {"w": _tensor("0", "FloatStorage", 1, offset=0, shape=(10**6, 10**6), stride=(0, 0))}
+    )
+    path = tmp_path / "bomb.pth"
+    path.write_bytes(writer(pkl, {"0": np.zeros(1, np.float32)}))  # type: ignore[operator]
+    with pytest.raises(IntegrityError, match="more elements than its storage"):
+        load_state_dict(path)
+
+
+def test_compressed_zip_entries_are_rejected(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", _state_dict_pickle({}))
+        archive.writestr("archive/data/0", b"\0" * 1_000_000)
+    path = tmp_path / "deflated.pth"
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(IntegrityError, match="compressed"):
+        load_state_dict(path)
+
+
+def test_missing_file_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="does not exist"):
+        load_state_dict(tmp_path / "nothing.pth")
 
 
 # --- hostile pickles: rejected before anything runs -------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import pickle
 import pickletools
 import struct
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.errors import EdgeInferError, IntegrityError, UnsafeCheckpoint
+from edgeinfer.errors import EdgeInferError, IntegrityError, NotFound, UnsafeCheckpoint
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
@@ -240,7 +241,11 @@ def _read_legacy(data: bytes) -> tuple[object, dict[str, np.ndarray]]:
     storages = _Storages()
     root, pos = _load_pickle(data, pos, storages.persistent_load)
     keys, pos = _load_pickle(data, pos)
-    if not isinstance(keys, list) or set(keys) != set(storages.by_key):
+    if (
+        not isinstance(keys, list)
+        or not all(isinstance(k, str) for k in keys)
+        or set(keys) != set(storages.by_key)
+    ):
         raise IntegrityError("the checkpoint's storage key list does not match its tensors")
     buffers: dict[str, np.ndarray] = {}
     for key in keys:
@@ -266,6 +271,10 @@ def _read_zip(data: bytes) -> tuple[object, dict[str, np.ndarray]]:
                 raise IntegrityError("not a torch zip checkpoint: expected exactly one <archive>/data.pkl")
             prefix = pickles[0][: -len("data.pkl")]
             names = set(archive.namelist())
+            if any(info.compress_type != zipfile.ZIP_STORED for info in archive.infolist()):
+                raise IntegrityError(
+                    "torch writes uncompressed zip entries; this archive has compressed ones"
+                )
             if f"{prefix}byteorder" in names and archive.read(f"{prefix}byteorder") != b"little":
                 raise IntegrityError("only little-endian torch checkpoints are supported")
             storages = _Storages()
@@ -285,6 +294,8 @@ def _read_zip(data: bytes) -> tuple[object, dict[str, np.ndarray]]:
 
 def _materialise(name: str, tensor: _Tensor, buffers: dict[str, np.ndarray]) -> np.ndarray:
     buffer = buffers[tensor.storage.key]
+    if math.prod(tensor.shape) > max(buffer.size, 1):  # broadcast (stride-0) tensors, or a memory bomb
+        raise IntegrityError(f"tensor {name} has more elements than its storage")
     if any(d == 0 for d in tensor.shape):
         array = np.zeros(tensor.shape, buffer.dtype)
     else:
@@ -320,11 +331,14 @@ def load_state_dict(path: Path, expected_sha256: str | None = None) -> dict[str,
     :class:`UnsafeCheckpoint` for a pickle that asks for anything a state dict does not need.
     """
     path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise NotFound(f"checkpoint {path} does not exist") from exc
     if expected_sha256 is not None:
-        actual = sha256_of(path)
+        actual = hashlib.sha256(data).hexdigest()  # hash the very bytes we parse
         if actual != expected_sha256.lower():
             raise IntegrityError(f"{path}: sha256 mismatch: expected {expected_sha256}, got {actual}")
-    data = path.read_bytes()
     if data[:2] == b"PK" and zipfile.is_zipfile(io.BytesIO(data)):
         root, buffers = _read_zip(data)
     elif data[:1] == b"\x80":
