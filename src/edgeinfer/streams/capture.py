@@ -1,0 +1,179 @@
+"""One thread per source: read, pace to real time, convert the rate, timestamp, hand over.
+
+A file or folder is played like a camera: each picture becomes available at its own timestamp
+(the decode happens ahead of that moment, as a camera's sensor readout does), and the capture
+timestamp (``time.monotonic_ns``) is taken when it does. Live sources (cameras, network streams)
+arrive in real time by themselves and are timestamped on arrival.
+
+A requested rate below the native one keeps the frames nearest a 1/fps grid; the rest are
+``decimated`` (rate conversion, not drops). Every captured frame goes into the stream's
+latest-frame slot; the frame it replaces is counted as dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from edgeinfer.errors import EdgeInferError
+from edgeinfer.streams.config import CaptureOptions
+from edgeinfer.streams.events import EventQueue
+from edgeinfer.streams.messages import Frame, RawFrame, StreamStatus
+from edgeinfer.streams.scheduler import FrameScheduler
+from edgeinfer.streams.sources import BadFrame, Source, check_frame
+from edgeinfer.streams.stats import StreamStats
+
+_ACTIVE = (StreamStatus.STARTING, StreamStatus.RUNNING, StreamStatus.STALLED)
+_BAD_FRAME_MESSAGES = 3  # per stream, then one line per 100 more
+
+
+class RateConverter:
+    """Keeps the frames nearest a 1/``fps`` grid of media time (all of them when ``fps`` is None)."""
+
+    def __init__(self, fps: float | None, native_fps: float | None) -> None:
+        self._interval_s = 1.0 / fps if fps and (native_fps is None or fps < native_fps * 0.999) else None
+        self._tolerance_s = 0.5 / native_fps if native_fps else 0.001
+        self._next_due_s = 0.0
+
+    def keep(self, pts_s: float) -> bool:
+        if self._interval_s is None:
+            return True
+        if pts_s < self._next_due_s - self._tolerance_s:
+            return False
+        self._next_due_s += self._interval_s
+        if self._next_due_s < pts_s:
+            self._next_due_s = pts_s + self._interval_s
+        return True
+
+
+class Capture(threading.Thread):
+    """Runs one source until it ends, fails or ``stop`` is set."""
+
+    def __init__(
+        self,
+        stream: str,
+        source: Source,
+        *,
+        scheduler: FrameScheduler,
+        stats: StreamStats,
+        events: EventQueue,
+        options: CaptureOptions,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name=f"capture-{stream}", daemon=True)
+        self.stream = stream
+        self.source = source
+        self._scheduler = scheduler
+        self._stats = stats
+        self._events = events
+        self._options = options
+        self._stop = stop
+        self._seq = 0
+        self._bad = 0
+        self._good = 0
+        self.last_frame_ns = time.monotonic_ns()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except EdgeInferError as exc:
+            self._fail("source_failed", str(exc))
+        except Exception as exc:  # a bug or a library surprise: report it, keep the other streams
+            self._fail("source_failed", f"{self.source.uri!r} failed unexpectedly: {exc!r}")
+        finally:
+            if self._stop.is_set() and self._stats.status in _ACTIVE:
+                self._stats.set_status(StreamStatus.STOPPED)
+            self._scheduler.finish_stream(self.stream)
+            try:
+                self.source.close()
+            except Exception as exc:
+                self._events.emit(self.stream, "warning", "close_failed", f"closing the source: {exc!r}")
+
+    def _run(self) -> None:
+        self._stats.set_status(StreamStatus.STARTING)
+        self.last_frame_ns = time.monotonic_ns()
+        self.source.open()
+        native = self.source.native_fps
+        self._stats.set_status(StreamStatus.RUNNING)
+        wanted = self._options.fps
+        if wanted and native and wanted > native * 1.001:
+            self._events.emit(
+                self.stream,
+                "info",
+                "rate_capped",
+                f"asked for {wanted:g} fps, the source gives {native:g} fps",
+            )
+        rate = RateConverter(wanted, native)
+        start_ns: int | None = None
+        offset_s = 0.0
+        last_pts_s = 0.0
+        frames_this_pass = 0
+        while not self._stop.is_set():
+            try:
+                raw = self.source.read()
+            except BadFrame as exc:
+                self._reject(str(exc), time.monotonic_ns())
+                continue
+            if raw is None:
+                if not (self._options.loop and not self.source.live and frames_this_pass):
+                    self._end()
+                    return
+                offset_s = last_pts_s + 1.0 / (native or self._options.folder_fps)
+                frames_this_pass = 0
+                self.source.rewind()
+                continue
+            frames_this_pass += 1
+            last_pts_s = offset_s + raw.pts_s
+            if not rate.keep(last_pts_s):
+                self._stats.decimated()
+                continue
+            if not self.source.live:
+                if start_ns is None:
+                    start_ns = time.monotonic_ns() - int(last_pts_s * 1e9)
+                delay_ns = start_ns + int(last_pts_s * 1e9) - time.monotonic_ns()
+                if delay_ns > 0 and self._stop.wait(delay_ns / 1e9):
+                    return
+            self._deliver(raw)
+
+    def _deliver(self, raw: RawFrame) -> None:
+        capture_ns = time.monotonic_ns()
+        capture_unix_ns = time.time_ns()  # wall clock for remote consumers only, never for durations
+        self.last_frame_ns = capture_ns
+        if self._stats.status is StreamStatus.STALLED:
+            self._stats.set_status(StreamStatus.RUNNING)
+            self._events.emit(self.stream, "info", "recovered", "frames are arriving again")
+        try:
+            rgb = check_frame(raw.rgb, self._options)
+        except BadFrame as exc:
+            self._reject(f"frame {self._seq}: {exc}", capture_ns)
+            self._seq += 1
+            return
+        self._stats.captured(capture_ns)
+        self._good += 1
+        frame = Frame(self.stream, self._seq, rgb, capture_ns, capture_unix_ns, raw.decode_ns)
+        self._seq += 1
+        if self._scheduler.put(frame) is not None:
+            self._stats.dropped()
+
+    def _reject(self, message: str, at_ns: int) -> None:
+        self._stats.captured(at_ns)
+        self._stats.rejected()
+        self._bad += 1
+        if self._bad <= _BAD_FRAME_MESSAGES or self._bad % 100 == 0:
+            more = (
+                " (further bad frames are counted, one message per 100)"
+                if self._bad == _BAD_FRAME_MESSAGES
+                else ""
+            )
+            self._events.emit(self.stream, "warning", "bad_frame", f"rejected {message}{more}")
+
+    def _end(self) -> None:
+        self._stats.set_status(StreamStatus.ENDED)
+        if self._good == 0:
+            self._events.emit(self.stream, "warning", "ended", "source ended without a single usable frame")
+        else:
+            self._events.emit(self.stream, "info", "ended", f"source ended after {self._good} frames")
+
+    def _fail(self, kind: str, message: str) -> None:
+        self._stats.set_status(StreamStatus.FAILED)
+        self._events.emit(self.stream, "error", kind, message)

@@ -1,0 +1,61 @@
+"""Settings of a stream run: frozen, validated on construction, units in the names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How every source is captured.
+
+    ``fps``: the capture rate; ``None`` keeps a video's native rate (a folder then plays at
+    ``folder_fps``). A rate below the native one keeps the frames closest to a 1/fps grid.
+    ``stall_timeout_s``: a source with no new frame for this long is reported as stalled (network
+    reads also give up after it). ``min_side_px`` / ``max_pixels``: frames outside these are rejected.
+    """
+
+    fps: float | None = None
+    folder_fps: float = 15.0
+    loop: bool = False
+    stall_timeout_s: float = 5.0
+    min_side_px: int = 32
+    max_pixels: int = 40_000_000
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and not 0 < self.fps <= 1000:
+            raise ValueError(f"fps must be in (0, 1000], got {self.fps}; leave it out for the native rate")
+        if not 0 < self.folder_fps <= 1000:
+            raise ValueError(f"folder_fps must be in (0, 1000], got {self.folder_fps}")
+        if self.stall_timeout_s <= 0:
+            raise ValueError(f"stall_timeout_s must be positive, got {self.stall_timeout_s}")
+        if self.min_side_px < 1 or self.max_pixels < self.min_side_px**2:
+            raise ValueError("need min_side_px >= 1 and max_pixels >= min_side_px ** 2")
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How frames are scheduled onto the engine and how long the run lasts.
+
+    ``max_batch``: at most this many frames (one per stream) per inference; ``max_batch_delay_us``:
+    after the first frame is ready, wait up to this long for other streams' frames (0: take what is
+    ready now). ``duration_s``: stop after this long (``None``: when every source has ended).
+    """
+
+    max_batch: int = 8
+    max_batch_delay_us: int = 0
+    top_k: int = 5
+    duration_s: float | None = None
+    join_timeout_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
+        if self.max_batch_delay_us < 0:
+            raise ValueError(f"max_batch_delay_us must be >= 0, got {self.max_batch_delay_us}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ValueError(
+                f"duration_s must be positive, got {self.duration_s}; leave it out to run to the end"
+            )

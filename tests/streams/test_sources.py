@@ -1,0 +1,158 @@
+"""Sources: PyAV video files, image folders, arrays; naming; frame checks; rate conversion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgeinfer.errors import InvalidInput, NotFound, UpstreamError
+from edgeinfer.streams.capture import RateConverter
+from edgeinfer.streams.config import CaptureOptions
+from edgeinfer.streams.sources import (
+    BadFrame,
+    FolderSource,
+    VideoSource,
+    check_frame,
+    open_source,
+    stream_names,
+)
+from tests.streams.conftest import Clip
+
+OPTIONS = CaptureOptions()
+
+
+def read_all(source: VideoSource | FolderSource) -> list:
+    source.open()
+    frames = []
+    while (raw := source.read()) is not None:
+        frames.append(raw)
+    source.close()
+    return frames
+
+
+def test_a_video_file_gives_every_frame_with_its_timestamp(coffee_clip: Clip) -> None:
+    source = open_source(str(coffee_clip.path), OPTIONS)
+    assert isinstance(source, VideoSource) and not source.live
+    frames = read_all(source)
+    assert len(frames) == coffee_clip.frames
+    assert source.native_fps == pytest.approx(coffee_clip.fps)
+    assert frames[0].rgb.shape == (240, 320, 3) and frames[0].rgb.dtype == np.uint8
+    pts = [f.pts_s for f in frames]
+    assert pts[0] == 0.0
+    assert np.allclose(np.diff(pts), 1 / coffee_clip.fps, atol=1e-3)
+    assert all(f.decode_ns > 0 for f in frames)
+
+
+def test_rewind_starts_the_file_again(coffee_clip: Clip) -> None:
+    source = VideoSource(str(coffee_clip.path))
+    source.open()
+    first = source.read()
+    while source.read() is not None:
+        pass
+    source.rewind()
+    again = source.read()
+    source.close()
+    assert first is not None and again is not None
+    assert again.pts_s == 0.0
+    assert np.array_equal(first.rgb, again.rgb)
+
+
+def test_a_folder_plays_its_images_in_name_order(tmp_path: Path, photos: dict[str, Path]) -> None:
+    for i, name in enumerate(["coffee", "chelsea"]):
+        Image.open(photos[name]).convert("RGB").save(tmp_path / f"{i:02d}-{name}.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    source = open_source(str(tmp_path), CaptureOptions(fps=5))
+    assert isinstance(source, FolderSource)
+    frames = read_all(source)
+    assert [f.pts_s for f in frames] == [0.0, 0.2]
+    assert frames[0].rgb.shape == (400, 600, 3)  # coffee.png
+    assert frames[1].rgb.shape == (300, 451, 3)  # chelsea.png
+
+
+def test_a_corrupt_image_in_a_folder_is_one_bad_frame(tmp_path: Path, photos: dict[str, Path]) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8\xff this is not a jpeg")
+    Image.open(photos["coffee"]).save(tmp_path / "b.png")
+    source = FolderSource(tmp_path, fps=10)
+    source.open()
+    with pytest.raises(BadFrame, match=r"a\.jpg"):
+        source.read()
+    good = source.read()
+    assert good is not None and good.rgb.shape == (400, 600, 3)
+
+
+def test_sources_that_do_not_exist_or_cannot_be_decoded(tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="does not exist"):
+        open_source(str(tmp_path / "missing.mp4"), OPTIONS).open()
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00\x01 definitely not a video " * 100)
+    with pytest.raises(InvalidInput, match=r"cannot be decoded|cannot open"):
+        open_source(str(garbage), OPTIONS).open()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InvalidInput, match="no images"):
+        open_source(str(empty), OPTIONS).open()
+    with pytest.raises(NotFound, match="camera /dev/video97"):
+        open_source("/dev/video97", OPTIONS)
+    with pytest.raises(InvalidInput, match="unsupported scheme"):
+        open_source("gopher://example/stream", OPTIONS)
+
+
+def test_a_refused_network_stream_is_an_upstream_error() -> None:
+    from tests.streams.conftest import free_port
+
+    source = open_source(f"tcp://127.0.0.1:{free_port()}", CaptureOptions(stall_timeout_s=2))
+    assert source.live
+    with pytest.raises(UpstreamError):
+        source.open()
+
+
+def test_a_truncated_video_ends_early_or_is_reported(tmp_path: Path, cat_clip: Clip) -> None:
+    data = cat_clip.path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # the index (moov) is at the end: unreadable
+    with pytest.raises(InvalidInput, match="cannot be decoded"):
+        VideoSource(str(cut)).open()
+
+
+def test_frame_checks_name_the_problem() -> None:
+    ok = np.zeros((48, 64, 3), np.uint8)
+    assert check_frame(ok, OPTIONS) is ok
+    cases = [
+        (np.zeros((48, 64), np.uint8), "height x width x 3"),
+        (np.zeros((48, 64, 4), np.uint8), "height x width x 3"),
+        (np.zeros((48, 64, 3), np.float32), "uint8"),
+        (np.zeros((8, 640, 3), np.uint8), "at least 32 px"),
+        (np.zeros((100, 100, 3), np.uint8), "over the limit"),
+        ("not an array", "numpy array"),
+    ]
+    small = CaptureOptions(max_pixels=5000)
+    for frame, message in cases:
+        with pytest.raises(BadFrame, match=message):
+            check_frame(frame, small)
+
+
+def test_stream_names_are_short_unique_and_topic_safe() -> None:
+    names = stream_names(
+        [
+            "/data/cam1.mp4",
+            "/other/cam1.mp4",
+            "rtsp://10.0.0.5:554/live/main",
+            "/dev/video0",
+            "0",
+            "images/",
+            "/x/weird+name#.mp4",
+        ]
+    )
+    assert names == ["cam1", "cam1-2", "10.0.0.5_live_main", "video0", "video0-2", "images", "weird_name"]
+
+
+@pytest.mark.parametrize(
+    ("native", "wanted", "expected"), [(30, 15, 15), (25, 15, 15), (15, 15, 15), (10, 15, 10)]
+)
+def test_rate_conversion_keeps_the_requested_rate(native: float, wanted: float, expected: int) -> None:
+    rate = RateConverter(wanted, native)
+    kept = sum(rate.keep(i / native) for i in range(int(native) * 4))
+    assert kept == pytest.approx(expected * 4, abs=1)
