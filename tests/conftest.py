@@ -34,5 +34,7 @@ def repo(edgeinfer_home: Path) -> ModelRepository:
 def photos() -> dict[str, Path]:
     found = available_photos()
     if "chelsea" not in found:
-        pytest.skip("sample photos need scikit-image, matplotlib and scikit-learn (pip install 'edgeinfer[samples]')")
+        pytest.skip(
+            "sample photos need scikit-image, matplotlib and scikit-learn (pip install 'edgeinfer[samples]')"
+        )
     return found

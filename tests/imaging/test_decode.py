@@ -82,7 +82,7 @@ def test_directory_is_invalid(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_truncated_image_is_invalid(chelsea: Image.Image, fmt: str) -> None:
     data = _encode(chelsea, fmt)
-    with pytest.raises(InvalidInput, match="corrupt or truncated|not a decodable JPEG"):
+    with pytest.raises(InvalidInput, match=r"corrupt or truncated|not a decodable JPEG"):
         decode_image(data[: len(data) // 2])
 
 

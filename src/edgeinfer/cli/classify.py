@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
 def _as_dict(image: str, result: Classification) -> dict[str, Any]:
     return {
         "image": image,
-        "predictions": [{"index": p.index, "label": p.label, "score": round(p.score, 6)} for p in result.predictions],
+        "predictions": [
+            {"index": p.index, "label": p.label, "score": round(p.score, 6)} for p in result.predictions
+        ],
         "timings": {k: round(v, 3) for k, v in result.timings.as_ms().items()},
     }
 

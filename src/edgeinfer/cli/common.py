@@ -27,7 +27,9 @@ def add_engine_args(parser: argparse.ArgumentParser, *, model_default: str = "mo
         help="onnxruntime (ort), openvino, litert, keras, null, or auto: the fastest installed one "
         "measured on this device (default: %(default)s)",
     )
-    parser.add_argument("--precision", "-p", default="fp32", help="fp32 or int8 (default: %(default)s)")
+    parser.add_argument(
+        "--precision", "-p", default=None, help="fp32 or int8 (default: fp32, or an imported model's own)"
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="intra-op threads (default: the physical cores)"
     )

@@ -32,9 +32,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edgeinfer", description="Real-time AI inference at the edge."
-    )
+    parser = argparse.ArgumentParser(prog="edgeinfer", description="Real-time AI inference at the edge.")
     parser.add_argument("--version", action="version", version=_version())
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMANDS:

@@ -16,7 +16,9 @@ from edgeinfer.models.zoo import ZOO
 
 
 def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser("models", help="the model zoo and local repository")
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "models", help="the model zoo and local repository"
+    )
     commands = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
 
     listing = commands.add_parser("list", help="zoo models, what is built, formats and sizes")
@@ -50,7 +52,10 @@ def run_build(args: argparse.Namespace) -> int:
     stored = repo.build(args.name, args.precision, force=args.force)
     quality = stored.config.quality
     note = f", top-1 agreement with FP32 {quality.top1_agreement:.1%}" if quality else ""
-    print(f"built {stored.config.name} {stored.config.precision}: {stored.path} ({stored.size_bytes / 1e6:.1f} MB{note})")
+    print(
+        f"built {stored.config.name} {stored.config.precision}: {stored.path} "
+        f"({stored.size_bytes / 1e6:.1f} MB{note})"
+    )
     return 0
 
 
@@ -110,7 +115,9 @@ def _describe(repo: ModelRepository, name: str) -> dict[str, Any]:
         )
     elif builds:
         provenance = builds[0].config.provenance
-        row.update(origin=provenance.origin, license=provenance.license, weights_sha256=provenance.source_sha256)
+        row.update(
+            origin=provenance.origin, license=provenance.license, weights_sha256=provenance.source_sha256
+        )
     return row
 
 
@@ -123,7 +130,9 @@ def _build_row(stored: StoredModel) -> dict[str, Any]:
         "path": str(Path(stored.path)),
         "size_mb": round(stored.size_bytes / 1e6, 2),
         "file_sha256": config.file_sha256,
-        "quality": None if quality is None else {
+        "quality": None
+        if quality is None
+        else {
             "top1_agreement": quality.top1_agreement,
             "top5_overlap": quality.top5_overlap,
             "images": quality.images,

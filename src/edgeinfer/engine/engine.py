@@ -67,12 +67,15 @@ class Engine:
         model: str = "mobilenet_v2",
         *,
         runtime: str = "auto",
-        precision: str = "fp32",
+        precision: str | None = None,
         threads: int | None = None,
         repository: ModelRepository | Path | None = None,
         options: EngineOptions | None = None,
     ) -> Engine:
-        """Load (building on first use) ``model`` and open it on ``runtime``."""
+        """Load (building on first use) ``model`` and open it on ``runtime``.
+
+        ``precision=None`` is FP32 for zoo models and the one build of an imported model.
+        """
         from edgeinfer.runtimes.registry import open_runtime
 
         started = time.perf_counter_ns()
@@ -99,7 +102,9 @@ class Engine:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """A batch of samples to (N, classes) float32 probabilities."""
         if batch.ndim == len(self.sample_shape):
-            raise InvalidInput(f"infer takes a batch; got one sample of shape {batch.shape}: add a batch axis")
+            raise InvalidInput(
+                f"infer takes a batch; got one sample of shape {batch.shape}: add a batch axis"
+            )
         self._input.check(batch)
         outputs = self.runtime.run({self._input.name: batch})
         scores = np.asarray(outputs[self._output_name], dtype=np.float32)

@@ -31,7 +31,7 @@ class SamplePhoto:
 
 
 def _skimage(name: str) -> SamplePhoto:
-    return SamplePhoto(name.split(".")[0], "skimage", f"data/{name}", "scikit-image")
+    return SamplePhoto(name.split(".", maxsplit=1)[0], "skimage", f"data/{name}", "scikit-image")
 
 
 PHOTOS: tuple[SamplePhoto, ...] = (

@@ -15,7 +15,7 @@ from edgeinfer.runtimes.base import TensorSpec
 
 MODEL_FILE = "model.onnx"
 
-_ONNX_DTYPES = {
+_ONNX_DTYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "float32",
     onnx.TensorProto.FLOAT16: "float16",
     onnx.TensorProto.UINT8: "uint8",
@@ -31,7 +31,7 @@ def onnx_io_specs(model: onnx.ModelProto) -> tuple[tuple[TensorSpec, ...], tuple
     def spec(value: onnx.ValueInfoProto) -> TensorSpec:
         tensor = value.type.tensor_type
         dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
-        return TensorSpec(value.name, _ONNX_DTYPES.get(tensor.elem_type, "float32"), dims)
+        return TensorSpec(value.name, _ONNX_DTYPES.get(int(tensor.elem_type), "float32"), dims)
 
     inputs = tuple(spec(v) for v in model.graph.input if v.name not in initializers)
     return inputs, tuple(spec(v) for v in model.graph.output)

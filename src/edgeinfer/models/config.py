@@ -32,7 +32,8 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.crop_px < 1 or self.resize_shorter_px < self.crop_px:
             raise ValueError(
-                f"need 1 <= crop_px <= resize_shorter_px, got crop {self.crop_px}, resize {self.resize_shorter_px}"
+                "need 1 <= crop_px <= resize_shorter_px, "
+                f"got crop {self.crop_px}, resize {self.resize_shorter_px}"
             )
         if any(s == 0 for s in self.std):
             raise ValueError("std must not contain zeros")

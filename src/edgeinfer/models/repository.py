@@ -88,8 +88,14 @@ class ModelRepository:
             return None
         return StoredModel(ModelConfig.read(config_path), directory)
 
-    def get(self, name: str, precision: str = "fp32", *, build: bool = True) -> StoredModel:
-        """The built model; zoo models are built on first use when ``build`` is true."""
+    def get(self, name: str, precision: str | None = "fp32", *, build: bool = True) -> StoredModel:
+        """The built model; zoo models are built on first use when ``build`` is true.
+
+        ``precision=None`` means FP32 for zoo models, and the one build of an imported model.
+        """
+        if precision is None:
+            builds = self.builds(name)
+            precision = builds[0].config.precision if name not in ZOO and len(builds) == 1 else "fp32"
         stored = self.find(name, precision)
         if stored is not None:
             return stored

