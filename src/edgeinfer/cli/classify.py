@@ -78,6 +78,8 @@ def _print_table(image: str, result: Classification, engine: Engine) -> None:
         f"{timing['total_ms']:.1f} ms (decode {timing['decode_ms']:.1f}, preprocess "
         f"{timing['preprocess_ms']:.1f}, infer {timing['infer_ms']:.1f})",
         title_justify="left",
+        caption_justify="left",
+        min_width=72,
     )
     table.add_column("#", justify="right")
     table.add_column("label")
