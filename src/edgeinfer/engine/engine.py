@@ -28,10 +28,15 @@ __all__ = ["Classification", "Engine", "EngineOptions", "Prediction", "StageTimi
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How the engine decodes: ``fast_decode`` lets JPEG decode at 1/2..1/8 scale when the
-    preprocessing resizes below that anyway (libjpeg-turbo DCT scaling)."""
+    """How the engine decodes.
 
-    fast_decode: bool = True
+    ``fast_decode`` lets a JPEG decode at 1/2..1/8 scale when the preprocessing resizes below that
+    anyway (libjpeg-turbo DCT scaling): about 3x cheaper decode + preprocess for 1080p frames, but a
+    different downscaling filter than the reference pipeline, so top-1 can change on ambiguous
+    images (74/78 agreed in benchmarks/decode.py). Off by default: results match torchvision's.
+    """
+
+    fast_decode: bool = False
     max_image_pixels: int = 40_000_000
     max_image_bytes: int = 64 * 1024 * 1024
 
