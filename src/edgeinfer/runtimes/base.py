@@ -6,7 +6,7 @@ It knows nothing about images, labels or serving: that is the engine's job.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -26,7 +26,12 @@ class Quantization:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Name, element type and shape of a model input or output; ``None`` is a dynamic dimension."""
+    """Name, element type and shape of a model input or output; ``None`` is a dynamic dimension.
+
+    ``dtype`` is what :meth:`Runtime.run` takes or returns. ``quantization`` is set where the model
+    itself stores the tensor quantized (a uint8 LiteRT model): the runtime then quantizes float
+    input and dequantizes output with it, so callers always see ``dtype`` (float32).
+    """
 
     name: str
     dtype: str
@@ -36,11 +41,9 @@ class TensorSpec:
     def check(self, array: np.ndarray) -> None:
         """Raise :class:`InvalidInput` unless ``array`` fits this spec."""
         if array.dtype != np.dtype(self.dtype):
-            raise InvalidInput(
-                f"input {self.name!r} must be {self.dtype}, got {array.dtype}"
-            )
+            raise InvalidInput(f"input {self.name!r} must be {self.dtype}, got {array.dtype}")
         if array.ndim != len(self.shape) or any(
-            want is not None and want != got for want, got in zip(self.shape, array.shape)
+            want is not None and want != got for want, got in zip(self.shape, array.shape, strict=False)
         ):
             want_shape = tuple(-1 if d is None else d for d in self.shape)
             raise InvalidInput(
@@ -60,11 +63,50 @@ class RuntimeOptions:
             raise ValueError(f"threads must be >= 1 (or None for all physical cores), got {self.threads}")
 
 
+def check_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> None:
+    """Raise :class:`InvalidInput` unless ``feeds`` has exactly one array per spec, each fitting it."""
+    expected = [spec.name for spec in specs]
+    missing = [name for name in expected if name not in feeds]
+    unknown = [name for name in feeds if name not in expected]
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append(f"missing input(s) {missing}")
+        if unknown:
+            problems.append(f"unknown input(s) {unknown}")
+        raise InvalidInput(f"{' and '.join(problems)}; the model takes {expected}")
+    for spec in specs:
+        array = feeds[spec.name]
+        if not isinstance(array, np.ndarray):
+            raise InvalidInput(f"input {spec.name!r} must be a numpy array, got {type(array).__name__}")
+        spec.check(array)
+
+
+def batch_size(specs: Sequence[TensorSpec], feeds: Mapping[str, np.ndarray]) -> int:
+    """The batch (leading dimension) of the first input; 1 for a scalar input."""
+    first = feeds[specs[0].name]
+    return int(first.shape[0]) if first.ndim else 1
+
+
+def model_format(path: Path) -> str:
+    """The model format from the file name: ``onnx`` or ``tflite``."""
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in ("onnx", "tflite"):
+        raise InvalidInput(f"{path}: unknown model format {suffix!r}; expected a .onnx or .tflite file")
+    return suffix
+
+
 @runtime_checkable
 class Runtime(Protocol):
-    """A loaded model on one inference runtime."""
+    """A loaded model on one inference runtime.
+
+    ``threads`` is the number of compute threads it holds from the process's thread budget
+    (0 for the Null runtime, which computes nothing). ``run`` validates its feeds and raises
+    :class:`InvalidInput` for a wrong name, shape or dtype; the runtime stays usable afterwards.
+    """
 
     name: str
+    threads: int
 
     @property
     def inputs(self) -> list[TensorSpec]:

@@ -1,0 +1,84 @@
+"""OpenVINO on the same ONNX files as ONNX Runtime: same numbers, dynamic batch, threads, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeinfer.errors import InvalidInput, NotReady
+from edgeinfer.models.repository import StoredModel
+from edgeinfer.runtimes.base import Runtime, RuntimeOptions, TensorSpec
+from edgeinfer.runtimes.onnxruntime import OnnxRuntimeFactory
+from edgeinfer.runtimes.openvino import OpenVinoFactory
+from edgeinfer.system.threads import process_budget
+from tests.runtimes.conftest import TinyModel
+
+pytest.importorskip("openvino")
+FACTORY = OpenVinoFactory()
+
+
+def test_tiny_model_matches_numpy_at_every_batch_size(tiny_onnx: TinyModel) -> None:
+    rng = np.random.default_rng(3)
+    with FACTORY.load(tiny_onnx.path, RuntimeOptions(threads=1)) as runtime:
+        assert isinstance(runtime, Runtime)
+        assert runtime.inputs == [TensorSpec("x", "float32", (None, 3, 8, 8))]
+        assert runtime.outputs == [TensorSpec("y", "float32", (None, 4))]
+        results = []
+        for batch in (1, 4, 1, 3):
+            x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
+            y = runtime.run({"x": x})["y"]
+            assert y.shape == (batch, 4)
+            np.testing.assert_allclose(y, tiny_onnx.reference(x), rtol=1e-4, atol=1e-6)
+            results.append(y)
+        # outputs are copies: a later request must not overwrite an earlier result
+        assert results[0] is not results[2]
+
+
+def test_compiled_with_latency_hint_f32_and_the_leased_threads(tiny_onnx: TinyModel) -> None:
+    with FACTORY.load(tiny_onnx.path, RuntimeOptions(threads=1)) as runtime:
+        props = runtime.properties
+        assert runtime.threads == 1
+        assert props["INFERENCE_NUM_THREADS"] == "1"
+        assert props["PERFORMANCE_HINT"] == "LATENCY"
+        assert props["INFERENCE_PRECISION_HINT"] == "f32"
+
+
+def test_thread_count_cannot_bypass_the_budget(tiny_onnx: TinyModel) -> None:
+    free = process_budget().free
+    with pytest.raises(InvalidInput, match="threads="):
+        FACTORY.load(tiny_onnx.path, RuntimeOptions(threads=1, extra={"INFERENCE_NUM_THREADS": "8"}))
+    with pytest.raises(InvalidInput, match="cannot compile"):
+        FACTORY.load(tiny_onnx.path, RuntimeOptions(threads=1, extra={"NO_SUCH_PROPERTY": "1"}))
+    assert process_budget().free == free
+
+
+def test_wrong_inputs_raise_invalid_input_and_it_keeps_working(tiny_onnx: TinyModel) -> None:
+    with FACTORY.load(tiny_onnx.path, RuntimeOptions(threads=1)) as runtime:
+        for feeds in (
+            {"input": np.zeros((1, 3, 8, 8), np.float32)},
+            {"x": np.zeros((1, 3, 8, 7), np.float32)},
+            {"x": np.zeros((1, 3, 8, 8), np.uint8)},
+        ):
+            with pytest.raises(InvalidInput):
+                runtime.run(feeds)
+        x = np.ones((2, 3, 8, 8), np.float32)
+        np.testing.assert_allclose(runtime.run({"x": x})["y"], tiny_onnx.reference(x), rtol=1e-4)
+    with pytest.raises(NotReady):
+        runtime.run({"x": x})
+
+
+def test_mobilenet_top5_equals_onnxruntime_on_real_photos(
+    mobilenet: StoredModel, photo_batch: tuple[tuple[str, ...], np.ndarray]
+) -> None:
+    names, batch = photo_batch
+    assert len(names) >= 5, f"too few sample photos installed: {names}"
+    with OnnxRuntimeFactory().load(mobilenet.path, RuntimeOptions(threads=1)) as ort_runtime:
+        name_in, name_out = ort_runtime.inputs[0].name, ort_runtime.outputs[0].name
+        expected = ort_runtime.run({name_in: batch})[name_out]
+    with FACTORY.load(mobilenet.path, RuntimeOptions(threads=1)) as ov_runtime:
+        got = ov_runtime.run({name_in: batch})[name_out]
+        one = ov_runtime.run({name_in: batch[:1]})[name_out]
+    for name, want, have in zip(names, expected, got, strict=True):
+        assert list(np.argsort(have)[::-1][:5]) == list(np.argsort(want)[::-1][:5]), name
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(one, expected[:1], atol=1e-4)

@@ -1,0 +1,156 @@
+"""The registry: names and aliases, missing runtimes, and ``auto`` chosen by a cached measurement."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from edgeinfer.errors import InvalidInput, RuntimeUnavailable
+from edgeinfer.models.repository import StoredModel
+from edgeinfer.runtimes import registry
+from edgeinfer.runtimes.base import RuntimeOptions
+from edgeinfer.runtimes.null import NullRuntime
+from edgeinfer.system.threads import process_budget
+from tests.runtimes.conftest import TinyModel
+
+
+def test_names_and_aliases() -> None:
+    assert set(registry.names()) == {"onnxruntime", "openvino", "litert", "keras", "null"}
+    assert registry.canonical("ort") == "onnxruntime"
+    assert registry.canonical(" OV ") == "openvino"
+    assert registry.canonical("tflite") == "litert"
+    with pytest.raises(RuntimeUnavailable, match=r"unknown runtime 'tensorrt'; choose one of onnxruntime"):
+        registry.canonical("tensorrt")
+
+
+def test_versions_come_from_package_metadata() -> None:
+    assert "onnxruntime" in registry.available() and "null" in registry.available()
+    assert registry.version("ort") == importlib.metadata.version("onnxruntime")
+    infos = registry.runtime_infos()
+    assert infos["onnxruntime"].installed and infos["onnxruntime"].formats == ("onnx",)
+    assert infos["litert"].formats == ("tflite",)
+    assert set(registry.versions()) == set(registry.names())
+
+
+def test_a_missing_runtime_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, tiny_onnx: TinyModel
+) -> None:
+    # sys.modules[name] = None is how Python marks a module as not importable
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert "openvino" not in registry.available()
+    assert registry.version("openvino") is None
+    assert not registry.runtime_infos()["openvino"].installed
+    assert "openvino" not in registry.auto_candidates("onnx")
+    message = r"runtime 'openvino' is not installed; pip install 'edgeinfer\[openvino\]'"
+    with pytest.raises(RuntimeUnavailable, match=message):
+        registry.require("openvino")
+    with pytest.raises(RuntimeUnavailable, match=message):
+        registry.open_runtime("ov", tiny_onnx.path)
+
+
+def test_a_runtime_that_cannot_run_the_format(tiny_onnx: TinyModel, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeUnavailable, match="runtime 'litert' cannot run onnx models"):
+        registry.load("litert", tiny_onnx.path)
+    with pytest.raises(InvalidInput, match="unknown model format"):
+        registry.load("onnxruntime", tmp_path / "model.pt")
+
+
+def test_keras_and_null_never_take_part_in_auto() -> None:
+    for fmt in ("onnx", "tflite"):
+        assert not {"keras", "null"} & set(registry.auto_candidates(fmt))
+    assert registry.auto_candidates("tflite") in ([], ["litert"])
+
+
+def test_load_respects_threads(tiny_onnx: TinyModel) -> None:
+    with registry.load("ort", tiny_onnx.path, RuntimeOptions(threads=1)) as runtime:
+        assert runtime.threads == 1
+        assert runtime.run({"x": np.zeros((1, 3, 8, 8), np.float32)})["y"].shape == (1, 4)
+
+
+def test_auto_measures_writes_its_cache_and_reuses_it(tiny_onnx: TinyModel, tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    shutil.copy(tiny_onnx.path, model)
+    cache = tmp_path / "cache"
+    first = registry.choose_auto(model, options=RuntimeOptions(threads=1), cache_dir=cache, runs=5)
+    assert not first.cached
+    assert {r.runtime for r in first.results} == set(registry.auto_candidates("onnx"))
+    timed = [r for r in first.results if r.median_ms is not None]
+    assert first.runtime == min(timed, key=lambda r: r.median_ms or 0.0).runtime
+    assert all(r.runs == 5 and r.p90_ms is not None and r.median_ms is not None for r in timed)
+    assert all(r.p90_ms >= r.median_ms for r in timed if r.p90_ms and r.median_ms)
+
+    stored = json.loads((cache / registry.AUTO_CACHE_FILE).read_text())
+    assert stored["entries"][first.key]["runtime"] == first.runtime
+    assert first.key.startswith(registry._sha256(model))
+
+    second = registry.choose_auto(model, options=RuntimeOptions(threads=1), cache_dir=cache)
+    assert second.cached and second.runtime == first.runtime and second.results == first.results
+
+    # the cache really decides: point the entry at another installed candidate and it is followed
+    others = [name for name in registry.auto_candidates("onnx") if name != first.runtime]
+    if others:
+        stored["entries"][first.key]["runtime"] = others[0]
+        (cache / registry.AUTO_CACHE_FILE).write_text(json.dumps(stored))
+        followed = registry.choose_auto(model, options=RuntimeOptions(threads=1), cache_dir=cache)
+        assert followed.cached and followed.runtime == others[0]
+
+
+def test_auto_cache_is_per_model_file_and_thread_request(tiny_onnx: TinyModel, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    model = tmp_path / "model.onnx"
+    shutil.copy(tiny_onnx.path, model)
+    one = registry.choose_auto(model, options=RuntimeOptions(threads=1), cache_dir=cache, runs=5)
+    all_threads = registry.choose_auto(model, options=RuntimeOptions(), cache_dir=cache, runs=5)
+    assert not all_threads.cached and all_threads.key != one.key
+    proto = onnx.load(str(model))
+    proto.doc_string = "same graph, different file"
+    onnx.save(proto, str(model))
+    changed = registry.choose_auto(model, options=RuntimeOptions(threads=1), cache_dir=cache, runs=5)
+    assert changed.key != one.key
+    entries = json.loads((cache / registry.AUTO_CACHE_FILE).read_text())["entries"]
+    assert len(entries) == 3
+
+
+def test_a_corrupt_auto_cache_is_measured_again_and_rewritten(tiny_onnx: TinyModel, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / registry.AUTO_CACHE_FILE).write_text("{not json")
+    choice = registry.choose_auto(tiny_onnx.path, options=RuntimeOptions(threads=1), cache_dir=cache, runs=5)
+    assert not choice.cached
+    assert json.loads((cache / registry.AUTO_CACHE_FILE).read_text())["entries"][choice.key]
+
+
+def test_auto_without_a_cache_dir_still_chooses(tiny_onnx: TinyModel) -> None:
+    free = process_budget().free
+    choice = registry.choose_auto(tiny_onnx.path, options=RuntimeOptions(threads=1), runs=5)
+    assert choice.runtime in registry.auto_candidates("onnx") and not choice.cached
+    assert process_budget().free == free  # every probed runtime was closed
+
+
+def test_open_runtime_on_a_built_model(mobilenet: StoredModel, tmp_path: Path) -> None:
+    null = registry.open_runtime("null", mobilenet)
+    assert isinstance(null, NullRuntime)
+    assert tuple(null.inputs) == mobilenet.config.inputs and tuple(null.outputs) == mobilenet.config.outputs
+    with registry.open_runtime("auto", mobilenet, RuntimeOptions(threads=1), cache_dir=tmp_path) as runtime:
+        assert runtime.name in registry.auto_candidates("onnx")
+        x = np.zeros((1, 3, 224, 224), np.float32)
+        probabilities = runtime.run({runtime.inputs[0].name: x})[runtime.outputs[0].name]
+        assert probabilities.shape == (1, 1000)
+    cached = json.loads((tmp_path / registry.AUTO_CACHE_FILE).read_text())["entries"]
+    (entry,) = cached.values()
+    assert entry["runtime"] == runtime.name and entry["model"] == mobilenet.path.name
+
+
+def test_open_runtime_on_a_tflite_file(efficientnet_tflite: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ai_edge_litert")
+    with registry.open_runtime("auto", efficientnet_tflite, RuntimeOptions(threads=1), tmp_path) as runtime:
+        assert runtime.name == "litert"
+    with pytest.raises(RuntimeUnavailable, match="cannot run tflite"):
+        registry.open_runtime("onnxruntime", efficientnet_tflite)
