@@ -1,0 +1,1 @@
+"""Deadline-aware dynamic batching: EDF queue, measured compute profile, the batcher."""

@@ -1,0 +1,352 @@
+"""A deadline-aware dynamic batcher wrapping one model's runtime instances.
+
+Life of a request:
+
+1. ``admit`` (at arrival, before any decoding): refuse at once when the queue is full
+   (:class:`Overloaded`, with a retry hint) or when the work already ahead of it under EDF plus its
+   own compute cannot finish before its deadline (:class:`DeadlineExceeded`).
+2. The caller prepares its samples (decode + preprocess, on other threads), then ``run`` puts them in
+   the earliest-deadline-first queue and awaits the result.
+3. A worker per instance takes the earliest-deadline requests that fit ``max_batch_size``. It waits
+   for more only when more are known to be on their way (admitted, still decoding), never longer
+   than ``max_queue_delay_us``, the head's slack, or the time batching would save by the measured
+   profile; an idle runtime never waits for nothing.
+4. Before running, requests that cannot finish in time by the measured compute time of the batch's
+   size are failed with :class:`DeadlineExceeded` instead of wasting compute and delaying others.
+
+Every pending future is completed on every path (result, error, shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeinfer.errors import DeadlineExceeded, EdgeInferError, InvalidInput, NotReady, Overloaded
+from edgeinfer.serving.batching.edf_queue import EdfQueue, Pending
+from edgeinfer.serving.batching.observer import BatchObserver, NullObserver
+from edgeinfer.serving.batching.profile import ComputeProfile
+
+InferFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BatcherSettings:
+    """``max_queue_size`` counts samples (admitted, decoding or queued) across the model."""
+
+    max_batch_size: int = 8
+    max_queue_delay_us: int = 2000
+    max_queue_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_queue_delay_us < 0:
+            raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+        if self.max_queue_size < self.max_batch_size:
+            raise ValueError(
+                f"max_queue_size ({self.max_queue_size}) must be at least "
+                f"max_batch_size ({self.max_batch_size})"
+            )
+
+
+@dataclass
+class Ticket:
+    """An admitted request's claim on queue space until its samples are queued or it gives up."""
+
+    samples: int
+    deadline_ns: int
+    open: bool = field(default=True)
+
+
+@dataclass
+class _Running:
+    size: int
+    started_ns: int
+
+
+class Batcher:
+    """Forms batches for ``instances`` workers, each running ``infer_fns[i]`` on its own thread."""
+
+    def __init__(
+        self,
+        infer_fns: Sequence[InferFn],
+        settings: BatcherSettings,
+        *,
+        name: str = "model",
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if not infer_fns:
+            raise ValueError("a batcher needs at least one instance")
+        self.name = name
+        self.settings = settings
+        self.profile = ComputeProfile(settings.max_batch_size)
+        self._fns = list(infer_fns)
+        self._observer = observer or NullObserver()
+        self._queue = EdfQueue()
+        self._incoming = 0
+        self._seq = 0
+        self._running: list[_Running | None] = [None] * len(self._fns)
+        self._executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}-{i}")
+            for i in range(len(self._fns))
+        ]
+        self._workers: list[asyncio.Task[None]] = []
+        self._wake: asyncio.Event | None = None
+        self._accepting = False
+        self._closing = False
+
+    @property
+    def instances(self) -> int:
+        return len(self._fns)
+
+    @property
+    def queued_samples(self) -> int:
+        return self._queue.samples
+
+    @property
+    def incoming_samples(self) -> int:
+        return self._incoming
+
+    def waiting_samples(self) -> float:
+        """Admitted samples not yet running (decoding or queued): the queue-depth gauge."""
+        return float(self._queue.samples + self._incoming)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def warm_up(self, sample_shape: tuple[int, ...], dtype: np.dtype, runs: int = 2) -> None:
+        """Run every batch size on every instance; the last run of each size seeds the profile."""
+        loop = asyncio.get_running_loop()
+        for executor, fn in zip(self._executors, self._fns, strict=True):
+            for size in range(1, self.settings.max_batch_size + 1):
+                batch = np.zeros((size, *sample_shape), dtype=dtype)
+                for _ in range(max(1, runs)):
+                    started = time.monotonic_ns()
+                    await loop.run_in_executor(executor, fn, batch)
+                    elapsed = time.monotonic_ns() - started
+                self.profile.observe(size, elapsed)
+
+    def start(self) -> None:
+        """Start the workers (from the event loop) and begin admitting requests."""
+        if self._workers:
+            return
+        self._wake = asyncio.Event()
+        self._workers = [
+            asyncio.create_task(self._worker(i), name=f"batcher-{self.name}-{i}")
+            for i in range(self.instances)
+        ]
+        self._accepting = True
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Stop admitting, finish what was admitted (up to ``timeout_s``), then stop the workers."""
+        self._accepting = False
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._workers:
+            _, pending = await asyncio.wait(self._workers, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            for item in self._queue.drain():
+                _fail(item, NotReady(f"model {self.name!r} shut down before this request ran"))
+        for executor in self._executors:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def admit(self, samples: int, deadline_ns: int, prep_ns: int = 0) -> Ticket:
+        """Claim queue space for a request of ``samples`` samples, or refuse it at once."""
+        if not self._accepting:
+            state = "shutting down" if self._closing else "not ready yet"
+            raise NotReady(f"model {self.name!r} is {state}")
+        if samples < 1:
+            raise InvalidInput("a request needs at least one sample (batch dimension >= 1)")
+        if samples > self.settings.max_batch_size:
+            raise InvalidInput(
+                f"a request of {samples} samples is over this model's max_batch_size "
+                f"({self.settings.max_batch_size}); split it"
+            )
+        held = self._queue.samples + self._incoming
+        if held + samples > self.settings.max_queue_size:
+            self._observer.on_rejected("queue_full")
+            retry = self.drain_estimate_s()
+            raise Overloaded(
+                f"model {self.name!r} is overloaded: {held} samples already waiting "
+                f"(max_queue_size {self.settings.max_queue_size}); retry in about {retry:.3f} s",
+                retry_after_s=retry,
+            )
+        now = time.monotonic_ns()
+        wait_ns = self._wait_estimate_ns(deadline_ns, now)
+        finish_ns = now + prep_ns + wait_ns + self.profile.compute_ns(samples)
+        if finish_ns > deadline_ns:
+            self._observer.on_rejected("deadline")
+            raise DeadlineExceeded(
+                f"cannot finish before the deadline: {(deadline_ns - now) / 1e6:.1f} ms left, about "
+                f"{(finish_ns - now) / 1e6:.1f} ms needed ({held} samples ahead); "
+                "allow a longer timeout or retry later"
+            )
+        self._incoming += samples
+        return Ticket(samples, deadline_ns)
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Give back a ticket whose samples will never come (decoding failed, client left)."""
+        if ticket.open:
+            ticket.open = False
+            self._incoming -= ticket.samples
+            if self._wake is not None:
+                self._wake.set()
+
+    async def run(self, ticket: Ticket, samples: np.ndarray) -> np.ndarray:
+        """Queue the prepared samples of an admitted request and await their output rows."""
+        if samples.shape[0] != ticket.samples:
+            self.cancel(ticket)
+            raise InvalidInput(f"admitted {ticket.samples} samples but got {samples.shape[0]}")
+        self.cancel(ticket)  # the claim becomes a queue entry (or nothing)
+        now = time.monotonic_ns()
+        if now + self.profile.compute_ns(ticket.samples) > ticket.deadline_ns:
+            self._observer.on_deadline_missed()
+            raise DeadlineExceeded(
+                f"the deadline passed while the request was being prepared "
+                f"({(ticket.deadline_ns - now) / 1e6:.1f} ms left)"
+            )
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._seq += 1
+        self._queue.push(Pending(ticket.deadline_ns, self._seq, samples, future, now))
+        assert self._wake is not None
+        self._wake.set()
+        return await future
+
+    async def infer(self, samples: np.ndarray, deadline_ns: int) -> np.ndarray:
+        """``admit`` + ``run`` for samples that are ready now."""
+        ticket = self.admit(int(samples.shape[0]), deadline_ns)
+        return await self.run(ticket, samples)
+
+    def drain_estimate_s(self) -> float:
+        """Seconds until what is waiting now has run: the basis of a Retry-After hint."""
+        waiting = self._queue.samples + self._incoming
+        return max(0.001, waiting * self.profile.per_sample_ns() / self.instances / 1e9)
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    def _wait_estimate_ns(self, deadline_ns: int, now: int) -> int:
+        """Time until a new request with this deadline would start, by EDF and the profile."""
+        ahead = self._queue.samples_due_by(deadline_ns) + self._incoming
+        size = self.settings.max_batch_size
+        full, rest = divmod(ahead, size)
+        work = full * self.profile.compute_ns(size) + (self.profile.compute_ns(rest) if rest else 0)
+        busy = [r for r in self._running if r is not None]
+        running_left = 0
+        if len(busy) == self.instances:
+            running_left = min(max(0, self.profile.compute_ns(r.size) - (now - r.started_ns)) for r in busy)
+        return work // self.instances + running_left
+
+    async def _worker(self, index: int) -> None:
+        while True:
+            items = await self._next_batch()
+            if items is None:
+                return
+            await self._execute(index, items)
+
+    async def _next_batch(self) -> list[Pending] | None:
+        assert self._wake is not None
+        while True:
+            head = self._queue.peek()
+            if head is None:
+                if self._closing and self._incoming == 0:
+                    return None
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            wait_ns = self._batch_wait_ns(head)
+            if wait_ns > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait_ns / 1e9)
+                continue
+            items = [i for i in self._queue.pop_batch(self.settings.max_batch_size) if not i.future.done()]
+            items = self._drop_late(items)
+            if items:
+                return items
+
+    def _batch_wait_ns(self, head: Pending) -> int:
+        """How long to hold a partial batch for samples known to be on their way (0: run now)."""
+        size = self.settings.max_batch_size
+        queued = self._queue.samples
+        if self.settings.max_queue_delay_us == 0 or queued >= size or self._incoming == 0 or self._closing:
+            return 0
+        now = time.monotonic_ns()
+        target = min(size, queued + self._incoming)
+        profile = self.profile
+        saving = profile.compute_ns(queued) + profile.compute_ns(target - queued) - profile.compute_ns(target)
+        oldest = self._queue.oldest_enqueued_ns() or now
+        delay_left = oldest + self.settings.max_queue_delay_us * 1000 - now
+        slack = head.deadline_ns - now - profile.compute_ns(target)
+        return max(0, min(delay_left, slack, saving))
+
+    def _drop_late(self, items: list[Pending]) -> list[Pending]:
+        """Fail the requests that cannot finish in time at this batch size; keep the rest."""
+        while items:
+            now = time.monotonic_ns()
+            need = self.profile.compute_ns(sum(i.count for i in items))
+            late = [i for i in items if i.deadline_ns < now + need]
+            if not late:
+                return items
+            for item in late:
+                self._observer.on_deadline_missed()
+                _fail(
+                    item,
+                    DeadlineExceeded(
+                        f"request cannot finish before its deadline: {(item.deadline_ns - now) / 1e6:.1f} ms "
+                        f"left, its batch needs about {need / 1e6:.1f} ms"
+                    ),
+                )
+            items = [i for i in items if i.deadline_ns >= now + need]
+        return items
+
+    async def _execute(self, index: int, items: list[Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        batch = items[0].samples if len(items) == 1 else np.concatenate([i.samples for i in items])
+        size = int(batch.shape[0])
+        started = time.monotonic_ns()
+        for item in items:
+            self._observer.on_queued(started - item.enqueued_ns)
+        self._running[index] = _Running(size, started)
+        try:
+            output = await loop.run_in_executor(self._executors[index], self._fns[index], batch)
+        except Exception as exc:  # every pending future must hear about it
+            error = exc if isinstance(exc, EdgeInferError) else EdgeInferError(f"inference failed: {exc!r}")
+            for item in items:
+                _fail(item, error)
+            return
+        finally:
+            self._running[index] = None
+        elapsed = time.monotonic_ns() - started
+        self.profile.observe(size, elapsed)
+        self._observer.on_batch(size, elapsed)
+        if output.shape[0] != size:
+            error = EdgeInferError(f"the runtime returned {output.shape[0]} rows for a batch of {size}")
+            for item in items:
+                _fail(item, error)
+            return
+        offset = 0
+        for item in items:
+            if not item.future.done():
+                item.future.set_result(output[offset : offset + item.count])
+            offset += item.count
+
+
+def _fail(item: Pending, error: BaseException) -> None:
+    if not item.future.done():
+        item.future.set_exception(error)
+
+
+def retry_after_header(seconds: float) -> str:
+    """Retry-After takes whole seconds; never say 0."""
+    return str(max(1, math.ceil(seconds)))

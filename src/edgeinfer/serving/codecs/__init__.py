@@ -1,0 +1,1 @@
+"""Wire encodings of the v2 protocol: tensor data (raw and JSON) and HTTP bodies."""

@@ -1,0 +1,209 @@
+"""The transport-agnostic heart of the server: health, metadata and inference over the served models.
+
+The REST and gRPC adapters only translate their wire formats and call these methods; errors are
+:class:`edgeinfer.errors.EdgeInferError` kinds, mapped to status codes by each adapter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from edgeinfer import __version__
+from edgeinfer.errors import EdgeInferError, ModelNotFound, NotFound, NotReady
+from edgeinfer.serving.batching.batcher import BatcherSettings
+from edgeinfer.serving.metrics import ServerMetrics
+from edgeinfer.serving.protocol import (
+    ClassifyResponse,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    ServerMetadata,
+)
+from edgeinfer.serving.servable import ModelEngine, Servable
+from edgeinfer.serving.settings import ServeSettings
+
+log = logging.getLogger("edgeinfer.serving")
+
+SERVER_NAME = "edgeinfer"
+EXTENSIONS = ("binary_tensor_data", "classification", "edgeinfer_classify", "edgeinfer_deadlines")
+
+T = TypeVar("T")
+EngineLoader = Callable[[str, ServeSettings], Sequence[ModelEngine]]
+
+
+def load_engines(name: str, settings: ServeSettings) -> list[ModelEngine]:
+    """One engine per instance, each with its share of the cores (blocking: run it off the loop)."""
+    from edgeinfer.engine.engine import Engine, EngineOptions
+
+    options = EngineOptions(
+        max_image_pixels=settings.max_image_pixels, max_image_bytes=settings.max_image_bytes
+    )
+    engines: list[ModelEngine] = []
+    try:
+        for _ in range(settings.instances):
+            engines.append(
+                Engine.load(
+                    name,
+                    runtime=settings.runtime,
+                    precision=settings.precision,
+                    threads=settings.threads_per_instance,
+                    repository=settings.repository,
+                    options=options,
+                )
+            )
+    except BaseException:
+        for engine in engines:
+            engine.close()
+        raise
+    return engines
+
+
+class DataPlane:
+    """Owns the served models from loading to shutdown."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        metrics: ServerMetrics | None = None,
+        loader: EngineLoader = load_engines,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or ServerMetrics()
+        self._loader = loader
+        self._models: dict[str, Servable] = {}
+        self._draining = False
+        self._decode_pool = ThreadPoolExecutor(
+            max_workers=settings.decode_workers, thread_name_prefix="decode"
+        )
+        self._batching = BatcherSettings(
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_us=settings.max_queue_delay_us,
+            max_queue_size=settings.max_queue_size,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Load and warm every configured model; the server is ready when this returns."""
+        for name in self.settings.models:
+            started = time.monotonic_ns()
+            engines = await asyncio.to_thread(self._loader, name, self.settings)
+            servable = Servable(
+                name, engines, self._batching, self.metrics.for_model(name), self._decode_pool
+            )
+            self._models[name] = servable
+            await servable.start(self.settings.warmup_runs)
+            servable.metrics.queue_depth.set_function(servable.batcher.waiting_samples)
+            log.info(
+                "model %s v%s ready on %s in %.2f s; batch compute ms %s",
+                name, servable.version, servable.engine.runtime.name, (time.monotonic_ns() - started) / 1e9,
+                {b: round(ns / 1e6, 2) for b, ns in servable.batcher.profile.snapshot().items()},
+            )  # fmt: skip
+
+    def begin_shutdown(self) -> None:
+        """Stop admitting new work (ready turns false); what was admitted still finishes."""
+        self._draining = True
+
+    async def close(self) -> None:
+        self._draining = True
+        timeout = self.settings.shutdown_timeout_s
+        await asyncio.gather(*(m.close(timeout) for m in self._models.values()))
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- health and metadata --------------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return (
+            not self._draining
+            and len(self._models) == len(self.settings.models)
+            and all(m.ready for m in self._models.values())
+        )
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(SERVER_NAME, __version__, EXTENSIONS)
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        self._check_known(name)
+        servable = self._models.get(name)
+        if servable is None:
+            return False
+        _check_version(servable, version)
+        return servable.ready and not self._draining
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        return self._servable(name, version).metadata()
+
+    # -- inference ------------------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest, protocol: str) -> InferResponse:
+        servable = self._servable(request.model, request.version, protocol)
+        deadline = self._deadline_ns(request.arrival_ns, request.timeout_ns)
+        return await self._observed(servable, protocol, request.arrival_ns, servable.infer(request, deadline))
+
+    async def classify(
+        self, model: str, image: bytes, top_k: int, *, protocol: str, arrival_ns: int, timeout_ns: int | None
+    ) -> ClassifyResponse:
+        servable = self._servable(model, None, protocol)
+        deadline = self._deadline_ns(arrival_ns, timeout_ns)
+        return await self._observed(servable, protocol, arrival_ns, servable.classify(image, top_k, deadline))
+
+    def count_failure(self, model: str, protocol: str, error: EdgeInferError) -> None:
+        """Count a request that failed before reaching a model (bad body, unknown model...)."""
+        if model in self._models:
+            self._models[model].metrics.on_request(protocol)
+            self._models[model].metrics.on_answer(protocol, 0, error.kind)
+
+    async def _observed(self, servable: Servable, protocol: str, arrival_ns: int, work: Awaitable[T]) -> T:
+        metrics = servable.metrics
+        metrics.on_request(protocol)
+        kind: str | None = "cancelled"
+        try:
+            result = await work
+            kind = None
+            return result
+        except EdgeInferError as exc:
+            kind = exc.kind
+            raise
+        except Exception as exc:
+            kind = "internal"
+            log.exception("internal error in model %s", servable.name)
+            raise EdgeInferError(f"internal error: {exc!r}") from exc
+        finally:
+            metrics.on_answer(protocol, time.monotonic_ns() - arrival_ns, kind)
+
+    def _deadline_ns(self, arrival_ns: int, timeout_ns: int | None) -> int:
+        start = arrival_ns or time.monotonic_ns()
+        if timeout_ns is None:
+            timeout_ns = int(self.settings.default_timeout_ms * 1e6)
+        return start + timeout_ns
+
+    def _servable(self, name: str, version: str | None, protocol: str | None = None) -> Servable:
+        self._check_known(name)
+        if self._draining:
+            raise NotReady("the server is shutting down; send new requests elsewhere")
+        servable = self._models.get(name)
+        if servable is None or not servable.ready:
+            raise NotReady(f"model {name!r} is still loading; wait for /v2/models/{name}/ready")
+        _check_version(servable, version)
+        return servable
+
+    def _check_known(self, name: str) -> None:
+        if name not in self.settings.models:
+            raise ModelNotFound(f"unknown model {name!r}; this server serves {list(self.settings.models)}")
+
+
+def _check_version(servable: Servable, version: str | None) -> None:
+    if version and version != servable.version:
+        raise NotFound(f"model {servable.name!r} has no version {version!r}; it has [{servable.version!r}]")

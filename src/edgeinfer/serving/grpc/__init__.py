@@ -1,0 +1,1 @@
+"""The gRPC adapter and the generated KServe v2 stubs."""

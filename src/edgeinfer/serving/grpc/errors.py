@@ -1,0 +1,39 @@
+"""Error kinds to gRPC status codes: the only place the gRPC adapter decides a status."""
+
+from __future__ import annotations
+
+import grpc
+
+from edgeinfer.errors import (
+    DeadlineExceeded,
+    EdgeInferError,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    Overloaded,
+    Unauthenticated,
+)
+from edgeinfer.serving.batching.batcher import retry_after_header
+
+_CODES: dict[type[EdgeInferError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    NotReady: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def code_of(error: EdgeInferError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        code = _CODES.get(cls)  # type: ignore[call-overload]
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def trailing_metadata(error: EdgeInferError) -> tuple[tuple[str, str], ...]:
+    if isinstance(error, Overloaded):
+        return (("retry-after", retry_after_header(error.retry_after_s)),)
+    return ()

@@ -1,0 +1,1 @@
+"""Closed- and open-loop load generation against a running server."""

@@ -1,0 +1,117 @@
+"""Prometheus metrics of one server (PyPI ``prometheus-client``), on their own registry.
+
+Per model: requests and failures (by protocol and error kind), end-to-end, preparation (decode +
+preprocess), queue and compute time, batch sizes, admissions refused (queue full / deadline) and
+admitted requests that missed their deadline. The process collector adds CPU seconds and RSS.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from edgeinfer.serving.batching.observer import RejectReason
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_LATENCY_BUCKETS_S = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
+    0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+
+
+class ServerMetrics:
+    """All metric families of one server process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        r = self.registry
+        self.requests = Counter(
+            "edgeinfer_requests", "Inference requests received", ["model", "protocol"], registry=r
+        )
+        self.failures = Counter(
+            "edgeinfer_request_failures", "Inference requests answered with an error",
+            ["model", "protocol", "kind"], registry=r,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "edgeinfer_request_seconds", "End-to-end time in the server, arrival to answer",
+            ["model", "protocol"], buckets=_LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.prepare_seconds = Histogram(
+            "edgeinfer_prepare_seconds", "Decode + preprocess time of a request's inputs",
+            ["model"], buckets=_LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.queue_seconds = Histogram(
+            "edgeinfer_queue_seconds", "Time a request waited in the batcher's queue",
+            ["model"], buckets=_LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.compute_seconds = Histogram(
+            "edgeinfer_compute_seconds", "Time to run one batch on the runtime",
+            ["model"], buckets=_LATENCY_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "edgeinfer_batch_size", "Samples per batch run", ["model"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.rejected = Counter(
+            "edgeinfer_rejected", "Requests refused at admission", ["model", "reason"], registry=r
+        )
+        self.deadline_missed = Counter(
+            "edgeinfer_deadline_missed", "Admitted requests failed because they could not finish in time",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "edgeinfer_queue_samples", "Samples admitted and not yet running", ["model"], registry=r
+        )
+
+    def for_model(self, model: str) -> ModelMetrics:
+        return ModelMetrics(self, model)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class ModelMetrics:
+    """One model's children of the metric families; also the batcher's observer."""
+
+    def __init__(self, metrics: ServerMetrics, model: str) -> None:
+        self._metrics = metrics
+        self.model = model
+        self._prepare = metrics.prepare_seconds.labels(model)
+        self._queue = metrics.queue_seconds.labels(model)
+        self._compute = metrics.compute_seconds.labels(model)
+        self._batch = metrics.batch_size.labels(model)
+        self._missed = metrics.deadline_missed.labels(model)
+        self.queue_depth = metrics.queue_depth.labels(model)
+
+    def on_request(self, protocol: str) -> None:
+        self._metrics.requests.labels(self.model, protocol).inc()
+
+    def on_answer(self, protocol: str, elapsed_ns: int, error_kind: str | None) -> None:
+        self._metrics.request_seconds.labels(self.model, protocol).observe(elapsed_ns / 1e9)
+        if error_kind is not None:
+            self._metrics.failures.labels(self.model, protocol, error_kind).inc()
+
+    def on_prepared(self, elapsed_ns: int) -> None:
+        self._prepare.observe(elapsed_ns / 1e9)
+
+    # BatchObserver
+    def on_batch(self, size: int, compute_ns: int) -> None:
+        self._batch.observe(size)
+        self._compute.observe(compute_ns / 1e9)
+
+    def on_queued(self, queue_ns: int) -> None:
+        self._queue.observe(queue_ns / 1e9)
+
+    def on_rejected(self, reason: RejectReason) -> None:
+        self._metrics.rejected.labels(self.model, reason).inc()
+
+    def on_deadline_missed(self) -> None:
+        self._missed.inc()

@@ -1,0 +1,78 @@
+"""Reading an HTTP request body from ASGI, within a size limit and a time limit.
+
+A declared ``Content-Length`` over the limit is refused before a byte is read; a body that grows
+past it (chunked, or a lying length) is refused as soon as it does. ``Content-Encoding: gzip`` or
+``deflate`` (tritonclient's request compression) is inflated within the same limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from typing import Any
+
+from edgeinfer.errors import InvalidInput
+from edgeinfer.serving.rest.errors import BodyTimeout, BodyTooLarge
+
+Receive = Any
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its body arrived; there is nobody to answer."""
+
+
+async def read_body(receive: Receive, headers: dict[str, str], limit_bytes: int, timeout_s: float) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError:
+            raise InvalidInput(f"Content-Length must be a number of bytes, got {declared!r}") from None
+        if length > limit_bytes:
+            raise BodyTooLarge(f"request body of {length} bytes is over the limit of {limit_bytes} bytes")
+    try:
+        async with asyncio.timeout(timeout_s):
+            raw = await _receive_all(receive, limit_bytes)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive in full within {timeout_s:g} s (truncated body?)"
+        ) from None
+    return _inflate(raw, headers.get("content-encoding"), limit_bytes)
+
+
+async def _receive_all(receive: Receive, limit_bytes: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit_bytes:
+            raise BodyTooLarge(f"request body is over the limit of {limit_bytes} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _inflate(raw: bytes, encoding: str | None, limit_bytes: int) -> bytes:
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return raw
+    name = encoding.strip().lower()
+    if name == "gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif name == "deflate":
+        inflater = zlib.decompressobj()
+    else:
+        raise InvalidInput(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+    try:
+        out = inflater.decompress(raw, limit_bytes + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"the {name} request body is corrupt: {exc}") from None
+    if len(out) > limit_bytes or inflater.unconsumed_tail:
+        raise BodyTooLarge(f"the {name} request body inflates past the limit of {limit_bytes} bytes")
+    if not inflater.eof:
+        raise InvalidInput(f"the {name} request body is truncated")
+    return out

@@ -1,0 +1,280 @@
+"""One model as the server serves it: protocol inputs in, batched inference, protocol outputs out.
+
+An image model takes either encoded images (JPEG/PNG/... bytes) as the BYTES input ``image``,
+decoded and preprocessed here on a thread pool while other batches infer, or an already
+preprocessed tensor on the runtime's own input (for example ``input``, FP32 [-1, 3, 224, 224]).
+A request sends exactly one of the two. Its output is the probability tensor, or with Triton's
+classification extension the top classes as ``"score:index:label"`` strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Protocol
+
+import numpy as np
+
+from edgeinfer.engine.results import Prediction
+from edgeinfer.errors import EdgeInferError, InvalidInput
+from edgeinfer.models.config import ModelConfig
+from edgeinfer.runtimes.base import Runtime
+from edgeinfer.serving.batching.batcher import Batcher, BatcherSettings
+from edgeinfer.serving.metrics import ModelMetrics
+from edgeinfer.serving.protocol import (
+    ClassifyResponse,
+    InferRequest,
+    InferResponse,
+    Label,
+    ModelMetadata,
+    OutputTensor,
+    RequestedOutput,
+    Tensor,
+    TensorMetadata,
+    datatype_of,
+)
+
+IMAGE_INPUT = "image"
+
+
+class ModelEngine(Protocol):
+    """The part of :class:`edgeinfer.engine.engine.Engine` the server uses."""
+
+    config: ModelConfig
+    runtime: Runtime
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]: ...
+
+    def decode(self, source: bytes) -> np.ndarray: ...
+
+    def preprocess(self, rgb: np.ndarray) -> np.ndarray: ...
+
+    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def postprocess(self, scores: np.ndarray, top_k: int = 5) -> list[Prediction]: ...
+
+    def close(self) -> None: ...
+
+
+class Servable:
+    """A loaded model with its batcher; every method raises only :class:`EdgeInferError` kinds."""
+
+    def __init__(
+        self,
+        name: str,
+        engines: Sequence[ModelEngine],
+        batching: BatcherSettings,
+        metrics: ModelMetrics,
+        decode_pool: Executor,
+    ) -> None:
+        if not engines:
+            raise ValueError("a servable needs at least one engine instance")
+        self.name = name
+        self.engines = list(engines)
+        self.engine = engines[0]
+        self.version = self.engine.config.version
+        self.metrics = metrics
+        self.batcher = Batcher([e.infer for e in engines], batching, name=name, observer=metrics)
+        self._decode_pool = decode_pool
+        self._prepare_ns_per_image = 0.0
+        spec = self.engine.runtime.inputs[0]
+        self._tensor_dtype = np.dtype(spec.dtype)
+        self.tensor_input = TensorMetadata(
+            spec.name, datatype_of(spec.dtype), (-1, *self.engine.sample_shape)
+        )
+        self.image_input = TensorMetadata(
+            IMAGE_INPUT if spec.name != IMAGE_INPUT else "image_bytes", "BYTES", (-1,)
+        )
+        out = self.engine.config.outputs[0]
+        self.classes = int(out.shape[-1] or 0)
+        self.output = TensorMetadata(out.name, "FP32", (-1, self.classes))
+        self.ready = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self, warmup_runs: int = 2) -> None:
+        """Warm every batch size on every instance (measuring them), then accept requests."""
+        await self.batcher.warm_up(self.engine.sample_shape, self._tensor_dtype, runs=warmup_runs)
+        await self._warm_decode()
+        self.batcher.start()
+        self.ready = True
+
+    async def close(self, timeout_s: float) -> None:
+        self.ready = False
+        await self.batcher.close(timeout_s)
+        for engine in self.engines:
+            engine.close()
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata(
+            name=self.name,
+            versions=(self.version,),
+            platform=f"edgeinfer_{self.engine.runtime.name}",
+            inputs=(self.tensor_input, self.image_input),
+            outputs=(self.output,),
+        )
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest, deadline_ns: int) -> InferResponse:
+        tensor = self._one_input(request.inputs)
+        wanted = self._wanted_outputs(request)
+        is_image = tensor.name == self.image_input.name
+        count = tensor.shape[0]
+        prep_ns = int(self._prepare_ns_per_image * count) if is_image else 0
+        ticket = self.batcher.admit(count, deadline_ns, prep_ns)
+        try:
+            samples = await self._prepare(tensor.data.reshape(count)) if is_image else tensor.data
+        except BaseException:
+            self.batcher.cancel(ticket)
+            raise
+        scores = await self.batcher.run(ticket, samples)
+        outputs = tuple(self._output(scores, want) for want in wanted)
+        return InferResponse(self.name, self.version, outputs, request.id)
+
+    async def classify(self, image: bytes, top_k: int, deadline_ns: int) -> ClassifyResponse:
+        """One encoded image to its top-k labels (the ``/v1/.../classify`` route)."""
+        if not 1 <= top_k <= self.classes:
+            raise InvalidInput(f"top_k must be between 1 and {self.classes}, got {top_k}")
+        ticket = self.batcher.admit(1, deadline_ns, int(self._prepare_ns_per_image))
+        try:
+            samples = await self._prepare(np.array([image], dtype=object))
+        except BaseException:
+            self.batcher.cancel(ticket)
+            raise
+        scores = await self.batcher.run(ticket, samples)
+        top = self.engine.postprocess(scores[0], top_k)
+        labels = tuple(Label(p.index, p.label, p.score) for p in top)
+        return ClassifyResponse(self.name, self.version, labels)
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def _one_input(self, inputs: Sequence[Tensor]) -> Tensor:
+        tensor_in, image_in = self.tensor_input, self.image_input
+        options = (
+            f"{tensor_in.name!r} ({tensor_in.datatype} {list(tensor_in.shape)}) or "
+            f"{image_in.name!r} (BYTES [-1], encoded JPEG/PNG images)"
+        )
+        known = {self.tensor_input.name, self.image_input.name}
+        unknown = [t.name for t in inputs if t.name not in known]
+        if unknown:
+            raise InvalidInput(f"unknown input(s) {unknown} for model {self.name!r}; send {options}")
+        if len(inputs) != 1:
+            names = [t.name for t in inputs]
+            raise InvalidInput(
+                f"extra input: got {names}; model {self.name!r} takes exactly one of {options}"
+            )
+        tensor = inputs[0]
+        if tensor.name == self.image_input.name:
+            self._check_image_input(tensor)
+        else:
+            self._check_tensor_input(tensor)
+        return tensor
+
+    def _check_image_input(self, tensor: Tensor) -> None:
+        if tensor.datatype != "BYTES":
+            raise InvalidInput(
+                f"input {tensor.name!r} holds encoded images and must be BYTES, got {tensor.datatype}"
+            )
+        shape = tensor.shape
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
+            raise InvalidInput(
+                f"input {tensor.name!r} must have shape [N] or [N, 1] with N >= 1, got {list(shape)}"
+            )
+
+    def _check_tensor_input(self, tensor: Tensor) -> None:
+        want = self.tensor_input
+        if tensor.datatype != want.datatype:
+            raise InvalidInput(
+                f"input {want.name!r} must be {want.datatype}, got {tensor.datatype} "
+                f"(send encoded images as BYTES input {self.image_input.name!r} instead)"
+            )
+        shape = tensor.shape
+        if len(shape) != len(want.shape) or shape[1:] != want.shape[1:] or shape[0] < 1:
+            raise InvalidInput(
+                f"input {want.name!r} must have shape {list(want.shape)} (-1: any >= 1), got {list(shape)}"
+            )
+
+    def _wanted_outputs(self, request: InferRequest) -> list[RequestedOutput]:
+        if not request.outputs:
+            return [RequestedOutput(self.output.name, request.binary_output)]
+        names = [o.name for o in request.outputs]
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"an output is requested twice in {names}")
+        for want in request.outputs:
+            if want.name != self.output.name:
+                raise InvalidInput(
+                    f"unknown output {want.name!r}; model {self.name!r} has {self.output.name!r}"
+                )
+            if want.class_count > self.classes:
+                raise InvalidInput(
+                    f"classification asks for {want.class_count} classes; the model has {self.classes}"
+                )
+        return [o if o.binary is not None else RequestedOutput(o.name, request.binary_output, o.class_count)
+                for o in request.outputs]  # fmt: skip
+
+    async def _prepare(self, images: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic_ns()
+        batch = await loop.run_in_executor(self._decode_pool, self._decode_batch, images)
+        elapsed = time.monotonic_ns() - started
+        self.metrics.on_prepared(elapsed)
+        per_image = elapsed / len(images)
+        previous = self._prepare_ns_per_image
+        self._prepare_ns_per_image = per_image if previous == 0 else previous + 0.2 * (per_image - previous)
+        return batch
+
+    def _decode_batch(self, images: np.ndarray) -> np.ndarray:
+        """Runs on the decode pool: encoded images to one batch of preprocessed samples."""
+        samples = []
+        for index, item in enumerate(images):
+            try:
+                raw = _image_bytes(item)
+                samples.append(self.engine.preprocess(self.engine.decode(raw)))
+            except EdgeInferError as exc:
+                where = f"image {index}: " if len(images) > 1 else ""
+                raise type(exc)(f"{where}{exc}") from None
+        return samples[0][np.newaxis] if len(samples) == 1 else np.stack(samples)
+
+    async def _warm_decode(self) -> None:
+        """Decode and preprocess one small image so the first request does not pay for imports."""
+        from PIL import Image  # Pillow is a core dependency of the engine
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 48), (120, 60, 30)).save(buffer, format="JPEG")
+        await self._prepare(np.array([buffer.getvalue()], dtype=object))
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def _output(self, scores: np.ndarray, want: RequestedOutput) -> OutputTensor:
+        binary = bool(want.binary)
+        if want.class_count == 0:
+            tensor = Tensor(self.output.name, "FP32", tuple(scores.shape), scores)
+            return OutputTensor(tensor, binary)
+        rows = [
+            [f"{p.score:f}:{p.index}:{p.label}" for p in self.engine.postprocess(row, want.class_count)]
+            for row in scores
+        ]
+        data = np.empty((len(rows), want.class_count), dtype=object)
+        data[:] = rows
+        return OutputTensor(Tensor(self.output.name, "BYTES", tuple(data.shape), data), binary)
+
+
+def _image_bytes(item: object) -> bytes:
+    """An element of the image input: raw bytes (binary / gRPC) or a base64 string (JSON)."""
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        try:
+            return base64.b64decode(item, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(
+                "an image sent as a JSON string must be base64; send raw bytes with the binary extension"
+            ) from None
+    raise InvalidInput(f"an image must be bytes, got {type(item).__name__}")

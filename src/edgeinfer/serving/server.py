@@ -1,0 +1,153 @@
+"""One server process: HTTP (uvicorn + httptools + uvloop) and gRPC (grpc.aio) on one event loop.
+
+Start-up: listen first (live, not ready), then load and warm every model; ready only after that.
+Shutdown on SIGTERM/SIGINT: readiness turns false and new requests are refused at once, requests
+already accepted finish, then the listeners, batchers and runtimes close; the whole takes at most
+about ``shutdown_timeout_s`` (plus a second of slack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Generator
+from types import FrameType
+
+import uvicorn
+
+from edgeinfer.errors import EdgeInferError
+from edgeinfer.serving.dataplane import DataPlane, EngineLoader, load_engines
+from edgeinfer.serving.metrics import ServerMetrics
+from edgeinfer.serving.rest.app import RestApp
+from edgeinfer.serving.settings import ServeSettings
+
+log = logging.getLogger("edgeinfer.serving")
+
+# The runtimes may start helper processes while gRPC's threads run; gRPC's fork handlers are only
+# needed by children that go on using gRPC, which ours never do.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+
+class InferenceServer:
+    """Owns the data plane and both transports for the life of the process."""
+
+    def __init__(self, settings: ServeSettings, loader: EngineLoader = load_engines) -> None:
+        self.settings = settings
+        self.metrics = ServerMetrics()
+        self.plane = DataPlane(settings, self.metrics, loader)
+        self.app = RestApp(self.plane, settings, on_startup=self.startup, on_shutdown=self.shutdown)
+        self.grpc = None
+        if settings.grpc_enabled:
+            from edgeinfer.serving.grpc.servicer import GrpcServer
+
+            self.grpc = GrpcServer(self.plane, settings)
+        self.load_error: EdgeInferError | None = None
+        self._load_task: asyncio.Task[None] | None = None
+        self._uvicorn: _Uvicorn | None = None
+        self._stop_requested_ns: int | None = None
+
+    # -- lifespan hooks (called by the ASGI server) ---------------------------------------------
+
+    async def startup(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.start()
+        self._load_task = asyncio.create_task(self._load(), name="load-models")
+
+    async def shutdown(self) -> None:
+        self.begin_shutdown()
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        if self.grpc is not None:
+            await self.grpc.stop(self._time_left_s())
+        await self.plane.close()
+
+    def begin_shutdown(self) -> None:
+        if self._stop_requested_ns is None:
+            self._stop_requested_ns = time.monotonic_ns()
+        self.plane.begin_shutdown()
+
+    async def _load(self) -> None:
+        try:
+            await self.plane.load()
+        except EdgeInferError as exc:
+            self.load_error = exc
+            log.error("cannot serve: %s", exc)
+            self._request_exit()
+        except Exception as exc:
+            self.load_error = EdgeInferError(f"loading the models failed: {exc!r}")
+            log.exception("loading the models failed")
+            self._request_exit()
+        else:
+            log.info(
+                "ready: http://%s:%d%s", self.settings.host, self.settings.http_port,
+                f", grpc {self.settings.host}:{self.grpc.port}" if self.grpc else "",
+            )  # fmt: skip
+
+    def _request_exit(self) -> None:
+        self.begin_shutdown()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+
+    def _time_left_s(self) -> float:
+        if self._stop_requested_ns is None:
+            return self.settings.shutdown_timeout_s
+        spent = (time.monotonic_ns() - self._stop_requested_ns) / 1e9
+        return max(0.5, self.settings.shutdown_timeout_s - spent)
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until a signal; the exit code is 0, or the load error's when models failed to load."""
+        config = uvicorn.Config(
+            self.app,
+            host=self.settings.host,
+            port=self.settings.http_port,
+            loop=_best("uvloop", "uvloop", "asyncio"),
+            http=_best("httptools", "httptools", "h11"),
+            lifespan="on",
+            access_log=False,
+            log_level=self.settings.log_level,
+            timeout_graceful_shutdown=max(1, int(self.settings.shutdown_timeout_s)),
+            server_header=False,
+        )
+        self._uvicorn = _Uvicorn(config, self.begin_shutdown)
+        self._uvicorn.run()
+        if self.load_error is not None:
+            return self.load_error.exit_code
+        if not self._uvicorn.started:
+            return 1  # could not bind or start (uvicorn logged why)
+        return 0
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn.Server that tells us when a signal arrives and exits 0 after a graceful stop."""
+
+    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_signal = on_signal
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_signal()
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # Like uvicorn's own, minus re-raising the signal afterwards: a graceful stop exits 0.
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _best(module: str, name: str, fallback: str) -> str:
+    try:
+        __import__(module)
+    except ImportError:
+        return fallback
+    return name

@@ -1,0 +1,189 @@
+"""The server's configuration: one frozen object, from a TOML file with command-line overrides.
+
+A TOML file holds the same names as the fields below, at the top level or under ``[serve]``::
+
+    models = ["mobilenet_v2"]
+    host = "127.0.0.1"
+    http_port = 8000
+    max_batch_size = 8
+    max_queue_delay_us = 2000
+
+The API key never appears in the file or on the command line: it comes from ``api_key_file`` or the
+``EDGEINFER_API_KEY`` environment variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.errors import InvalidInput, NotFound
+from edgeinfer.system.threads import usable_cores
+
+API_KEY_ENV = "EDGEINFER_API_KEY"
+_PATH_FIELDS = ("api_key_file", "repository")
+_OPTIONAL_INT_FIELDS = ("threads", "decode_threads")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything ``edgeinfer serve`` can be told. Units are in the names."""
+
+    models: tuple[str, ...] = ("mobilenet_v2",)
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    grpc_enabled: bool = True
+    runtime: str = "auto"
+    precision: str = "fp32"
+    max_batch_size: int = 8
+    max_queue_delay_us: int = 2000
+    max_queue_size: int = 64
+    instances: int = 1
+    threads: int | None = None
+    decode_threads: int | None = None
+    default_timeout_ms: float = 2000.0
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_image_bytes: int = 16 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    body_timeout_s: float = 30.0
+    shutdown_timeout_s: float = 10.0
+    warmup_runs: int = 2
+    top_k: int = 5
+    repository: Path | None = None
+    api_key_file: Path | None = None
+    api_key: str | None = field(default=None, repr=False, compare=False)
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise InvalidInput("serve at least one model (--model NAME)")
+        if len(set(self.models)) != len(self.models):
+            raise InvalidInput(f"a model is listed twice in {list(self.models)}")
+        for name in ("http_port", "grpc_port"):
+            port = getattr(self, name)
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise InvalidInput(f"{name} must be in 0..65535 (0: any free port), got {port}")
+        _at_least(self, 1, "max_batch_size", "max_queue_size", "instances", "max_request_bytes",
+                  "max_image_bytes", "max_image_pixels", "warmup_runs", "top_k")  # fmt: skip
+        _at_least(self, 0, "max_queue_delay_us")
+        for name in ("threads", "decode_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidInput(f"{name} must be >= 1 (or unset for automatic), got {value}")
+        for name in ("default_timeout_ms", "body_timeout_s", "shutdown_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise InvalidInput(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_queue_size < self.max_batch_size:
+            raise InvalidInput(
+                f"max_queue_size ({self.max_queue_size}) must be at least "
+                f"max_batch_size ({self.max_batch_size})"
+            )
+        cores = usable_cores()
+        if self.instances > cores:
+            raise InvalidInput(f"instances ({self.instances}) is more than the {cores} usable cores")
+        if self.threads is not None and self.instances * self.threads > cores:
+            raise InvalidInput(
+                f"instances x threads = {self.instances} x {self.threads} = {self.instances * self.threads} "
+                f"is more than the {cores} usable cores; lower --threads or --instances"
+            )
+
+    @property
+    def threads_per_instance(self) -> int:
+        """Compute threads of each instance: as set, or the usable cores shared out evenly."""
+        return self.threads if self.threads is not None else max(1, usable_cores() // self.instances)
+
+    @property
+    def decode_workers(self) -> int:
+        return self.decode_threads if self.decode_threads is not None else usable_cores()
+
+    @classmethod
+    def load(
+        cls, config_file: Path | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> ServeSettings:
+        """Defaults, then the TOML file, then ``overrides`` (None values are ignored), then the API key."""
+        values: dict[str, Any] = {}
+        if config_file is not None:
+            values.update(_read_toml(config_file))
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        _check_names(values, config_file)
+        values = _coerce(values)
+        if "api_key" in values:
+            raise InvalidInput(
+                "give the API key in a file (api_key_file) or in $EDGEINFER_API_KEY, not inline"
+            )
+        values["api_key"] = _read_api_key(values.get("api_key_file"))
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InvalidInput(f"bad server setting: {exc}") from None
+
+    def replace(self, **changes: Any) -> ServeSettings:
+        return dataclasses.replace(self, **changes)
+
+
+def _at_least(settings: ServeSettings, minimum: int, *names: str) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InvalidInput(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise NotFound(f"server config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInput(f"cannot read server config {path}: {exc}") from None
+    table = document.get("serve", document)
+    if not isinstance(table, dict):
+        raise InvalidInput(f"{path}: [serve] must be a table")
+    return dict(table)
+
+
+def _check_names(values: Mapping[str, Any], source: Path | None) -> None:
+    known = {f.name for f in dataclasses.fields(ServeSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f" in {source}" if source else ""
+        raise InvalidInput(f"unknown server setting(s) {unknown}{where}; known: {', '.join(sorted(known))}")
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    if "models" in out:
+        models = out["models"]
+        if isinstance(models, str):
+            models = [models]
+        if not isinstance(models, (list, tuple)) or not all(isinstance(m, str) and m for m in models):
+            raise InvalidInput(f"models must be a list of model names, got {models!r}")
+        out["models"] = tuple(models)
+    for name in _PATH_FIELDS:
+        if name in out and not isinstance(out[name], Path):
+            out[name] = Path(str(out[name])).expanduser()
+    for name in _OPTIONAL_INT_FIELDS:
+        if out.get(name) == 0:
+            out[name] = None
+    for name in ("default_timeout_ms", "body_timeout_s", "shutdown_timeout_s"):
+        if name in out and isinstance(out[name], int) and not isinstance(out[name], bool):
+            out[name] = float(out[name])
+    return out
+
+
+def _read_api_key(path: Path | None) -> str | None:
+    if path is not None:
+        try:
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise NotFound(f"cannot read the API key file {path}: {exc.strerror}") from None
+        if not key:
+            raise InvalidInput(f"the API key file {path} is empty")
+        return key
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return key or None
