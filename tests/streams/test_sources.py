@@ -94,8 +94,8 @@ def test_sources_that_do_not_exist_or_cannot_be_decoded(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(InvalidInput, match="no images"):
         open_source(str(empty), OPTIONS).open()
-    with pytest.raises(NotFound, match="camera /dev/video97"):
-        open_source("/dev/video97", OPTIONS)
+    with pytest.raises(NotFound, match="camera '/dev/video97' does not exist"):
+        open_source("/dev/video97", OPTIONS).open()
     with pytest.raises(InvalidInput, match="unsupported scheme"):
         open_source("gopher://example/stream", OPTIONS)
 

@@ -8,6 +8,7 @@ queue so it never delays inference; frames that do not fit in the queue are coun
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -60,9 +61,10 @@ class AnnotateSink:
         for out in self.paths.values():
             try:
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.touch()
             except OSError as exc:
                 raise InvalidInput(f"cannot write the annotated video {out}: {exc.strerror or exc}") from exc
+            if not os.access(out.parent, os.W_OK) or out.is_dir():
+                raise InvalidInput(f"cannot write the annotated video {out}: not a writable file path")
         self._events = events
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_frames)
         self._outputs: dict[str, _Output] = {}
@@ -87,7 +89,7 @@ class AnnotateSink:
     def flush(self, timeout_s: float) -> SinkReport:
         self._queue.put(None)
         self._thread.join(timeout_s)
-        detail = ", ".join(str(p) for p in self.paths.values())
+        detail = ", ".join(str(self.paths[s]) for s in self._outputs) or "no frames to write"
         if self._failed:
             detail = f"{detail}; stopped: {self._failed}"
         elif self._thread.is_alive():

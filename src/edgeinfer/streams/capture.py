@@ -67,7 +67,7 @@ class Capture(threading.Thread):
         self._stats = stats
         self._events = events
         self._options = options
-        self._stop = stop
+        self._stopping = stop
         self._seq = 0
         self._bad = 0
         self._good = 0
@@ -81,7 +81,7 @@ class Capture(threading.Thread):
         except Exception as exc:  # a bug or a library surprise: report it, keep the other streams
             self._fail("source_failed", f"{self.source.uri!r} failed unexpectedly: {exc!r}")
         finally:
-            if self._stop.is_set() and self._stats.status in _ACTIVE:
+            if self._stopping.is_set() and self._stats.status in _ACTIVE:
                 self._stats.set_status(StreamStatus.STOPPED)
             self._scheduler.finish_stream(self.stream)
             try:
@@ -108,7 +108,7 @@ class Capture(threading.Thread):
         offset_s = 0.0
         last_pts_s = 0.0
         frames_this_pass = 0
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 raw = self.source.read()
             except BadFrame as exc:
@@ -131,7 +131,7 @@ class Capture(threading.Thread):
                 if start_ns is None:
                     start_ns = time.monotonic_ns() - int(last_pts_s * 1e9)
                 delay_ns = start_ns + int(last_pts_s * 1e9) - time.monotonic_ns()
-                if delay_ns > 0 and self._stop.wait(delay_ns / 1e9):
+                if delay_ns > 0 and self._stopping.wait(delay_ns / 1e9):
                     return
             self._deliver(raw)
 

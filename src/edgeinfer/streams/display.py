@@ -79,7 +79,7 @@ class ConsoleReporter:
         return stream_table(self._snapshots(), "edgeinfer stream (Ctrl-C to stop)")
 
     def event(self, event: StreamEvent) -> None:
-        self.console.print(event_line(event), highlight=False)
+        self.console.print(event_line(event), highlight=False, soft_wrap=True)
 
     def __enter__(self) -> ConsoleReporter:
         if self._live is not None:
@@ -106,11 +106,13 @@ def print_summary(summary: RunSummary, console: Console) -> None:
             f" + rejected {s.rejected} + failed {s.failed}"
             + (f"; {s.decimated} skipped by rate conversion" if s.decimated else ""),
             highlight=False,
+            soft_wrap=True,
         )
     for report in summary.sinks:
         console.print(
             f"{report.sink}: {report.delivered} delivered, {report.undelivered} not ({report.detail})",
             highlight=False,
+            soft_wrap=True,
         )
     if summary.errors or summary.warnings:
         console.print(f"{summary.errors} errors, {summary.warnings} warnings (see the messages above)")

@@ -90,7 +90,7 @@ class StreamPipeline:
         self.events = events or EventQueue()
         self.events.wake_with(self.scheduler.wake)
         self.sinks = list(sinks)
-        self._on_event = on_event
+        self.on_event = on_event
         self._stop = threading.Event()
         self.stats = {name: StreamStats(name, src.uri) for name, src in sources}
         self.captures = [
@@ -237,8 +237,8 @@ class StreamPipeline:
                         self.events.emit(
                             sink.name, "error", "sink_failed", f"{sink.name} stopped: {_say(exc)}"
                         )
-            if self._on_event is not None:
-                self._on_event(event)
+            if self.on_event is not None:
+                self.on_event(event)
 
     def _shutdown(self) -> RunSummary:
         self._stop.set()

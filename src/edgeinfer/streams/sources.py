@@ -101,8 +101,9 @@ class VideoSource:
     def open(self) -> None:
         import av
 
-        if not self.live and "://" not in self.uri and not Path(self.uri).exists():
-            raise NotFound(f"source {self.uri!r} does not exist")
+        if "://" not in self.uri and not Path(self.uri).exists():
+            what = "camera" if self._format == "v4l2" else "source"
+            raise NotFound(f"{what} {self.uri!r} does not exist")
         try:
             container = av.open(
                 self.uri,
@@ -256,7 +257,11 @@ class ArraySource:
 
 
 def open_source(uri: str, options: CaptureOptions) -> Source:
-    """The source for a command-line argument: URL, camera device, folder or video file."""
+    """The source for a command-line argument: URL, camera device, folder or video file.
+
+    Only a malformed argument raises here; a source that does not exist or cannot be read is
+    reported when its capture thread opens it, so the other streams still start.
+    """
     scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
     if scheme in NETWORK_SCHEMES:
         net: dict[str, str] = {"analyzeduration": "1000000", "probesize": "1000000"}
@@ -271,8 +276,6 @@ def open_source(uri: str, options: CaptureOptions) -> Source:
         uri = urlsplit(uri).path
     if uri.isdigit() or uri.startswith("/dev/video"):
         device = f"/dev/video{uri}" if uri.isdigit() else uri
-        if not Path(device).exists():
-            raise NotFound(f"camera {device} does not exist (no such device on this machine)")
         cam: dict[str, str] = {"framerate": f"{options.fps:g}"} if options.fps else {}
         return VideoSource(
             device, live=True, container_format="v4l2", options=cam, timeout_s=options.stall_timeout_s

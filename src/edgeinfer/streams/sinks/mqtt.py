@@ -88,6 +88,7 @@ class MqttSink:
         self._events = events
         self._cond = threading.Condition()
         self._connected = False
+        self._closing = False
         self._ever_connected = False
         self._told_unreachable = False
         self._attempted = 0
@@ -117,6 +118,12 @@ class MqttSink:
     def connected(self) -> bool:
         with self._cond:
             return self._connected
+
+    @property
+    def published(self) -> int:
+        """Results the broker has acknowledged so far."""
+        with self._cond:
+            return self._acked
 
     def wait_connected(self, timeout_s: float) -> bool:
         """Block until the broker accepted us (for callers that want it before starting)."""
@@ -168,6 +175,8 @@ class MqttSink:
         return SinkReport(self.name, acked, attempted - acked, "; ".join(parts))
 
     def close(self, summary: dict[str, object] | None) -> None:
+        with self._cond:
+            self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -187,7 +196,7 @@ class MqttSink:
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         with self._cond:
-            was = self._connected
+            was = self._connected and not self._closing
             self._connected = False
             self._cond.notify_all()
         if was:

@@ -1,0 +1,168 @@
+"""``edgeinfer stream``: classify many live sources at once on one engine.
+
+    edgeinfer stream cam1.mp4 cam2.mp4 rtsp://... /dev/video0 images/ --fps 15 \\
+        --mqtt mqtt://127.0.0.1:1883/edgeinfer --jsonl out.jsonl --duration 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+
+from edgeinfer.cli.common import add_engine_args, repository
+from edgeinfer.engine import Engine
+from edgeinfer.errors import EdgeInferError, InvalidInput
+from edgeinfer.streams.config import CaptureOptions, PipelineOptions
+from edgeinfer.streams.events import EventQueue
+from edgeinfer.streams.pipeline import StreamPipeline
+from edgeinfer.streams.sinks.base import Sink
+from edgeinfer.streams.sources import Source, open_source, stream_names
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "stream",
+        help="classify video files, network streams, cameras and image folders in real time",
+        description="Each source is captured on its own thread; only the newest frame of each stream "
+        "waits for the engine (older ones are dropped and counted); frames from all streams are "
+        "batched fairly on one engine.",
+    )
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        help="video files, URLs (rtsp://, http://, tcp://, udp://...), camera devices (/dev/video0 or 0), "
+        "image folders",
+    )
+    parser.add_argument("--fps", type=float, default=None, help="capture rate (default: each video's own)")
+    parser.add_argument(
+        "--folder-fps", type=float, default=15.0, help="rate for image folders without --fps (default: 15)"
+    )
+    parser.add_argument("--loop", action="store_true", help="restart files and folders at their end")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--mqtt", metavar="URL", help="publish to mqtt://HOST[:PORT][/TOPIC_PREFIX]")
+    parser.add_argument("--mqtt-qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default: 1)")
+    parser.add_argument("--jsonl", type=Path, metavar="PATH", help="write results, events and summary here")
+    parser.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write annotated video")
+    parser.add_argument("--max-batch", type=int, default=8, help="frames per inference, at most (default: 8)")
+    parser.add_argument(
+        "--batch-delay-us", type=int, default=0, help="wait this long for other streams' frames (default: 0)"
+    )
+    parser.add_argument("--top-k", type=int, default=5, help="labels per frame (default: 5)")
+    parser.add_argument(
+        "--stall-timeout", type=float, default=5.0, help="seconds without a frame before a stream is stalled"
+    )
+    parser.add_argument("--no-display", action="store_true", help="no live table, only messages")
+    add_engine_args(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        capture = CaptureOptions(
+            fps=args.fps, folder_fps=args.folder_fps, loop=args.loop, stall_timeout_s=args.stall_timeout
+        )
+        options = PipelineOptions(
+            max_batch=args.max_batch,
+            max_batch_delay_us=args.batch_delay_us,
+            top_k=args.top_k,
+            duration_s=args.duration,
+        )
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    console = Console(stderr=True, highlight=False)
+    sources = _open_sources(args.sources, capture, console)
+    engine = Engine.load(
+        args.model,
+        runtime=args.runtime,
+        precision=args.precision,
+        threads=args.threads,
+        repository=repository(args),
+    )
+    with engine:
+        engine.warmup(sorted({1, min(len(sources), options.max_batch)}))
+        events = EventQueue()
+        sinks = _open_sinks(args, [name for name, _ in sources], events)
+        return _run_pipeline(
+            engine,
+            sources,
+            capture=capture,
+            options=options,
+            sinks=sinks,
+            events=events,
+            args=args,
+            console=console,
+        )
+
+
+def _open_sources(uris: list[str], capture: CaptureOptions, console: Console) -> list[tuple[str, Source]]:
+    sources: list[tuple[str, Source]] = []
+    for name, uri in zip(stream_names(uris), uris, strict=True):
+        try:
+            sources.append((name, open_source(uri, capture)))
+        except EdgeInferError as exc:
+            console.print(f"[bold red]error[/]: {name}: {exc}; the other streams continue", soft_wrap=True)
+    if not sources:
+        raise InvalidInput("no usable source among the arguments")
+    return sources
+
+
+def _open_sinks(args: argparse.Namespace, streams: list[str], events: EventQueue) -> list[Sink]:
+    sinks: list[Sink] = []
+    if args.jsonl:
+        from edgeinfer.streams.sinks.jsonl import JsonlSink
+
+        sinks.append(JsonlSink(args.jsonl))
+    if args.mqtt:
+        from edgeinfer.streams.sinks.mqtt import MqttOptions, MqttSink
+
+        mqtt = MqttSink(MqttOptions.from_url(args.mqtt, qos=args.mqtt_qos), events)
+        mqtt.wait_connected(
+            2.0
+        )  # a normal start publishes from the first frame; a down broker waits no longer
+        sinks.append(mqtt)
+    if args.annotate:
+        from edgeinfer.streams.annotate import AnnotateSink
+
+        sinks.append(AnnotateSink(args.annotate, streams, events))
+    return sinks
+
+
+def _run_pipeline(
+    engine: Engine,
+    sources: list[tuple[str, Source]],
+    *,
+    capture: CaptureOptions,
+    options: PipelineOptions,
+    sinks: list[Sink],
+    events: EventQueue,
+    args: argparse.Namespace,
+    console: Console,
+) -> int:
+    from edgeinfer.streams.display import ConsoleReporter, print_summary
+
+    pipeline = StreamPipeline(engine, sources, capture=capture, options=options, sinks=sinks, events=events)
+    live = not args.no_display and console.is_terminal
+    reporter = ConsoleReporter(pipeline.snapshots, console, live=live)
+    pipeline.on_event = reporter.event
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        pipeline.stop()
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        with reporter:
+            summary = pipeline.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    out = Console(file=sys.stdout, highlight=False)
+    if not out.is_terminal:
+        out.width = 160
+    print_summary(summary, out)
+    processed = sum(s.processed for s in summary.streams)
+    return 1 if summary.errors or processed == 0 else 0

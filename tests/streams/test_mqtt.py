@@ -1,0 +1,167 @@
+"""MQTT against a real Mosquitto broker: every message checked, broker down and killed mid-run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from edgeinfer.engine import Engine
+from edgeinfer.errors import InvalidInput
+from edgeinfer.models.repository import ModelRepository
+from edgeinfer.streams import CaptureOptions, PipelineOptions, RunSummary, StreamPipeline, open_source
+from edgeinfer.streams.events import EventQueue
+from edgeinfer.streams.sinks.mqtt import MqttOptions, MqttSink
+from tests.streams.conftest import Broker, Clip, Subscriber
+from tests.streams.test_pipeline import CATS, Recorder
+
+pytestmark = pytest.mark.e2e
+PAYLOAD_KEYS = {
+    "stream",
+    "seq",
+    "label",
+    "index",
+    "score",
+    "top_k",
+    "capture_ns",
+    "capture_unix_ns",
+    "latency_ms",
+}
+
+
+@pytest.fixture(scope="module")
+def engine(repo: ModelRepository) -> Iterator[Engine]:
+    with Engine.load("mobilenet_v2", runtime="onnxruntime", repository=repo) as loaded:
+        loaded.warmup((1, 2))
+        yield loaded
+
+
+def pipeline(
+    engine: Engine, clips: dict[str, Clip], sink: MqttSink, events: EventQueue, **options: Any
+) -> tuple[StreamPipeline, Recorder]:
+    capture = CaptureOptions(fps=15, loop=bool(options.get("duration_s")))
+    recorder = Recorder()
+    built = StreamPipeline(
+        engine,
+        [(name, open_source(str(clip.path), capture)) for name, clip in clips.items()],
+        capture=capture,
+        options=PipelineOptions(**options),
+        sinks=[sink, recorder],
+        events=events,
+    )
+    return built, recorder
+
+
+def check_message(topic: str, payload: dict[str, Any], recorder: Recorder) -> None:
+    """One received message: right topic, complete payload, and it is a result the pipeline made."""
+    assert payload.keys() >= PAYLOAD_KEYS, payload
+    assert topic == f"edgeinfer-test/{payload['stream']}"
+    made = {(r.stream, r.frame.seq): r for r in recorder.results}
+    result = made[(payload["stream"], payload["seq"])]
+    assert payload["label"] == result.top.label and payload["capture_ns"] == result.frame.capture_ns
+    assert payload["latency_ms"] == pytest.approx(result.latency_ns / 1e6, abs=0.001)
+
+
+def test_every_result_reaches_the_subscriber(
+    engine: Engine, broker: Broker, subscriber: Subscriber, coffee_clip: Clip, cat_clip: Clip
+) -> None:
+    events = EventQueue()
+    sink = MqttSink(MqttOptions.from_url(broker.url), events)
+    assert sink.wait_connected(5)
+    pipe, recorder = pipeline(engine, {"coffee": coffee_clip, "cat": cat_clip}, sink, events)
+    summary = pipe.run()
+    (report,) = [r for r in summary.sinks if r.sink == "mqtt"]
+    processed = sum(s.processed for s in summary.streams)
+    assert processed == len(recorder.results) > 10
+    assert (report.delivered, report.undelivered) == (processed, 0)
+    received = subscriber.wait_for(processed)
+    assert len(received) == processed and not subscriber.bad
+    for topic, payload in received:
+        check_message(topic, payload, recorder)
+    assert {(p["stream"], p["seq"]) for _, p in received} == {
+        (r.stream, r.frame.seq) for r in recorder.results
+    }
+    cat_labels = [p["label"] for _, p in received if p["stream"] == "cat"]
+    assert sum(label in CATS for label in cat_labels) >= 0.9 * len(cat_labels)
+
+
+def test_a_broker_that_is_down_at_the_start_is_retried_and_processing_goes_on(
+    engine: Engine, broker_down: Broker, coffee_clip: Clip
+) -> None:
+    events = EventQueue()
+    sink = MqttSink(MqttOptions.from_url(broker_down.url, reconnect_max_s=1), events)
+    pipe, recorder = pipeline(engine, {"coffee": coffee_clip}, sink, events, duration_s=4.0)
+    summary_box: list[RunSummary] = []
+    runner = threading.Thread(target=lambda: summary_box.append(pipe.run()))
+    runner.start()
+    time.sleep(1.2)  # processing without a broker
+    assert not sink.connected and len(recorder.results) > 5
+    broker_down.start()
+    subscriber = Subscriber(broker_down.port, "edgeinfer-test")
+    try:
+        runner.join(30)
+        (summary,) = summary_box
+        (report,) = [r for r in summary.sinks if r.sink == "mqtt"]
+        processed = summary.streams[0].processed
+        assert report.delivered > 0 and report.undelivered > 0
+        assert report.delivered + report.undelivered == processed
+        assert "while the broker was unreachable" in report.detail
+        kinds = [e.kind for e in recorder.events if e.stream == "mqtt"]
+        assert kinds[0] == "mqtt_unreachable" and "mqtt_connected" in kinds
+        received = subscriber.wait_for(report.delivered, timeout_s=5)
+        assert received and not subscriber.bad
+        for topic, payload in received:
+            check_message(topic, payload, recorder)
+    finally:
+        subscriber.close()
+
+
+def test_a_broker_killed_mid_run_is_reconnected_and_the_gap_is_counted(
+    engine: Engine, broker: Broker, subscriber: Subscriber, coffee_clip: Clip, cat_clip: Clip
+) -> None:
+    events = EventQueue()
+    sink = MqttSink(MqttOptions.from_url(broker.url, reconnect_max_s=1), events)
+    assert sink.wait_connected(5)
+    pipe, recorder = pipeline(engine, {"coffee": coffee_clip, "cat": cat_clip}, sink, events, duration_s=5.0)
+    summary_box: list[RunSummary] = []
+    runner = threading.Thread(target=lambda: summary_box.append(pipe.run()))
+    runner.start()
+    deadline = time.monotonic() + 10
+    while sink.published < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    broker.kill()  # SIGKILL: no goodbye to anyone
+    before_kill = subscriber.wait_for(0)
+    time.sleep(1.0)
+    broker.start()  # same port
+    after = Subscriber(broker.port, "edgeinfer-test")
+    try:
+        runner.join(30)
+        (summary,) = summary_box
+        (report,) = [r for r in summary.sinks if r.sink == "mqtt"]
+        processed = sum(s.processed for s in summary.streams)
+        assert report.delivered + report.undelivered == processed
+        assert report.undelivered > 0 and report.delivered > len(before_kill)
+        kinds = [e.kind for e in recorder.events if e.stream == "mqtt"]
+        assert "mqtt_disconnected" in kinds
+        assert any(e.kind == "mqtt_connected" and "reconnected" in e.message for e in recorder.events)
+        assert all(s.status == "stopped" for s in summary.streams)  # the streams never stopped
+        received_after = after.wait_for(1, timeout_s=5)
+        assert received_after and not after.bad and not subscriber.bad
+        for topic, payload in [*before_kill, *received_after]:
+            check_message(topic, payload, recorder)
+    finally:
+        after.close()
+
+
+def test_mqtt_urls_are_parsed_and_bad_ones_refused() -> None:
+    options = MqttOptions.from_url("mqtt://user:p%40ss@broker.local:1884/site/cams")
+    assert (options.host, options.port, options.topic_prefix) == ("broker.local", 1884, "site/cams")
+    assert (options.username, options.password, options.tls) == ("user", "p@ss", False)
+    assert MqttOptions.from_url("mqtts://h").port == 8883
+    assert MqttOptions.from_url("mqtt://h").topic_prefix == "edgeinfer"
+    for bad in ("http://h", "mqtt://", "mqtt://h:99999", "mqtt://h/a/+/b"):
+        with pytest.raises(InvalidInput):
+            MqttOptions.from_url(bad)
