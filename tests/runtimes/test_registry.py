@@ -15,7 +15,7 @@ import pytest
 from edgeinfer.errors import InvalidInput, RuntimeUnavailable
 from edgeinfer.models.repository import StoredModel
 from edgeinfer.runtimes import registry
-from edgeinfer.runtimes.base import RuntimeOptions
+from edgeinfer.runtimes.base import RuntimeOptions, TensorSpec
 from edgeinfer.runtimes.null import NullRuntime
 from edgeinfer.system.threads import process_budget
 from tests.runtimes.conftest import TinyModel
@@ -154,3 +154,23 @@ def test_open_runtime_on_a_tflite_file(efficientnet_tflite: Path, tmp_path: Path
         assert runtime.name == "litert"
     with pytest.raises(RuntimeUnavailable, match="cannot run tflite"):
         registry.open_runtime("onnxruntime", efficientnet_tflite)
+
+
+def test_a_candidate_that_fails_is_reported_not_raised(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07not a graph" * 8)
+    result = registry.probe("onnxruntime", corrupt, RuntimeOptions(threads=1))
+    assert result.median_ms is None and result.error and "onnxruntime cannot load" in result.error
+    with pytest.raises(
+        RuntimeUnavailable, match=r"no installed runtime could run corrupt.onnx: onnxruntime: "
+    ):
+        registry.choose_auto(corrupt, options=RuntimeOptions(threads=1), runs=5)
+
+
+def test_the_probe_feeds_each_runtime_what_it_takes(efficientnet_tflite: Path) -> None:
+    pytest.importorskip("ai_edge_litert")
+    # a model config may record the file's own uint8 input; LiteRT takes float and quantizes it
+    hints = [TensorSpec("images", "uint8", (None, 224, 224, 3))]
+    choice = registry.choose_auto(efficientnet_tflite, "tflite", hints, RuntimeOptions(threads=1), runs=5)
+    (result,) = choice.results
+    assert result.runtime == "litert" and result.error is None and result.runs == 5

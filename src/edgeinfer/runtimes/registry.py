@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -203,16 +204,20 @@ def probe(
     warmup_runs: int = 5,
     max_probe_s: float = 3.0,
 ) -> ProbeResult:
-    """Load ``model_path`` on ``name``, run batch 1 ``warmup_runs`` + ``runs`` times, close it."""
+    """Load ``model_path`` on ``name``, run batch 1 ``warmup_runs`` + ``runs`` times, close it.
+
+    A runtime that fails to load or run is reported with its error, not raised: ``auto`` then
+    chooses among the others.
+    """
     found = factory(name)
     started = time.perf_counter_ns()
     try:
         runtime = found.load(model_path, options)
-    except EdgeInferError as exc:
-        return ProbeResult(name, found.version(), 0, None, None, None, error=str(exc))
+    except Exception as exc:  # any failure only removes this candidate
+        return ProbeResult(name, found.version(), 0, None, None, None, error=_describe(exc))
     load_ms = (time.perf_counter_ns() - started) / 1e6
     try:
-        feeds = _probe_feeds(inputs or runtime.inputs)
+        feeds = _probe_feeds(runtime.inputs, inputs or ())
         for _ in range(warmup_runs):
             runtime.run(feeds)
         times_ns: list[int] = []
@@ -221,8 +226,8 @@ def probe(
             t0 = time.perf_counter_ns()
             runtime.run(feeds)
             times_ns.append(time.perf_counter_ns() - t0)
-    except EdgeInferError as exc:
-        return ProbeResult(name, found.version(), 0, None, None, load_ms, error=str(exc))
+    except Exception as exc:  # any failure only removes this candidate
+        return ProbeResult(name, found.version(), 0, None, None, load_ms, error=_describe(exc))
     finally:
         runtime.close()
     ms = sorted(t / 1e6 for t in times_ns)
@@ -230,18 +235,34 @@ def probe(
     return ProbeResult(name, found.version(), len(ms), statistics.median(ms), p90, load_ms)
 
 
-def _probe_feeds(specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
-    """Batch 1 (every dynamic dimension 1), seeded normal values for floats, zeros otherwise."""
+def _probe_feeds(specs: Sequence[TensorSpec], hints: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """Batch-1 feeds for the runtime's own ``specs``: a dynamic dimension takes the size the model
+    config gives (``hints``, by name) or 1; seeded normal values for floats, zeros otherwise."""
+    known = {hint.name: hint.shape for hint in hints}
     rng = np.random.default_rng(0)
     feeds = {}
     for spec in specs:
-        shape = tuple(1 if dim is None else dim for dim in spec.shape)
+        hint = known.get(spec.name, ())
+        shape = tuple(
+            dim if dim is not None else _hint_dim(hint, axis) for axis, dim in enumerate(spec.shape)
+        )
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
         else:
             feeds[spec.name] = np.zeros(shape, dtype=dtype)
     return feeds
+
+
+def _hint_dim(hint: tuple[int | None, ...], axis: int) -> int:
+    """The config's size for a dynamic axis; the batch axis (0) and unknown sizes probe as 1."""
+    if axis == 0 or axis >= len(hint):
+        return 1
+    return hint[axis] or 1
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, EdgeInferError) else f"{type(exc).__name__}: {exc}"
 
 
 def _sha256(path: Path) -> str:
@@ -276,6 +297,7 @@ def _write_cache(path: Path, key: str, choice: AutoChoice, model: str) -> None:
     entries[key] = {
         "runtime": choice.runtime,
         "model": model,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "results": [asdict(r) for r in choice.results],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
