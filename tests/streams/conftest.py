@@ -14,47 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from edgeinfer.streams.clips import Motion
+from edgeinfer.streams.clips import make_clip as make_video
 
 av = pytest.importorskip("av")
-
-
-def render_motion(photo: Path, frames: int, size: tuple[int, int], motion: str) -> list[np.ndarray]:
-    """Frames of a slow pan (left to right) or zoom (in to 80 %) over ``photo``, resized to ``size``."""
-    image = Image.open(photo).convert("RGB")
-    width, height = image.size
-    aspect = size[0] / size[1]
-    out: list[np.ndarray] = []
-    for i in range(frames):
-        t = i / max(frames - 1, 1)
-        scale = 0.9 if motion == "pan" else 1.0 - 0.2 * t
-        crop_h = min(height, width / aspect) * scale
-        crop_w = crop_h * aspect
-        cx = (crop_w / 2 + t * (width - crop_w)) if motion == "pan" else width / 2
-        cy = height / 2
-        box = (cx - crop_w / 2, cy - crop_h / 2, cx + crop_w / 2, cy + crop_h / 2)
-        out.append(np.asarray(image.resize(size, Image.Resampling.BILINEAR, box=box)))
-    return out
-
-
-def encode_video(
-    path: Path, frames: list[np.ndarray], fps: int, codec: str = "libx264", pix_fmt: str = "yuv420p"
-) -> Path:
-    """Write ``frames`` (HWC uint8 RGB) to ``path`` with PyAV; the container follows the suffix."""
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = pix_fmt
-        if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "tune": "zerolatency"}
-        for rgb in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
 
 
 @dataclass(frozen=True)
@@ -76,12 +41,11 @@ def make_clip(
     frames: int = 24,
     fps: int = 30,
     size: tuple[int, int] = (320, 240),
-    motion: str = "pan",
+    motion: Motion = "pan",
     suffix: str = ".mp4",
 ) -> Clip:
     path = folder / f"{photo}-{motion}-{fps}fps-{frames}{suffix}"
-    if not path.exists():
-        encode_video(path, render_motion(photos[photo], frames, size, motion), fps)
+    make_video(photos[photo], path, frames=frames, fps=fps, size=size, motion=motion)
     return Clip(path, photo, frames, fps, size)
 
 

@@ -25,8 +25,9 @@ from edgeinfer.streams import (
     StreamPipeline,
     open_source,
 )
+from edgeinfer.streams.clips import encode_video, render_motion
 from edgeinfer.streams.sinks.base import SinkReport
-from tests.streams.conftest import Clip, encode_video, free_port, render_motion
+from tests.streams.conftest import Clip, free_port
 
 CATS = {"Egyptian cat", "tabby", "tiger cat"}
 
