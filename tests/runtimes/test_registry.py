@@ -100,6 +100,12 @@ def test_auto_measures_writes_its_cache_and_reuses_it(tiny_onnx: TinyModel, tmp_
         (cache / registry.AUTO_CACHE_FILE).write_text(json.dumps(stored))
         followed = registry.choose_auto(model, options=RuntimeOptions(threads=1), cache_dir=cache)
         assert followed.cached and followed.runtime == others[0]
+    remeasured = registry.choose_auto(
+        model, options=RuntimeOptions(threads=1), cache_dir=cache, runs=5, refresh=True
+    )
+    assert not remeasured.cached
+    stored = json.loads((cache / registry.AUTO_CACHE_FILE).read_text())
+    assert stored["entries"][first.key]["runtime"] == remeasured.runtime
 
 
 def test_auto_cache_is_per_model_file_and_thread_request(tiny_onnx: TinyModel, tmp_path: Path) -> None:

@@ -162,8 +162,13 @@ def choose_auto(
     runs: int = 20,
     warmup_runs: int = 5,
     model_sha256: str | None = None,
+    refresh: bool = False,
 ) -> AutoChoice:
-    """Pick the fastest installed runtime for this model on this machine (cached; see module doc)."""
+    """Pick the fastest installed runtime for this model on this machine (cached; see module doc).
+
+    ``refresh=True`` measures again and replaces the cached entry (a probe taken while the
+    machine was busy can be wrong).
+    """
     path = Path(model_path)
     fmt = fmt or model_format(path)
     options = options or RuntimeOptions()
@@ -176,7 +181,7 @@ def choose_auto(
     sha = model_sha256 or _sha256(path)
     key = _cache_key(sha, options, candidates)
     cache_path = cache_dir / AUTO_CACHE_FILE if cache_dir is not None else None
-    cached = _read_cache(cache_path).get(key) if cache_path else None
+    cached = _read_cache(cache_path).get(key) if cache_path and not refresh else None
     if cached is not None and cached.get("runtime") in candidates:
         results = tuple(ProbeResult(**r) for r in cached.get("results", ()))
         return AutoChoice(runtime=cached["runtime"], results=results, cached=True, key=key)
