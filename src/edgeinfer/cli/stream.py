@@ -53,6 +53,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--batch-delay-us", type=int, default=0, help="wait this long for other streams' frames (default: 0)"
     )
+    parser.add_argument(
+        "--preprocess-on-capture",
+        action="store_true",
+        help="preprocess on each source's thread, overlapping it with inference",
+    )
     parser.add_argument("--top-k", type=int, default=5, help="labels per frame (default: 5)")
     parser.add_argument(
         "--stall-timeout", type=float, default=5.0, help="seconds without a frame before a stream is stalled"
@@ -72,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             max_batch_delay_us=args.batch_delay_us,
             top_k=args.top_k,
             duration_s=args.duration,
+            preprocess_on_capture=args.preprocess_on_capture,
         )
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc

@@ -7,13 +7,18 @@ arrive in real time by themselves and are timestamped on arrival.
 
 A requested rate below the native one keeps the frames nearest a 1/fps grid; the rest are
 ``decimated`` (rate conversion, not drops). Every captured frame goes into the stream's
-latest-frame slot; the frame it replaces is counted as dropped.
+latest-frame slot; the frame it replaces is counted as dropped. With ``prepare`` (the engine's
+preprocess) the thread also turns the frame into a model input before handing it over, so that
+work overlaps with the inference of other frames instead of following it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+
+import numpy as np
 
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.streams.config import CaptureOptions
@@ -59,6 +64,7 @@ class Capture(threading.Thread):
         events: EventQueue,
         options: CaptureOptions,
         stop: threading.Event,
+        prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         super().__init__(name=f"capture-{stream}", daemon=True)
         self.stream = stream
@@ -68,6 +74,7 @@ class Capture(threading.Thread):
         self._events = events
         self._options = options
         self._stopping = stop
+        self._prepare = prepare
         self._seq = 0
         self._bad = 0
         self._good = 0
@@ -150,8 +157,21 @@ class Capture(threading.Thread):
             return
         self._stats.captured(capture_ns)
         self._good += 1
-        frame = Frame(self.stream, self._seq, rgb, capture_ns, capture_unix_ns, raw.decode_ns)
+        seq = self._seq
         self._seq += 1
+        sample, prepare_ns = None, 0
+        if self._prepare is not None:
+            started = time.perf_counter_ns()
+            try:
+                sample = self._prepare(rgb)
+            except Exception as exc:  # the engine refused this frame: count it, go on
+                self._stats.failed()
+                self._events.emit(
+                    self.stream, "warning", "frame_failed", f"frame {seq} cannot be preprocessed: {exc}"
+                )
+                return
+            prepare_ns = time.perf_counter_ns() - started
+        frame = Frame(self.stream, seq, rgb, capture_ns, capture_unix_ns, raw.decode_ns, sample, prepare_ns)
         if self._scheduler.put(frame) is not None:
             self._stats.dropped()
 

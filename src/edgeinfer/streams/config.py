@@ -40,6 +40,8 @@ class PipelineOptions:
     ``max_batch``: at most this many frames (one per stream) per inference; ``max_batch_delay_us``:
     after the first frame is ready, wait up to this long for other streams' frames (0: take what is
     ready now). ``duration_s``: stop after this long (``None``: when every source has ended).
+    ``preprocess_on_capture``: each capture thread preprocesses its frames, overlapping that work
+    with inference (costs the preprocessing of frames that are later dropped).
     """
 
     max_batch: int = 8
@@ -47,6 +49,7 @@ class PipelineOptions:
     top_k: int = 5
     duration_s: float | None = None
     join_timeout_s: float = 2.0
+    preprocess_on_capture: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:

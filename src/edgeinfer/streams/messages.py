@@ -30,7 +30,11 @@ class RawFrame:
 
 @dataclass(frozen=True)
 class Frame:
-    """A frame captured on a stream: the pixels and when they became available."""
+    """A frame captured on a stream: the pixels and when they became available.
+
+    ``sample`` is the model input when the capture thread already preprocessed the frame
+    (``preprocess_ns`` is what that took, after ``capture_ns``); otherwise the pipeline does it.
+    """
 
     stream: str
     seq: int
@@ -38,13 +42,16 @@ class Frame:
     capture_ns: int
     capture_unix_ns: int
     decode_ns: int
+    sample: np.ndarray | None = None
+    preprocess_ns: int = 0
 
 
 @dataclass(frozen=True)
 class StageTimes:
     """Where a frame's capture-to-prediction time went, in nanoseconds.
 
-    ``wait_ns``: capture until the scheduler picked the frame into a batch; ``infer_ns`` is the
+    ``wait_ns``: time in the latest-frame slot until the scheduler picked the frame into a batch
+    (after preprocessing when the capture thread does it); ``infer_ns`` is the
     whole batch's inference (shared by its frames). ``decode_ns`` happened before capture and is
     not part of the latency.
     """

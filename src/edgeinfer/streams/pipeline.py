@@ -102,6 +102,7 @@ class StreamPipeline:
                 events=self.events,
                 options=self.capture_options,
                 stop=self._stop,
+                prepare=engine.preprocess if self.options.preprocess_on_capture else None,
             )
             for name, src in sources
         ]
@@ -153,6 +154,10 @@ class StreamPipeline:
         samples: list[np.ndarray] = []
         kept: list[tuple[Frame, int]] = []
         for frame in batch:
+            if frame.sample is not None:
+                samples.append(frame.sample)
+                kept.append((frame, frame.preprocess_ns))
+                continue
             started = time.perf_counter_ns()
             try:
                 samples.append(self._engine.preprocess(frame.rgb))
@@ -180,7 +185,10 @@ class StreamPipeline:
             started = time.perf_counter_ns()
             predictions = tuple(self._engine.postprocess(row, self.options.top_k))
             post_ns = time.perf_counter_ns() - started
-            stages = StageTimes(frame.decode_ns, picked_ns - frame.capture_ns, pre_ns, infer_ns, post_ns)
+            waited_ns = (
+                picked_ns - frame.capture_ns - (frame.preprocess_ns if frame.sample is not None else 0)
+            )
+            stages = StageTimes(frame.decode_ns, waited_ns, pre_ns, infer_ns, post_ns)
             results.append(FrameResult(frame, predictions, time.monotonic_ns(), stages, len(kept)))
         for result in results:
             self.stats[result.stream].processed(result)
