@@ -103,12 +103,12 @@ def assert_every_frame_counted(summary: RunSummary) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("on_capture", [False, True], ids=["preprocess-in-loop", "preprocess-on-capture"])
 def test_two_videos_at_15_fps_give_their_known_labels(
-    engine: Engine, coffee_clip: Clip, cat_clip: Clip
+    engine: Engine, coffee_clip: Clip, cat_clip: Clip, on_capture: bool
 ) -> None:
-    rec, summary = run(
-        engine, [("coffee", str(coffee_clip.path)), ("cat", str(cat_clip.path))], CaptureOptions(fps=15)
-    )
+    sources = [("coffee", str(coffee_clip.path)), ("cat", str(cat_clip.path))]
+    rec, summary = run(engine, sources, CaptureOptions(fps=15), preprocess_on_capture=on_capture)
     assert_every_frame_counted(summary)
     by_stream = {s.stream: s for s in summary.streams}
     for name in ("coffee", "cat"):
@@ -125,7 +125,8 @@ def test_two_videos_at_15_fps_give_their_known_labels(
         stages = r.stages
         assert 0 < r.latency_ns < 2_000_000_000
         assert stages.wait_ns + stages.preprocess_ns + stages.infer_ns <= r.latency_ns
-        assert stages.decode_ns > 0 and 1 <= r.batch_size <= 2
+        assert stages.decode_ns > 0 and stages.preprocess_ns > 0 and 1 <= r.batch_size <= 2
+        assert (r.frame.sample is not None) == on_capture
     captures = [r.frame.capture_ns for r in coffee]
     assert captures == sorted(captures)
     spacing_ms = np.diff(captures) / 1e6
