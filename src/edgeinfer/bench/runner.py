@@ -1,0 +1,265 @@
+"""Benchmark one configuration: load, first prediction, warm-up, each scenario, model-only, resources.
+
+The order is fixed and stated in the report: build the model if it is missing (not timed), load it
+(timed: cold start), classify one sample (timed: first inference), warm up on every sample (excluded
+from all figures; it also records each sample's top-1 so configurations can be checked against each
+other), run each scenario through LoadGen, then time the runtime call alone.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.bench.harness import HarnessRun, LoadGenHarness, Measurements, Pipeline, WorkItem
+from edgeinfer.bench.loading import ConfigurationSpec, LoadedEngine, ensure_built, load_engine
+from edgeinfer.bench.report import (
+    ColdStart,
+    ConfigurationResult,
+    ModelOnly,
+    ScenarioResult,
+    Timeline,
+    Warmup,
+)
+from edgeinfer.bench.resources import ResourceSampler, Window
+from edgeinfer.bench.results import scenario_result
+from edgeinfer.bench.samples import Sample
+from edgeinfer.bench.scenarios import Expectations, Scenario, ScenarioSettings
+from edgeinfer.bench.server_search import search_peak_qps
+from edgeinfer.bench.stats import LatencyRecorder
+from edgeinfer.bench.versions import runtime_version
+from edgeinfer.errors import EdgeInferError, ModelNotFound, RuntimeUnavailable
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to measure every configuration of a run (the same for all, so they compare)."""
+
+    scenarios: tuple[ScenarioSettings, ...]
+    batch_sizes: tuple[int, ...] = (1,)
+    top_k: int = 5
+    warmup_s: float = 1.0
+    model_only_s: float = 1.0
+    sample_interval_ms: int = 100
+    log_root: Path | None = None
+    repository: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.scenarios:
+            raise ValueError("choose at least one scenario")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {self.batch_sizes}")
+        if self.warmup_s < 0 or self.model_only_s < 0:
+            raise ValueError("warmup_s and model_only_s must be >= 0")
+
+
+@dataclass
+class _State:
+    sampler: ResourceSampler
+    progress: Progress
+    window: Window
+    scenarios: list[ScenarioResult] = field(default_factory=list)
+
+
+def run_configuration(
+    spec: ConfigurationSpec,
+    samples: Sequence[Sample],
+    options: RunOptions,
+    progress: Progress | None = None,
+    loaded: LoadedEngine | None = None,
+) -> ConfigurationResult:
+    """Measure one configuration; a runtime that is missing or fails gives a result that says so."""
+    say = progress or (lambda _: None)
+    sampler = ResourceSampler(options.sample_interval_ms)
+    sampler.start()
+    window = sampler.begin()
+    try:
+        if loaded is None:
+            say("loading")
+            sampler.mark("load")
+            ensure_built(spec.model, spec.precision, options.repository)
+            loaded = load_engine(spec, options.repository, samples[0].data)
+        return _measure(spec, samples, options, loaded, _State(sampler, say, window))
+    except (RuntimeUnavailable, ModelNotFound) as exc:
+        return not_run(spec, "unavailable", str(exc))
+    except (EdgeInferError, RuntimeError, ValueError, OSError) as exc:
+        return not_run(spec, "failed", f"{type(exc).__name__}: {exc}")
+    finally:
+        sampler.stop()
+        if loaded is not None:
+            loaded.engine.close()
+
+
+def _measure(
+    spec: ConfigurationSpec,
+    samples: Sequence[Sample],
+    options: RunOptions,
+    loaded: LoadedEngine,
+    state: _State,
+) -> ConfigurationResult:
+    engine = loaded.engine
+    pipeline = Pipeline(engine, samples, options.top_k)
+    state.progress("warm-up")
+    state.sampler.mark("warm-up")
+    warmup, top1, expect = _warm_up(pipeline, options)
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-loadgen-") as tmp:
+        log_root = (options.log_root or Path(tmp)) / _safe(spec.label)
+        for settings in options.scenarios:
+            for batch_size in _batch_sizes(settings, options):
+                _run_scenario(pipeline, settings.with_(batch_size=batch_size), expect, log_root, state)
+    state.progress("model-only")
+    state.sampler.mark("model-only")
+    model_only = _model_only(engine, samples[0].data, options.model_only_s)
+    state.sampler.mark("end")
+    resources = state.sampler.summarize(state.window)
+    stored = getattr(engine, "stored", None)
+    resolved = getattr(engine.runtime, "name", spec.runtime)
+    return ConfigurationResult(
+        label=spec.label,
+        status="ok",
+        model=spec.model,
+        runtime=spec.runtime,
+        precision=spec.precision,
+        threads=spec.threads,
+        runtime_resolved=resolved,
+        runtime_version=runtime_version(resolved),
+        model_file=str(stored.path) if stored is not None else None,
+        model_size_bytes=stored.size_bytes if stored is not None else None,
+        cold_start=ColdStart(
+            load_ms=loaded.load_ns / 1e6,
+            first_inference_ms=loaded.first_inference_ns / 1e6,
+            process_start_to_first_prediction_ms=(
+                loaded.process_start_to_first_prediction_ns / 1e6
+                if loaded.process_start_to_first_prediction_ns is not None
+                else None
+            ),
+        ),
+        warmup=warmup,
+        scenarios=tuple(state.scenarios),
+        model_only=model_only,
+        resources=resources,
+        timeline=_timeline(state.sampler),
+        top1={samples[i].name: cls for i, cls in sorted(top1.items())},
+    )
+
+
+def _warm_up(pipeline: Pipeline, options: RunOptions) -> tuple[Warmup, dict[int, int], Expectations]:
+    """Every sample once (recording top-1), then more until ``warmup_s``; nothing here is reported."""
+    measurements = Measurements()
+    count = len(pipeline.samples)
+    started = time.perf_counter_ns()
+    served = 0
+    while served < count or time.perf_counter_ns() - started < options.warmup_s * 1e9:
+        index = served % count
+        pipeline.serve([WorkItem(served, index, 0)], measurements)
+        served += 1
+    elapsed_ns = time.perf_counter_ns() - started
+    for size in sorted(set(options.batch_sizes) - {1}):  # allocate each batch shape once
+        items = [WorkItem(i, i % count, 0) for i in range(size)]
+        pipeline.serve(items, measurements)
+    if measurements.errors == served:
+        raise RuntimeError(f"every warm-up sample failed: {'; '.join(measurements.error_messages)}")
+    per_sample_ns = elapsed_ns // served
+    expect = Expectations(sample_latency_ns=per_sample_ns, samples_per_s=1e9 / max(per_sample_ns, 1))
+    return Warmup(served, elapsed_ns / 1e9, per_sample_ns / 1e6), dict(measurements.top1), expect
+
+
+def _batch_sizes(settings: ScenarioSettings, options: RunOptions) -> tuple[int, ...]:
+    if settings.scenario in (Scenario.OFFLINE, Scenario.SERVER):
+        return options.batch_sizes if settings.scenario is Scenario.OFFLINE else (max(options.batch_sizes),)
+    return (1,)
+
+
+def _run_scenario(
+    pipeline: Pipeline, settings: ScenarioSettings, expect: Expectations, log_root: Path, state: _State
+) -> None:
+    name = settings.scenario.loadgen_name
+    tag = f"{name}" + (f"-b{settings.batch_size}" if settings.scenario is Scenario.OFFLINE else "")
+    state.progress(tag)
+    state.sampler.mark(tag)
+    if settings.scenario is not Scenario.SERVER:
+        window = state.sampler.begin()
+        run = LoadGenHarness(pipeline, settings, log_root / tag).run(expect)
+        state.scenarios.append(scenario_result(settings, run, state.sampler.summarize(window)))
+        return
+    windows: dict[float, Any] = {}
+    resources: dict[float, Any] = {}
+
+    def run_at(qps: float) -> HarnessRun:
+        state.progress(f"{tag} @ {qps:.1f} QPS")
+        windows[qps] = state.sampler.begin()
+        run = LoadGenHarness(pipeline, settings, log_root / f"{tag}-{qps:.1f}qps").run(expect, qps)
+        resources[qps] = state.sampler.summarize(windows[qps])
+        return run
+
+    capacity = _capacity(state.scenarios, expect)
+    outcome = search_peak_qps(settings, capacity, run_at)
+    result = scenario_result(
+        settings, outcome.best_run, resources[outcome.best_target_qps], target_qps=outcome.best_qps
+    )
+    state.scenarios.append(_with_trials(result, outcome.trials))
+
+
+def _capacity(done: list[ScenarioResult], expect: Expectations) -> float:
+    offline = [r.samples_per_s for r in done if r.scenario == "Offline" and r.samples_per_s > 0]
+    return max(offline) if offline else expect.samples_per_s
+
+
+def _with_trials(result: ScenarioResult, trials: tuple[Any, ...]) -> ScenarioResult:
+    return replace(result, server_search=trials)
+
+
+def _model_only(engine: Any, first_sample: bytes, duration_s: float) -> ModelOnly | None:
+    """The runtime's own call on one preprocessed sample, repeated for ``duration_s``."""
+    if duration_s <= 0:
+        return None
+    batch = np.stack([engine.preprocess(engine.decode(first_sample))])
+    runtime = engine.runtime
+    feeds = {runtime.inputs[0].name: batch}
+    recorder = LatencyRecorder()
+    runtime.run(feeds)
+    deadline = time.perf_counter_ns() + int(duration_s * 1e9)
+    while True:
+        t0 = time.perf_counter_ns()
+        runtime.run(feeds)
+        t1 = time.perf_counter_ns()
+        recorder.record(t1 - t0)
+        if t1 >= deadline and recorder.count >= 10:
+            break
+    return ModelOnly(batch_size=1, call="runtime.run", latency=recorder.summary())
+
+
+def _timeline(sampler: ResourceSampler) -> Timeline:
+    samples, marks = sampler.timeline()
+    return Timeline(
+        interval_ms=sampler.interval_ms,
+        t_s=tuple(round(s.t_s, 3) for s in samples),
+        process_cpu_percent=tuple(round(s.process_cpu_percent, 1) for s in samples),
+        rss_mb=tuple(round(s.rss_mb, 1) for s in samples),
+        system_cpu_percent_per_core=tuple(s.system_cpu_percent_per_core for s in samples),
+        marks=tuple((round(m.t_s, 3), m.name) for m in marks),
+    )
+
+
+def not_run(spec: ConfigurationSpec, status: str, message: str) -> ConfigurationResult:
+    return ConfigurationResult(
+        label=spec.label,
+        status=status,
+        model=spec.model,
+        runtime=spec.runtime,
+        precision=spec.precision,
+        threads=spec.threads,
+        message=message,
+    )
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)

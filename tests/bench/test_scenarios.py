@@ -1,0 +1,81 @@
+"""Scenario settings and the LoadGen TestSettings they become (quick and official MLPerf)."""
+
+from __future__ import annotations
+
+import mlperf_loadgen as lg
+import pytest
+
+from edgeinfer.bench.scenarios import Expectations, Scenario, ScenarioSettings, loadgen_settings
+
+EXPECT = Expectations(sample_latency_ns=10_000_000, samples_per_s=100.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "scenario"),
+    [
+        ("single-stream", Scenario.SINGLE_STREAM),
+        ("SingleStream", Scenario.SINGLE_STREAM),
+        ("multi_stream", Scenario.MULTI_STREAM),
+        ("Server", Scenario.SERVER),
+        ("offline", Scenario.OFFLINE),
+    ],
+)
+def test_parse_accepts_cli_and_loadgen_spellings(text: str, scenario: Scenario) -> None:
+    assert Scenario.parse(text) is scenario
+
+
+def test_unknown_scenario_lists_the_choices() -> None:
+    with pytest.raises(ValueError, match="single-stream, multi-stream, server, offline"):
+        Scenario.parse("batch")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("min_duration_s", 0.0, "min_duration_s must be > 0"),
+        ("batch_size", 0, "batch_size must be >= 1"),
+        ("max_duration_s", 1.0, "max_duration_s"),
+        ("server_target_qps", -1.0, "server_target_qps"),
+    ],
+)
+def test_bad_settings_say_how_to_fix(field: str, value: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ScenarioSettings(Scenario.SINGLE_STREAM, **{"min_duration_s": 5.0, field: value})  # type: ignore[arg-type]
+
+
+def test_quick_settings_reach_loadgen() -> None:
+    settings = ScenarioSettings(Scenario.MULTI_STREAM, min_duration_s=2.5, min_query_count=40, seed=11)
+    ts = loadgen_settings(settings, EXPECT, sample_count=12)
+    assert ts.scenario == lg.TestScenario.MultiStream
+    assert ts.mode == lg.TestMode.PerformanceOnly
+    assert (ts.min_duration_ms, ts.min_query_count) == (2500, 40)
+    assert (ts.qsl_rng_seed, ts.sample_index_rng_seed, ts.schedule_rng_seed) == (11, 11, 11)
+    assert ts.performance_sample_count_override == 12
+    assert ts.multi_stream_samples_per_query == 8
+    assert ts.multi_stream_expected_latency_ns == 80_000_000
+
+
+def test_server_bound_and_rate() -> None:
+    settings = ScenarioSettings(Scenario.SERVER, server_latency_bound_ms=20.0)
+    ts = loadgen_settings(settings, EXPECT, sample_count=12, target_qps=37.5)
+    assert ts.server_target_latency_ns == 20_000_000
+    assert ts.server_target_qps == pytest.approx(37.5)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "min_queries"),
+    [(Scenario.SINGLE_STREAM, 100), (Scenario.MULTI_STREAM, 662), (Scenario.OFFLINE, 24576)],
+)
+def test_mlperf_flag_takes_loadgens_official_minimums(scenario: Scenario, min_queries: int) -> None:
+    settings = ScenarioSettings(scenario, seed=None, mlperf=True)
+    ts = loadgen_settings(settings, EXPECT, sample_count=1024)
+    assert ts.min_duration_ms == 600_000
+    assert ts.min_query_count == min_queries
+    assert ts.qsl_rng_seed == 2085463073848966840  # mlperf.conf's official seed
+    assert ts.performance_sample_count_override == 1024
+
+
+def test_mlperf_server_uses_resnet50_latency_bound() -> None:
+    ts = loadgen_settings(ScenarioSettings(Scenario.SERVER, seed=None, mlperf=True), EXPECT, 1024, 10.0)
+    assert ts.server_target_latency_ns == 15_000_000
+    assert ts.server_target_latency_percentile == pytest.approx(0.99)
