@@ -221,7 +221,7 @@ class StreamPipeline:
                 and now - capture.last_frame_ns > limit_ns
             ):
                 stats.set_status(StreamStatus.STALLED)
-                doing = "opening" if status is StreamStatus.STARTING else "a new frame"
+                doing = "the source to open" if status is StreamStatus.STARTING else "a new frame"
                 self.events.emit(
                     capture.stream,
                     "warning",
@@ -251,8 +251,9 @@ class StreamPipeline:
     def _shutdown(self) -> RunSummary:
         self._stop.set()
         self.scheduler.close()
+        join_until = time.monotonic() + self.options.join_timeout_s
         for capture in self.captures:
-            capture.join(self.options.join_timeout_s)
+            capture.join(max(0.0, join_until - time.monotonic()))
             if capture.is_alive():
                 self.stats[capture.stream].set_status(StreamStatus.STALLED)
                 self.events.emit(
