@@ -142,6 +142,13 @@ class DataPlane:
         _check_version(servable, version)
         return servable.ready and not self._draining
 
+    def check_model(self, name: str, version: str | None = None) -> None:
+        """Raise :class:`NotFound` for a model or version not served here (checked before the body)."""
+        self._check_known(name)
+        servable = self._models.get(name)
+        if servable is not None:
+            _check_version(servable, version)
+
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
         return self._servable(name, version).metadata()
 

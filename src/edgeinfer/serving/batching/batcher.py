@@ -210,11 +210,12 @@ class Batcher:
             raise InvalidInput(f"admitted {ticket.samples} samples but got {samples.shape[0]}")
         self.cancel(ticket)  # the claim becomes a queue entry (or nothing)
         now = time.monotonic_ns()
-        if now + self.profile.compute_ns(ticket.samples) > ticket.deadline_ns:
+        need = self.profile.compute_ns(ticket.samples)
+        if now + need > ticket.deadline_ns:
             self._observer.on_deadline_missed()
             raise DeadlineExceeded(
-                f"the deadline passed while the request was being prepared "
-                f"({(ticket.deadline_ns - now) / 1e6:.1f} ms left)"
+                f"request cannot finish before its deadline after preparing its inputs: "
+                f"{(ticket.deadline_ns - now) / 1e6:.1f} ms left, running it needs about {need / 1e6:.1f} ms"
             )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._seq += 1

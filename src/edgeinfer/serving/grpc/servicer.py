@@ -66,6 +66,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         try:
             metadata = _metadata(context)
             self.guard.check(metadata.get("authorization"), metadata.get("x-api-key"))
+            self.plane.check_model(request.model_name, request.model_version or None)
             remaining_s = context.time_remaining()
             deadline_ns = int(remaining_s * 1e9) if remaining_s is not None else None
             infer_request = convert.request_from_proto(

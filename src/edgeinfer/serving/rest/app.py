@@ -137,6 +137,7 @@ class RestApp:
         return _health(self.plane.model_ready(request.model, request.version), "ready")
 
     async def infer(self, request: Request) -> Response:
+        self.plane.check_model(request.model, request.version)
         body = await self._body(request)
         header_length = request.headers.get(codec.HEADER_LENGTH)
         try:
@@ -166,6 +167,7 @@ class RestApp:
                 f"send the raw image bytes as the body (curl --data-binary @photo.jpg), not {content_type}"
             )
         top_k = _query_int(request.scope, "top_k", self.settings.top_k)
+        self.plane.check_model(request.model)
         body = await self._body(request)
         result = await self.plane.classify(
             request.model,

@@ -1,0 +1,224 @@
+"""The batcher on plain functions standing in for a runtime (their cost is a sleep we control)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+
+from edgeinfer.errors import DeadlineExceeded, EdgeInferError, InvalidInput, NotReady, Overloaded
+from edgeinfer.serving.batching.batcher import Batcher, BatcherSettings, retry_after_header
+
+T = TypeVar("T")
+MS = 1_000_000
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+class SlowModel:
+    """Returns each sample's first value times 10; records the batches it saw."""
+
+    def __init__(self, ms_per_batch: float = 5.0) -> None:
+        self.seconds = ms_per_batch / 1000
+        self.batches: list[list[float]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        time.sleep(self.seconds)
+        with self.lock:
+            self.batches.append([float(v) for v in batch[:, 0]])
+        return batch[:, :1] * 10
+
+
+def sample(value: float) -> np.ndarray:
+    return np.full((1, 2), value, dtype=np.float32)
+
+
+def deadline_in(ms: float) -> int:
+    return time.monotonic_ns() + int(ms * MS)
+
+
+async def started(model: Callable[[np.ndarray], np.ndarray], **settings: int) -> Batcher:
+    batcher = Batcher([model], BatcherSettings(**settings))
+    await batcher.warm_up((2,), np.dtype(np.float32), runs=1)
+    batcher.start()
+    return batcher
+
+
+def test_each_request_gets_its_own_rows_and_busy_time_forms_batches() -> None:
+    model = SlowModel(ms_per_batch=20)
+
+    async def main() -> list[np.ndarray]:
+        batcher = await started(model, max_batch_size=4, max_queue_delay_us=0, max_queue_size=16)
+        model.batches.clear()
+        results = await asyncio.gather(*(batcher.infer(sample(i), deadline_in(5_000)) for i in range(9)))
+        await batcher.close()
+        return results
+
+    results = run(main())
+    assert [float(r[0, 0]) for r in results] == [i * 10.0 for i in range(9)]
+    assert max(len(b) for b in model.batches) > 1  # requests that arrived while busy ran together
+    assert all(len(b) <= 4 for b in model.batches)
+
+
+def test_queue_runs_earliest_deadline_first() -> None:
+    model = SlowModel(ms_per_batch=30)
+
+    async def main() -> None:
+        batcher = await started(model, max_batch_size=1, max_queue_delay_us=0, max_queue_size=8)
+        model.batches.clear()
+        blocker = asyncio.create_task(batcher.infer(sample(0), deadline_in(5_000)))
+        await asyncio.sleep(0.005)  # let the worker take it
+        later = [
+            asyncio.create_task(batcher.infer(sample(v), deadline_in(ms)))
+            for v, ms in ((1, 3000), (2, 1000), (3, 2000))
+        ]
+        await asyncio.gather(blocker, *later)
+        await batcher.close()
+
+    run(main())
+    assert model.batches == [[0.0], [2.0], [3.0], [1.0]]
+
+
+def test_full_queue_is_refused_at_once_with_a_retry_hint() -> None:
+    model = SlowModel(ms_per_batch=50)
+
+    async def main() -> tuple[Overloaded, float]:
+        batcher = await started(model, max_batch_size=1, max_queue_delay_us=0, max_queue_size=2)
+        tasks = [asyncio.create_task(batcher.infer(sample(i), deadline_in(10_000))) for i in range(2)]
+        await asyncio.sleep(0)
+        begin = time.perf_counter()
+        with pytest.raises(Overloaded) as caught:
+            await batcher.infer(sample(9), deadline_in(10_000))
+        elapsed = time.perf_counter() - begin
+        await asyncio.gather(*tasks)
+        await batcher.close()
+        return caught.value, elapsed
+
+    error, elapsed = run(main())
+    assert elapsed < 0.01
+    assert error.retry_after_s > 0
+    assert "max_queue_size 2" in str(error)
+    assert retry_after_header(error.retry_after_s) == "1"
+
+
+def test_request_that_cannot_make_its_deadline_is_refused_before_queueing() -> None:
+    model = SlowModel(ms_per_batch=40)
+
+    async def main() -> None:
+        batcher = await started(model, max_batch_size=2, max_queue_delay_us=0, max_queue_size=8)
+        assert batcher.profile.compute_ns(1) >= 40 * MS
+        with pytest.raises(DeadlineExceeded, match="cannot finish before the deadline"):
+            await batcher.infer(sample(1), deadline_in(10))
+        # with room to spare it runs
+        out = await batcher.infer(sample(2), deadline_in(2_000))
+        assert float(out[0, 0]) == 20.0
+        await batcher.close()
+
+    run(main())
+
+
+def test_queued_request_whose_deadline_became_impossible_is_failed_not_run() -> None:
+    model = SlowModel(ms_per_batch=60)
+
+    async def main() -> None:
+        batcher = await started(model, max_batch_size=1, max_queue_delay_us=0, max_queue_size=8)
+        model.batches.clear()
+        blocker = asyncio.create_task(batcher.infer(sample(0), deadline_in(5_000)))
+        await asyncio.sleep(0.005)
+        # Admitted on an optimistic estimate (the profile says 60 ms; 130 ms are left) ...
+        ticket = batcher.admit(1, deadline_in(130))
+        queued = asyncio.create_task(batcher.run(ticket, sample(1)))
+        await asyncio.sleep(0)
+        batcher.profile.observe(1, 400 * MS)  # ... then the machine slows down while it waits
+        batcher.profile.observe(1, 400 * MS)
+        with pytest.raises(DeadlineExceeded, match="its batch needs about"):
+            await queued
+        await blocker
+        await batcher.close()
+
+    run(main())
+    assert [1.0] not in model.batches
+
+
+def test_runtime_failure_fails_the_whole_batch_and_the_batcher_goes_on() -> None:
+    calls = {"n": 0}
+
+    def flaky(batch: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 3:  # warm-up runs sizes 1 and 2, then the first real batch fails
+            raise RuntimeError("device lost")
+        return batch[:, :1]
+
+    async def main() -> None:
+        batcher = await started(flaky, max_batch_size=2, max_queue_delay_us=0, max_queue_size=8)
+        with pytest.raises(EdgeInferError, match="inference failed: RuntimeError\\('device lost'\\)"):
+            await batcher.infer(sample(1), deadline_in(1_000))
+        out = await batcher.infer(sample(5), deadline_in(1_000))
+        assert float(out[0, 0]) == 5.0
+        await batcher.close()
+
+    run(main())
+
+
+def test_runtime_returning_the_wrong_number_of_rows_is_an_error() -> None:
+    async def main() -> None:
+        batcher = Batcher([lambda b: np.zeros((b.shape[0] + 1, 1))], BatcherSettings(2, 0, 4))
+        batcher.start()
+        with pytest.raises(EdgeInferError, match="returned 2 rows for a batch of 1"):
+            await batcher.infer(sample(1), deadline_in(1_000))
+        await batcher.close()
+
+    run(main())
+
+
+def test_idle_runtime_does_not_wait_for_a_batch_to_fill() -> None:
+    model = SlowModel(ms_per_batch=2)
+
+    async def main() -> float:
+        batcher = await started(model, max_batch_size=8, max_queue_delay_us=500_000, max_queue_size=16)
+        begin = time.perf_counter()
+        await batcher.infer(sample(1), deadline_in(5_000))
+        elapsed = time.perf_counter() - begin
+        await batcher.close()
+        return elapsed
+
+    assert run(main()) < 0.2  # far below the 500 ms max_queue_delay
+
+
+def test_close_finishes_admitted_work_then_refuses() -> None:
+    model = SlowModel(ms_per_batch=10)
+
+    async def main() -> None:
+        batcher = await started(model, max_batch_size=1, max_queue_delay_us=0, max_queue_size=8)
+        tasks = [asyncio.create_task(batcher.infer(sample(i), deadline_in(5_000))) for i in range(4)]
+        await asyncio.sleep(0)
+        await batcher.close(timeout_s=5)
+        assert [float(t.result()[0, 0]) for t in tasks] == [0.0, 10.0, 20.0, 30.0]
+        with pytest.raises(NotReady, match="shutting down"):
+            batcher.admit(1, deadline_in(1_000))
+
+    run(main())
+
+
+def test_request_over_max_batch_size_is_invalid() -> None:
+    async def main() -> None:
+        batcher = Batcher([lambda b: b], BatcherSettings(2, 0, 4))
+        batcher.start()
+        with pytest.raises(InvalidInput, match="over this model's max_batch_size"):
+            batcher.admit(3, deadline_in(1_000))
+        await batcher.close()
+
+    run(main())
+
+
+def test_settings_explain_bad_values() -> None:
+    with pytest.raises(ValueError, match=r"max_queue_size .* must be at least max_batch_size"):
+        BatcherSettings(max_batch_size=8, max_queue_size=4)

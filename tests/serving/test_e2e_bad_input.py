@@ -1,0 +1,285 @@
+"""Every kind of bad request gets a clear 4xx (or gRPC status) naming it; the server keeps serving."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import zlib
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as tgrpc
+from tritonclient.utils import InferenceServerException
+
+from edgeinfer.serving.grpc import grpc_predict_v2_pb2 as pb
+from edgeinfer.serving.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from tests.serving.conftest import ServerProcess
+
+pytestmark = pytest.mark.e2e
+MODEL = "mobilenet_v2"
+INFER = f"/v2/models/{MODEL}/infer"
+
+
+@pytest.fixture(autouse=True)
+def still_serving(server: ServerProcess, images: dict[str, bytes]) -> Iterator[None]:
+    """After each bad request, a good one still gets its answer."""
+    yield
+    status, _, body = server.request("POST", f"/v1/models/{MODEL}/classify?top_k=1", images["chelsea"])
+    assert status == 200, body
+    assert json.loads(body)["predictions"][0]["label"] == "Egyptian cat"
+
+
+def _tensor_request(
+    name: str = "input", datatype: str = "FP32", shape: tuple[int, ...] = (1, 3, 224, 224)
+) -> bytes:
+    raw = np.zeros(shape, dtype=np.float32 if datatype == "FP32" else np.float64).tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": datatype,
+                    "shape": list(shape),
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        }
+    ).encode()
+    return header, raw  # type: ignore[return-value]
+
+
+def _post_binary(server: ServerProcess, header: bytes, raw: bytes, path: str = INFER) -> tuple[int, str]:
+    status, _, body = server.request(
+        "POST", path, header + raw, {"Inference-Header-Content-Length": str(len(header))}
+    )
+    return status, json.loads(body)["error"]
+
+
+def _post_json(server: ServerProcess, document: object, path: str = INFER) -> tuple[int, str]:
+    status, _, body = server.request("POST", path, json.dumps(document).encode())
+    return status, json.loads(body)["error"]
+
+
+def _image_input(items: list[str]) -> dict[str, object]:
+    return {"name": "image", "datatype": "BYTES", "shape": [len(items)], "data": items}
+
+
+def test_malformed_json(server: ServerProcess) -> None:
+    status, _, body = server.request("POST", INFER, b'{"inputs": [')
+    assert status == 400
+    assert "malformed JSON" in json.loads(body)["error"]
+
+
+def test_missing_input(server: ServerProcess) -> None:
+    assert _post_json(server, {"inputs": []}) == (400, 'the request needs a non-empty "inputs" list')
+
+
+def test_extra_input(server: ServerProcess, images: dict[str, bytes]) -> None:
+    header, raw = _tensor_request()
+    document = json.loads(header)
+    document["inputs"].append({"name": "image", "datatype": "BYTES", "shape": [1], "data": ["aGk="]})
+    status, message = _post_binary(server, json.dumps(document).encode(), raw)
+    assert status == 400
+    assert message.startswith("extra input: got ['input', 'image']")
+
+
+def test_unknown_input_name(server: ServerProcess) -> None:
+    status, message = _post_binary(server, *_tensor_request(name="pixels"))
+    assert status == 400
+    assert "unknown input(s) ['pixels']" in message and "'input'" in message and "'image'" in message
+
+
+def test_wrong_shape(server: ServerProcess) -> None:
+    status, message = _post_binary(server, *_tensor_request(shape=(1, 3, 100, 100)))
+    assert status == 400
+    assert message == "input 'input' must have shape [-1, 3, 224, 224] (-1: any >= 1), got [1, 3, 100, 100]"
+
+
+def test_wrong_datatype(server: ServerProcess) -> None:
+    status, message = _post_binary(server, *_tensor_request(datatype="FP64"))
+    assert status == 400
+    assert message.startswith("input 'input' must be FP32, got FP64")
+
+
+def test_image_sent_as_numbers(server: ServerProcess) -> None:
+    status, message = _post_json(
+        server, {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1], "data": [1.0]}]}
+    )
+    assert (status, message) == (400, "input 'image' holds encoded images and must be BYTES, got FP32")
+
+
+@pytest.mark.parametrize(
+    ("delta", "words"), [(+4, "remain in the body"), (-4, "needs 602112 bytes of data, got 602108")]
+)
+def test_binary_data_size_that_does_not_match_the_body(server: ServerProcess, delta: int, words: str) -> None:
+    header, raw = _tensor_request()
+    document = json.loads(header)
+    document["inputs"][0]["parameters"]["binary_data_size"] = len(raw) + delta
+    status, message = _post_binary(server, json.dumps(document).encode(), raw)
+    assert status == 400
+    assert words in message
+
+
+def test_header_length_past_the_body(server: ServerProcess) -> None:
+    header, _ = _tensor_request()
+    status, _, body = server.request("POST", INFER, header, {"Inference-Header-Content-Length": "999999"})
+    assert status == 400
+    assert "Inference-Header-Content-Length is 999999 but the body has" in json.loads(body)["error"]
+
+
+def _raw_http(server: ServerProcess, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(head + body)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+def _length(data: bytes) -> int:
+    for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":")[1])
+    return 0
+
+
+def test_truncated_body_times_out_with_408(server: ServerProcess) -> None:
+    head = (
+        f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+    )
+    status, body = _raw_http(server, head.encode(), b'{"inputs": [')
+    assert status == 408
+    assert "did not arrive in full within 1.5 s" in json.loads(body)["error"]
+
+
+def test_body_over_the_size_limit_is_refused_before_reading(server: ServerProcess) -> None:
+    head = f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: {9 * 1024 * 1024}\r\n\r\n"
+    status, body = _raw_http(server, head.encode())
+    assert status == 413
+    assert json.loads(body)["error"] == "request body of 9437184 bytes is over the limit of 8388608 bytes"
+
+
+def test_corrupt_image(server: ServerProcess, images: dict[str, bytes]) -> None:
+    status, _, body = server.request("POST", f"/v1/models/{MODEL}/classify", images["grace_hopper"][:3000])
+    assert status == 400
+    assert json.loads(body)["error"] == "image is not a decodable JPEG: Premature end of JPEG file"
+    status, _, body = server.request("POST", f"/v1/models/{MODEL}/classify", b"not an image at all")
+    assert status == 400
+    assert "not a supported image" in json.loads(body)["error"]
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims to be huge: only its header is ever read."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    idat = b"IDAT" + zlib.compress(b"\x00" * 16)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat))
+    )  # fmt: skip
+
+
+def test_oversized_image_is_refused_from_its_header(server: ServerProcess) -> None:
+    status, _, body = server.request("POST", f"/v1/models/{MODEL}/classify", _png_header_only(20_000, 20_000))
+    assert status == 413
+    assert json.loads(body)["error"].startswith("image is over the limit of 30000000 pixels")
+
+
+def test_empty_image_in_a_batch_names_its_index(server: ServerProcess, images: dict[str, bytes]) -> None:
+    import base64
+
+    good = base64.b64encode(images["coffee"]).decode()
+    status, message = _post_json(server, {"inputs": [_image_input([good, ""])]})
+    assert status == 400
+    assert message.startswith("image 1:")
+
+
+def test_batch_over_max_batch_size(server: ServerProcess) -> None:
+    status, message = _post_json(server, {"inputs": [_image_input(["aGk="] * 5)]})
+    assert status == 400
+    assert "over this model's max_batch_size (4)" in message
+
+
+def test_unknown_output(server: ServerProcess, images: dict[str, bytes]) -> None:
+    import base64
+
+    document = {
+        "inputs": [_image_input([base64.b64encode(images["coffee"]).decode()])],
+        "outputs": [{"name": "logits"}],
+    }
+    assert _post_json(server, document) == (
+        400,
+        "unknown output 'logits'; model 'mobilenet_v2' has 'probabilities'",
+    )
+
+
+def test_unknown_model_and_version(server: ServerProcess) -> None:
+    status, _, body = server.request("GET", "/v2/models/resnet50")
+    assert status == 404
+    assert json.loads(body)["error"] == "unknown model 'resnet50'; this server serves ['mobilenet_v2']"
+    assert _post_json(server, {"inputs": []}, path="/v2/models/resnet50/infer")[0] == 404
+    status, _, body = server.request("GET", f"/v2/models/{MODEL}/versions/7/ready")
+    assert status == 404
+    assert "has no version '7'" in json.loads(body)["error"]
+
+
+def test_bad_timeout_header(server: ServerProcess, images: dict[str, bytes]) -> None:
+    status, _, body = server.request(
+        "POST", f"/v1/models/{MODEL}/classify", images["coffee"], {"Edgeinfer-Timeout-Ms": "soon"}
+    )
+    assert status == 400
+    assert "edgeinfer-timeout-ms must be a number of milliseconds" in json.loads(body)["error"]
+
+
+def test_unknown_route_and_wrong_method(server: ServerProcess) -> None:
+    assert server.request("GET", "/v3/everything")[0] == 404
+    status, _, body = server.request("GET", INFER)
+    assert status == 405
+    assert json.loads(body)["error"] == f"{INFER} takes POST, not GET"
+
+
+def test_classify_refuses_a_form_upload(server: ServerProcess) -> None:
+    status, _, body = server.request(
+        "POST", f"/v1/models/{MODEL}/classify", b"--x--", {"Content-Type": "multipart/form-data; boundary=x"}
+    )
+    assert status == 415
+    assert "--data-binary" in json.loads(body)["error"]
+
+
+def test_grpc_bad_inputs_get_the_right_status(server: ServerProcess, images: dict[str, bytes]) -> None:
+    client = tgrpc.InferenceServerClient(server.grpc_url)
+    tensor = tgrpc.InferInput("input", [1, 3, 10, 10], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 3, 10, 10), np.float32))
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer(MODEL, [tensor])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "must have shape [-1, 3, 224, 224]" in caught.value.message()
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("resnet50", [tensor])
+    assert caught.value.status() == "StatusCode.NOT_FOUND"
+    corrupt = tgrpc.InferInput("image", [1], "BYTES")
+    corrupt.set_data_from_numpy(np.array([images["coffee"][:500]], dtype=object))
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer(MODEL, [corrupt])
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "corrupt or truncated" in caught.value.message()
+
+
+def test_grpc_raw_contents_that_do_not_match_the_inputs(server: ServerProcess) -> None:
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name=MODEL)
+        request.inputs.add(name="image", datatype="BYTES", shape=[1])
+        request.raw_input_contents.extend([b"\x00\x00\x00\x00", b"extra"])
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "raw_input_contents has 2 entries for 1 inputs" in caught.value.details()
