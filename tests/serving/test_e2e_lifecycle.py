@@ -1,0 +1,204 @@
+"""API key, load shedding, deadlines, graceful shutdown and start-up failure, on real server processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
+from tritonclient.utils import InferenceServerException
+
+from edgeinfer.engine.engine import Engine
+from tests.serving.conftest import ServerProcess, start_server
+
+pytestmark = pytest.mark.e2e
+MODEL = "mobilenet_v2"
+KEY = "s3cret-test-key"
+CLASSIFY = f"/v1/models/{MODEL}/classify"
+
+
+@pytest.fixture(scope="module")
+def guarded(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with an API key and a one-sample queue, so overload is easy to reach."""
+    tmp = tmp_path_factory.mktemp("guarded")
+    key_file = tmp / "key.txt"
+    key_file.write_text(KEY + "\n")
+    flags = (
+        "--api-key-file",
+        str(key_file),
+        "--max-batch-size",
+        "1",
+        "--max-queue-size",
+        "1",
+        "--threads",
+        "1",
+    )
+    server = start_server(tmp, *flags, wait=False)
+    server.headers = {"Authorization": f"Bearer {KEY}"}
+    server.wait_ready()
+    yield server
+    server.stop()
+
+
+def test_api_key_guards_everything_but_liveness(guarded: ServerProcess, images: dict[str, bytes]) -> None:
+    assert guarded.request("GET", "/v2/health/live", headers={"Authorization": ""})[0] == 200
+    for path in ("/v2/health/ready", "/v2", f"/v2/models/{MODEL}", "/metrics"):
+        status, headers, body = guarded.request("GET", path, headers={"Authorization": ""})
+        assert status == 401, path
+        assert headers["www-authenticate"].startswith("Bearer")
+        assert "needs an API key" in json.loads(body)["error"]
+    status, _, body = guarded.request("POST", CLASSIFY, images["coffee"], {"Authorization": "Bearer wrong"})
+    assert (status, json.loads(body)["error"]) == (401, "the API key is wrong")
+    status, _, _ = guarded.request(
+        "POST", CLASSIFY, images["coffee"], {"Authorization": "", "X-API-Key": KEY}
+    )
+    assert status == 200
+
+
+def test_api_key_with_the_official_clients(guarded: ServerProcess, images: dict[str, bytes]) -> None:
+    web = thttp.InferenceServerClient(guarded.http_url)
+    rpc = tgrpc.InferenceServerClient(guarded.grpc_url)
+    assert web.is_server_live() and rpc.is_server_live()
+    assert not web.is_server_ready()  # 401 reads as "not ready" to the client
+    with pytest.raises(InferenceServerException) as caught:
+        rpc.is_server_ready()
+    assert caught.value.status() == "StatusCode.UNAUTHENTICATED"
+    auth = {"authorization": f"Bearer {KEY}"}
+    assert web.is_server_ready(headers=auth) and rpc.is_server_ready(headers=auth)
+    tensor = tgrpc.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([images["chelsea"]], dtype=object))
+    assert rpc.infer(MODEL, [tensor], headers=auth).as_numpy("probabilities").argmax() == 285
+
+
+def test_overload_is_shed_at_once_with_retry_after(guarded: ServerProcess, images: dict[str, bytes]) -> None:
+    def one(_: int) -> tuple[int, dict[str, str], bytes, float]:
+        begin = time.perf_counter()
+        status, headers, body = guarded.request("POST", CLASSIFY, images["grace_hopper"])
+        return status, headers, body, time.perf_counter() - begin
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(one, range(32)))
+    statuses = [a[0] for a in answers]
+    assert set(statuses) <= {200, 429}, statuses
+    assert statuses.count(200) >= 1 and statuses.count(429) >= 1, statuses
+    for status, headers, body, _ in answers:
+        if status == 429:
+            assert int(headers["retry-after"]) >= 1
+            error = json.loads(body)
+            assert error["kind"] == "overloaded" and error["retry_after_s"] > 0
+            assert "overloaded" in error["error"]
+    shed_s = float(np.median([a[3] for a in answers if a[0] == 429]))
+    served_s = float(np.median([a[3] for a in answers if a[0] == 200]))
+    assert shed_s < served_s  # refused at once, not after waiting in line
+    status, _, _ = guarded.request("POST", CLASSIFY, images["chelsea"])
+    assert status == 200
+    _, _, metrics = guarded.request("GET", "/metrics")
+    assert f'edgeinfer_rejected_total{{model="{MODEL}",reason="queue_full"}}' in metrics.decode()
+
+
+def test_grpc_overload_is_resource_exhausted(guarded: ServerProcess, images: dict[str, bytes]) -> None:
+    client = tgrpc.InferenceServerClient(guarded.grpc_url)
+    tensor = tgrpc.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([images["grace_hopper"]], dtype=object))
+    results: list[object] = []
+    done = threading.Semaphore(0)
+
+    def callback(result: object, error: object) -> None:
+        results.append(error or result)
+        done.release()
+
+    for _ in range(24):
+        client.async_infer(MODEL, [tensor], callback, headers={"authorization": f"Bearer {KEY}"})
+    for _ in range(24):
+        assert done.acquire(timeout=30)
+    errors = [r for r in results if isinstance(r, InferenceServerException)]
+    assert errors, "24 concurrent requests on a one-sample queue: some must be shed"
+    assert {e.status() for e in errors} == {"StatusCode.RESOURCE_EXHAUSTED"}
+    assert len(errors) < len(results)
+
+
+def test_impossible_deadline_is_answered_at_once(guarded: ServerProcess, images: dict[str, bytes]) -> None:
+    begin = time.perf_counter()
+    status, _, body = guarded.request("POST", CLASSIFY, images["coffee"], {"Edgeinfer-Timeout-Ms": "0.5"})
+    elapsed = time.perf_counter() - begin
+    assert status == 504
+    error = json.loads(body)
+    assert error["kind"] == "deadline_exceeded"
+    assert "cannot finish before the deadline" in error["error"]
+    assert elapsed < 0.5
+    client = tgrpc.InferenceServerClient(guarded.grpc_url)
+    tensor = tgrpc.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([images["coffee"]], dtype=object))
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer(MODEL, [tensor], timeout=200, headers={"authorization": f"Bearer {KEY}"})  # 200 us
+    assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+
+
+def test_sigterm_finishes_accepted_requests_then_exits_cleanly(
+    engine: Engine, images: dict[str, bytes], tmp_path: Path
+) -> None:
+    server = start_server(tmp_path, "--max-batch-size", "4", "--no-grpc")
+    body = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [4],
+                    "data": [_b64(images["grace_hopper"])] * 4,
+                }
+            ]
+        }
+    ).encode()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        pending = [pool.submit(server.request, "POST", f"/v2/models/{MODEL}/infer", body) for _ in range(8)]
+        _wait_until_counted(server, 8)
+        begin = time.monotonic()
+        server.process.send_signal(15)
+        answers = [f.result(timeout=60) for f in pending]
+    code = server.process.wait(timeout=30)
+    elapsed = time.monotonic() - begin
+    assert [a[0] for a in answers] == [200] * 8
+    assert all(len(json.loads(a[2])["outputs"][0]["data"]) == 4000 for a in answers)
+    assert code == 0, server.log()
+    assert elapsed < 15
+    with pytest.raises(OSError):
+        server.request("GET", "/v2/health/live")
+
+
+def _wait_until_counted(server: ServerProcess, count: int) -> None:
+    """Poll /metrics until ``count`` inference requests were accepted."""
+    deadline = time.monotonic() + 30
+    prefix = f'edgeinfer_requests_total{{model="{MODEL}",protocol="http"}}'
+    while time.monotonic() < deadline:
+        _, _, raw = server.request("GET", "/metrics")
+        lines = [x for x in raw.decode().splitlines() if x.startswith(prefix)]
+        if lines and float(lines[0].split()[-1]) >= count:
+            return
+        time.sleep(0.005)
+    raise TimeoutError("requests were not accepted")
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def test_unknown_model_fails_start_up_with_its_exit_code(edgeinfer_home: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeinfer.cli.main", "serve", "--model", "no_such_model", "--http-port", "0",
+         "--no-grpc"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "no_such_model" in result.stderr
