@@ -197,7 +197,7 @@ def bench_config(
 ) -> dict[str, Any]:
     try:
         engine = Engine.load("mobilenet_v2", runtime=runtime, precision=precision, threads=args.threads)
-    except EdgeInferError as exc:
+    except (EdgeInferError, ImportError) as exc:  # not installed, or not built for this precision yet
         print(f"skip {runtime} {precision}: {exc}")
         return {"runtime": runtime, "precision": precision, "skipped": str(exc)}
     with engine:

@@ -13,6 +13,8 @@ class CaptureOptions:
     ``folder_fps``). A rate below the native one keeps the frames closest to a 1/fps grid.
     ``stall_timeout_s``: a source with no new frame for this long is reported as stalled (network
     reads also give up after it). ``min_side_px`` / ``max_pixels``: frames outside these are rejected.
+    ``decoder_threads``: FFmpeg threads per video stream (0: FFmpeg decides). One is the cheapest
+    in CPU when many streams already decode in parallel; more helps one large stream's latency.
     """
 
     fps: float | None = None
@@ -21,6 +23,7 @@ class CaptureOptions:
     stall_timeout_s: float = 5.0
     min_side_px: int = 32
     max_pixels: int = 40_000_000
+    decoder_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.fps is not None and not 0 < self.fps <= 1000:
@@ -29,6 +32,8 @@ class CaptureOptions:
             raise ValueError(f"folder_fps must be in (0, 1000], got {self.folder_fps}")
         if self.stall_timeout_s <= 0:
             raise ValueError(f"stall_timeout_s must be positive, got {self.stall_timeout_s}")
+        if self.decoder_threads < 0:
+            raise ValueError(f"decoder_threads must be >= 0 (0: FFmpeg decides), got {self.decoder_threads}")
         if self.min_side_px < 1 or self.max_pixels < self.min_side_px**2:
             raise ValueError("need min_side_px >= 1 and max_pixels >= min_side_px ** 2")
 

@@ -80,8 +80,10 @@ class VideoSource:
         container_format: str | None = None,
         options: dict[str, str] | None = None,
         timeout_s: float = 5.0,
+        decoder_threads: int = 1,
     ) -> None:
         self.uri = uri
+        self._decoder_threads = decoder_threads
         self.live = live
         self._format = container_format
         self._options = dict(options or {})
@@ -118,6 +120,7 @@ class VideoSource:
             raise InvalidInput(f"source {self.uri!r} has no video stream")
         self._container = container
         self._stream = container.streams.video[0]
+        self._stream.codec_context.thread_count = self._decoder_threads
         rate = self._stream.average_rate or self._stream.guessed_rate
         self._native_fps = float(rate) if rate else None
         self._packets = iter(container.demux(self._stream))
@@ -267,7 +270,13 @@ def open_source(uri: str, options: CaptureOptions) -> Source:
         net: dict[str, str] = {"analyzeduration": "1000000", "probesize": "1000000"}
         if scheme.startswith("rtsp"):
             net["rtsp_transport"] = "tcp"
-        return VideoSource(uri, live=True, options=net, timeout_s=options.stall_timeout_s)
+        return VideoSource(
+            uri,
+            live=True,
+            options=net,
+            timeout_s=options.stall_timeout_s,
+            decoder_threads=options.decoder_threads,
+        )
     if scheme and scheme != "file":
         raise InvalidInput(
             f"source {uri!r}: unsupported scheme {scheme!r} (use {', '.join(sorted(NETWORK_SCHEMES))})"
@@ -278,12 +287,19 @@ def open_source(uri: str, options: CaptureOptions) -> Source:
         device = f"/dev/video{uri}" if uri.isdigit() else uri
         cam: dict[str, str] = {"framerate": f"{options.fps:g}"} if options.fps else {}
         return VideoSource(
-            device, live=True, container_format="v4l2", options=cam, timeout_s=options.stall_timeout_s
+            device,
+            live=True,
+            container_format="v4l2",
+            options=cam,
+            timeout_s=options.stall_timeout_s,
+            decoder_threads=options.decoder_threads,
         )
     path = Path(uri)
     if path.is_dir():
         return FolderSource(path, options.fps or options.folder_fps)
-    return VideoSource(uri, live=False, timeout_s=options.stall_timeout_s)
+    return VideoSource(
+        uri, live=False, timeout_s=options.stall_timeout_s, decoder_threads=options.decoder_threads
+    )
 
 
 def stream_names(uris: Sequence[str]) -> list[str]:
