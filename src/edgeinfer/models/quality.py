@@ -1,0 +1,132 @@
+"""The accuracy gate: how a reduced-precision build agrees with FP32 on held-out images.
+
+Top-1 agreement is counted on the held-out images that FP32 itself classifies decisively (top-1
+probability at least ``min_reference_confidence``, 0.5 by default). On a near-tie, where FP32's
+first and second classes are within a percent or two, any perturbation flips the answer (FP32
+with ReLU instead of ReLU6 already disagreed with itself on 6% of our held-out images), so such
+images measure noise rather than the build. Agreement over every held-out image is recorded too,
+in the config's ``extra["quality"]``; setting ``min_reference_confidence=0`` gates on all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.errors import QualityGateFailed
+from edgeinfer.models.calibration import ImageSet
+from edgeinfer.models.config import QualityReport
+
+MIN_AGREEMENT_ENV = "EDGEINFER_MIN_TOP1_AGREEMENT"
+ALLOW_FAILED_ENV = "EDGEINFER_ALLOW_FAILED_QUALITY"
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """When a reduced-precision build counts as usable."""
+
+    min_top1_agreement: float = 0.99
+    min_reference_confidence: float = 0.5
+    allow_failed: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_top1_agreement <= 1.0:
+            raise ValueError(f"min_top1_agreement must be within 0..1, got {self.min_top1_agreement}")
+        if not 0.0 <= self.min_reference_confidence < 1.0:
+            raise ValueError(
+                f"min_reference_confidence must be within 0..1, got {self.min_reference_confidence}"
+            )
+
+    @classmethod
+    def from_env(cls) -> GateSettings:
+        """Defaults, overridden by ``$EDGEINFER_MIN_TOP1_AGREEMENT`` (0..1) and
+        ``$EDGEINFER_ALLOW_FAILED_QUALITY=1`` (store a build below the threshold, flagged as failed)."""
+        raw = os.environ.get(MIN_AGREEMENT_ENV)
+        try:
+            threshold = float(raw) if raw else cls.min_top1_agreement
+        except ValueError:
+            raise ValueError(f"${MIN_AGREEMENT_ENV} must be a number within 0..1, got {raw!r}") from None
+        allow = os.environ.get(ALLOW_FAILED_ENV, "").strip().lower() in ("1", "true", "yes")
+        return cls(min_top1_agreement=threshold, allow_failed=allow)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The report stored in the config, and the details behind it."""
+
+    report: QualityReport
+    details: dict[str, Any]
+
+
+def predict(model_path: Path, images: ImageSet, batch: int = 16) -> np.ndarray:
+    """(N, classes) outputs of an ONNX model on ``images`` (ONNX Runtime, CPU)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    rows = [
+        np.asarray(session.run(None, {name: images.samples[i : i + batch]})[0], dtype=np.float32)
+        for i in range(0, len(images), batch)
+    ]
+    return np.concatenate(rows)
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, settings: GateSettings) -> Comparison:
+    """Top-1 agreement and top-5 overlap of ``candidate`` with ``reference`` (both (N, classes))."""
+    if reference.shape != candidate.shape or reference.ndim != 2 or len(reference) == 0:
+        raise ValueError(f"cannot compare outputs of shapes {reference.shape} and {candidate.shape}")
+    same_top1 = reference.argmax(axis=1) == candidate.argmax(axis=1)
+    overlap = _top5_overlap(reference, candidate)
+    decisive = reference.max(axis=1) >= settings.min_reference_confidence
+    if not decisive.any():
+        raise ValueError(
+            f"no held-out image reaches FP32 confidence {settings.min_reference_confidence}; "
+            "lower min_reference_confidence"
+        )
+    top1 = float(same_top1[decisive].mean())
+    passed = top1 >= settings.min_top1_agreement
+    report = QualityReport(
+        reference="fp32",
+        images=int(decisive.sum()),
+        top1_agreement=round(top1, 4),
+        top5_overlap=round(float(overlap[decisive].mean()), 4),
+        threshold=settings.min_top1_agreement,
+        passed=passed,
+    )
+    details = {
+        "min_reference_confidence": settings.min_reference_confidence,
+        "held_out_images": len(reference),
+        "all_images_top1_agreement": round(float(same_top1.mean()), 4),
+        "all_images_top5_overlap": round(float(overlap.mean()), 4),
+        "max_abs_probability_difference_median": round(
+            float(np.median(np.abs(reference - candidate).max(axis=1))), 4
+        ),
+    }
+    return Comparison(report, details)
+
+
+def enforce(comparison: Comparison, settings: GateSettings, what: str) -> None:
+    """Raise :class:`QualityGateFailed` for a build below the threshold, unless failures are allowed."""
+    report = comparison.report
+    if report.passed or settings.allow_failed:
+        return
+    raise QualityGateFailed(
+        f"{what} agrees with FP32 on the top-1 class of {report.top1_agreement:.1%} of {report.images} "
+        f"held-out images (all held-out images: {comparison.details['all_images_top1_agreement']:.1%}), "
+        f"below the required {report.threshold:.1%}; nothing was stored. Lower the threshold with "
+        f"${MIN_AGREEMENT_ENV}=0.95, or store it flagged as failed with ${ALLOW_FAILED_ENV}=1"
+    )
+
+
+def _top5_overlap(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    k = min(5, reference.shape[1])
+    ref_top = np.argpartition(reference, -k, axis=1)[:, -k:]
+    cand_top = np.argpartition(candidate, -k, axis=1)[:, -k:]
+    shared = [len(np.intersect1d(a, b)) / k for a, b in zip(ref_top, cand_top, strict=True)]
+    return np.asarray(shared, dtype=np.float64)

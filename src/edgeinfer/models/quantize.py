@@ -1,0 +1,234 @@
+"""Reduced-precision builds of zoo models, each behind the accuracy gate (``models/quality.py``).
+
+INT8: ONNX Runtime static quantization in QDQ format, calibrated on real photos (see
+``models/calibration.py``). The recipe is the one measurement chose on MobileNetV2 (the table is
+in docs/BENCHMARKS.md, "INT8"): cross-layer equalization first (``models/equalize.py``), then
+per-channel weights and MinMax activation ranges; Entropy and Percentile calibration, reduced
+range and leaving the first convolution, the depthwise convolutions or the classifier in FP32
+were each no better or slower.
+
+FP16: weights and arithmetic in float16, inputs and outputs kept float32 (``onnxconverter-common``).
+
+The repository calls :func:`builder` for every precision other than fp32 and runs the builder in a
+staging folder: a build that fails the gate raises there, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgeinfer import __version__
+from edgeinfer.errors import ModelNotFound, NotFound
+from edgeinfer.models.build import MODEL_FILE, onnx_io_specs
+from edgeinfer.models.calibration import ImageSet, calibration_set, held_out_set
+from edgeinfer.models.config import ModelConfig, QualityReport
+from edgeinfer.models.quality import GateSettings, compare, enforce, predict
+from edgeinfer.models.repository import Builder, ModelRepository, sha256_file
+from edgeinfer.models.zoo import ZooEntry
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How to quantize: each switch was measured (docs/BENCHMARKS.md, "INT8")."""
+
+    equalize: bool = True
+    per_channel: bool = True
+    calibration_method: str = "minmax"
+    reduce_range: bool = False
+    exclude_op_types: tuple[str, ...] = ()
+    exclude_first_conv: bool = False
+    exclude_depthwise: bool = False
+    calibration_variants: int = 8
+    held_out_variants: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise ValueError(
+                f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, "
+                f"got {self.calibration_method!r}"
+            )
+        if self.calibration_variants < 1 or self.held_out_variants < 1:
+            raise ValueError("calibration_variants and held_out_variants must be at least 1")
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """A reduced-precision build: the INT8 recipe and the gate (both apply to FP16's gate too)."""
+
+    recipe: Int8Recipe = field(default_factory=Int8Recipe)
+    gate: GateSettings = field(default_factory=GateSettings.from_env)
+
+
+def builder(
+    repo: ModelRepository, entry: ZooEntry, precision: str, settings: BuildSettings | None = None
+) -> Builder:
+    """The Builder for ``entry`` at ``precision`` ("int8" or "fp16"), built from its FP32 build."""
+    if precision not in ("int8", "fp16"):
+        raise ModelNotFound(f"no {precision!r} build of {entry.name}; reduced precisions are int8 and fp16")
+    chosen = settings or BuildSettings()
+
+    def build(staging: Path) -> ModelConfig:
+        reference = repo.get(entry.name, "fp32")
+        reference.verify()
+        if precision == "int8":
+            return _build_int8(reference.config, reference.path, staging, chosen)
+        return _build_fp16(reference.config, reference.path, staging, chosen)
+
+    return build
+
+
+def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: BuildSettings) -> ModelConfig:
+    _require_quantization_tools()
+    recipe = settings.recipe
+    started = time.perf_counter_ns()
+    calibration = calibration_set(fp32.preprocessing, recipe.calibration_variants, seed=recipe.seed)
+    held_out = held_out_set(fp32.preprocessing, recipe.held_out_variants, seed=recipe.seed + 1)
+    _check_disjoint(calibration, held_out)
+    model = onnx.load(str(fp32_path))
+    pairs = 0
+    if recipe.equalize:
+        from edgeinfer.models.equalize import equalize
+
+        model, pairs = equalize(model, calibration.samples)
+    source = staging / "fp32-prepared.onnx"
+    onnx.save_model(model, str(source))
+    path = staging / MODEL_FILE
+    _quantize(source, path, model, calibration, recipe)
+    source.unlink()
+    comparison = compare(predict(fp32_path, held_out), predict(path, held_out), settings.gate)
+    enforce(comparison, settings.gate, f"the INT8 build of {fp32.name}")
+    details = {
+        **comparison.details,
+        "calibration_images": len(calibration),
+        "calibration_photos": sorted(calibration.photos),
+        "held_out_photos": sorted(held_out.photos),
+        "recipe": asdict(recipe),
+        "equalized_pairs": pairs,
+        "build_s": round((time.perf_counter_ns() - started) / 1e9, 1),
+    }
+    return _config(fp32, path, "int8", comparison.report, details)
+
+
+def _build_fp16(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: BuildSettings) -> ModelConfig:
+    if importlib.util.find_spec("onnxconverter_common") is None:
+        raise NotFound("FP16 builds need onnxconverter-common: pip install 'edgeinfer[optimize]'")
+    from onnxconverter_common import float16  # type: ignore[import-untyped]
+
+    model = float16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    path = staging / MODEL_FILE
+    onnx.save_model(model, str(path))
+    recipe = settings.recipe
+    held_out = held_out_set(fp32.preprocessing, recipe.held_out_variants, seed=recipe.seed + 1)
+    comparison = compare(predict(fp32_path, held_out), predict(path, held_out), settings.gate)
+    enforce(comparison, settings.gate, f"the FP16 build of {fp32.name}")
+    details = {**comparison.details, "held_out_photos": sorted(held_out.photos)}
+    return _config(fp32, path, "fp16", comparison.report, details)
+
+
+def _quantize(
+    source: Path, target: Path, model: onnx.ModelProto, images: ImageSet, recipe: Int8Recipe
+) -> None:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    quantize_static(
+        str(source),
+        str(target),
+        _Reader(model.graph.input[0].name, images.samples),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        calibrate_method=methods[recipe.calibration_method],
+        nodes_to_exclude=_excluded_nodes(model, recipe),
+    )
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader over preprocessed samples, 8 at a time."""
+
+    def __init__(self, input_name: str, samples: np.ndarray, batch: int = 8) -> None:
+        self._input_name = input_name
+        self._samples = samples
+        self._batch = batch
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self._samples):
+            return None
+        chunk = self._samples[self._next : self._next + self._batch]
+        self._next += self._batch
+        return {self._input_name: chunk}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+    def __iter__(self) -> _Reader:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
+
+
+def _excluded_nodes(model: onnx.ModelProto, recipe: Int8Recipe) -> list[str]:
+    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    excluded = [node.name for node in model.graph.node if node.op_type in recipe.exclude_op_types]
+    if recipe.exclude_first_conv and convs:
+        excluded.append(convs[0].name)
+    if recipe.exclude_depthwise:
+        excluded += [
+            node.name for node in convs if any(a.name == "group" and a.i > 1 for a in node.attribute)
+        ]
+    return excluded
+
+
+def _check_disjoint(calibration: ImageSet, held_out: ImageSet) -> None:
+    shared = calibration.photos & held_out.photos
+    if shared:  # a programming error in the photo split, never a user error
+        raise AssertionError(f"held-out photos {sorted(shared)} were also used for calibration")
+
+
+def _require_quantization_tools() -> None:
+    if importlib.util.find_spec("onnxruntime.quantization") is None:
+        raise NotFound("INT8 builds need onnxruntime's quantization tools (pip install onnxruntime)")
+
+
+def _config(
+    fp32: ModelConfig, path: Path, precision: str, report: QualityReport, details: dict[str, Any]
+) -> ModelConfig:
+    inputs, outputs = onnx_io_specs(onnx.load(str(path)))
+    provenance = replace(fp32.provenance, builder_version=f"edgeinfer {__version__}")
+    return replace(
+        fp32,
+        precision=precision,
+        file=path.name,
+        inputs=inputs,
+        outputs=outputs,
+        provenance=provenance,
+        file_sha256=sha256_file(path),
+        quality=report,
+        extra={**fp32.extra, "quality": details},
+    )
