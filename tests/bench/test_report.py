@@ -1,0 +1,104 @@
+"""The report schema: JSON round trip, versioning, and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from edgeinfer.bench.compare import speedups
+from edgeinfer.bench.report import (
+    SCHEMA_VERSION,
+    BenchReport,
+    ConfigurationResult,
+    SampleSet,
+    from_dict,
+    read_report,
+    to_dict,
+    utc_now,
+    write_report,
+)
+from edgeinfer.errors import IntegrityError
+
+
+def make_report(configs: list[ConfigurationResult]) -> BenchReport:
+    return BenchReport(
+        kind="bench",
+        title="test report <&>",
+        created_utc=utc_now(),
+        edgeinfer_version="0.1.0",
+        command=("edgeinfer", "bench"),
+        machine={"cpu_model": "test cpu", "usable_cores": 2, "isa_flags": ["AVX2"]},
+        versions={"python": "3.11"},
+        settings={"scenarios": [{"scenario": "SingleStream"}]},
+        configurations=tuple(configs),
+        samples=SampleSet(12, 0, "ab" * 32, 1234, ("chelsea.png",)),
+        speedups=speedups(configs),
+        notes=("a note",),
+    )
+
+
+@pytest.fixture(scope="module")
+def report(null_result: ConfigurationResult) -> BenchReport:
+    second = replace(null_result, label="null/fp32/t2", threads=2)
+    missing = ConfigurationResult(
+        "keras/fp32/t1", "unavailable", "mobilenet_v2", "keras", "fp32", 1, message="keras is not installed"
+    )
+    return make_report([null_result, second, missing])
+
+
+def test_json_round_trip_is_lossless(report: BenchReport, tmp_path: Path) -> None:
+    paths = write_report(report, tmp_path / "out")
+    raw = json.loads(paths.json.read_text())
+    assert raw["schema"] == "edgeinfer.bench.report" and raw["schema_version"] == SCHEMA_VERSION
+    again = read_report(paths.json)
+    assert again == report
+    assert json.loads(json.dumps(to_dict(from_dict(BenchReport, raw)))) == raw
+
+
+def test_other_schema_versions_are_refused(report: BenchReport, tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    raw = to_dict(report)
+    raw["schema_version"] = SCHEMA_VERSION + 1
+    path.write_text(json.dumps(raw))
+    with pytest.raises(IntegrityError, match="version"):
+        read_report(path)
+    path.write_text("{not json")
+    with pytest.raises(IntegrityError, match="cannot read report"):
+        read_report(path)
+
+
+def test_html_is_self_contained_and_shows_the_numbers(report: BenchReport, tmp_path: Path) -> None:
+    html = write_report(report, tmp_path).html.read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert "test report &lt;&amp;&gt;" in html  # escaped
+    # Nothing is fetched: no scripts, stylesheets, images or fonts from anywhere.
+    assert not re.search(r"<script|<link|<img|@import|url\((?!#)", html)  # url(#id): inside the SVG
+    assert not re.search(r"(src|href)=\"https?:", html)
+    assert html.count("<svg") >= 4  # CDFs, histograms, stage breakdown, throughput, timeline
+    for text in (
+        "SingleStream",
+        "Offline",
+        "Where the time goes",
+        "Throughput vs batch size",
+        "keras is not installed",
+        "unavailable",
+        "a note",
+        "test cpu",
+    ):
+        assert text in html, text
+    ss = report.configurations[0].scenario("SingleStream")
+    assert ss is not None
+    assert f"{ss.latency.p90_ms:,.3f}"[:4] in html
+
+
+def test_write_report_creates_the_directory_and_replaces_files(report: BenchReport, tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b"
+    first = write_report(report, out)
+    second = write_report(replace(report, title="second"), out)
+    assert first == second
+    assert "second" in second.html.read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
