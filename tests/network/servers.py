@@ -1,0 +1,167 @@
+"""Real TCP servers for the link tests: echo, sink (records arrival times) and source (sends N bytes).
+
+Each runs on its own thread with blocking sockets, so it does not share an event loop with the
+proxy under test. Times are ``time.monotonic_ns()``, comparable with the test's own clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def connect(address: tuple[str, int], timeout_s: float = 10.0) -> socket.socket:
+    sock = socket.create_connection(address, timeout=timeout_s)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def recv_exactly(sock: socket.socket, nbytes: int) -> bytes:
+    parts, got = [], 0
+    while got < nbytes:
+        chunk = sock.recv(min(65536, nbytes - got))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {got} of {nbytes} bytes")
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+class _ThreadedServer:
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.address: tuple[str, int] = self._sock.getsockname()[:2]
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread.start()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._serve_quietly, args=(conn,), daemon=True).start()
+
+    def _serve_quietly(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            self.serve(conn)
+
+    def serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class EchoServer(_ThreadedServer):
+    def serve(self, conn: socket.socket) -> None:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+
+
+@dataclass
+class Arrivals:
+    """When each chunk of one connection arrived at the sink."""
+
+    times_ns: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+    def rate_mbps(self) -> float:
+        """Steady rate: bytes after the first chunk over the time from first to last chunk."""
+        duration_ns = self.times_ns[-1] - self.times_ns[0]
+        return (self.total - self.sizes[0]) * 8 / (duration_ns / 1e9) / 1e6
+
+
+class SinkServer(_ThreadedServer):
+    """Reads until EOF, recording arrivals, then replies b"ok"."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[Arrivals] = []
+        super().__init__()
+
+    def serve(self, conn: socket.socket) -> None:
+        record = Arrivals()
+        while data := conn.recv(65536):
+            if not record.times_ns:
+                self.arrivals.append(record)  # connections that send nothing (port probes) are not kept
+            record.times_ns.append(time.monotonic_ns())
+            record.sizes.append(len(data))
+        record.done.set()
+        conn.sendall(b"ok")
+
+
+class SourceServer(_ThreadedServer):
+    """Reads an ASCII byte count and a newline, sends that many bytes, closes."""
+
+    def serve(self, conn: socket.socket) -> None:
+        header = b""
+        while not header.endswith(b"\n"):
+            header += conn.recv(1)
+        conn.sendall(os.urandom(int(header)))
+
+
+@contextlib.contextmanager
+def link_process(
+    target: tuple[str, int], *args: str
+) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+    """Run the real ``edgeinfer link`` process; yield it and its address once it accepts."""
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeinfer.cli.main",
+        "link",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--target",
+        f"{target[0]}:{target[1]}",
+        *args,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(("127.0.0.1", port), proc)
+        yield proc, ("127.0.0.1", port)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_port(address: tuple[str, int], proc: subprocess.Popen[str], timeout_s: float = 20.0) -> None:
+    """Poll until something accepts on ``address``; fail with the process's output if it died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise RuntimeError(f"process exited with {proc.returncode}: {err[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(address, timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing accepted on {address} within {timeout_s} s")
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,195 @@
+"""The emulated link measured from outside: real proxy process, real TCP servers, real sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from edgeinfer.network.link import BackgroundLink
+from edgeinfer.network.profiles import LinkProfile, get_profile
+from tests.network.servers import (
+    EchoServer,
+    SinkServer,
+    SourceServer,
+    connect,
+    free_port,
+    link_process,
+    recv_exactly,
+)
+
+TOLERANCE = 0.05  # the issue's target: emulated RTT and bandwidth within 5 % of the profile
+
+
+@pytest.fixture(scope="module")
+def echo() -> Iterator[EchoServer]:
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+def ping_rtts_ms(address: tuple[str, int], count: int, gap_s: float = 0.01) -> list[float]:
+    """Round trips of a 32-byte message on one open connection (the handshake excluded)."""
+    with connect(address) as sock:
+        sock.sendall(b"w" * 32)
+        recv_exactly(sock, 32)
+        rtts = []
+        for _ in range(count):
+            time.sleep(gap_s)
+            start = time.perf_counter_ns()
+            sock.sendall(b"p" * 32)
+            recv_exactly(sock, 32)
+            rtts.append((time.perf_counter_ns() - start) / 1e6)
+    return rtts
+
+
+def baseline_ms(echo: EchoServer) -> float:
+    """What this machine adds to a round trip without the link (loopback, echo thread)."""
+    return statistics.median(ping_rtts_ms(echo.address, 20, gap_s=0.002))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", ["wifi", "lte"])
+def test_rtt_through_the_proxy_matches_the_profile(echo: EchoServer, name: str) -> None:
+    profile = get_profile(name)
+    with link_process(echo.address, "--profile", name, "--jitter-ms", "0") as (_, address):
+        rtts = ping_rtts_ms(address, 30)
+    measured = statistics.median(rtts) - baseline_ms(echo)
+    assert measured == pytest.approx(profile.rtt_ms, rel=TOLERANCE), rtts
+
+
+@pytest.mark.e2e
+def test_jitter_spreads_the_rtt_by_the_asked_deviation(echo: EchoServer) -> None:
+    with link_process(echo.address, "--rtt-ms", "40", "--jitter-ms", "6", "--seed", "11") as (_, address):
+        rtts = ping_rtts_ms(address, 60, gap_s=0.005)
+    assert statistics.mean(rtts) == pytest.approx(40, rel=0.08)
+    assert statistics.stdev(rtts) == pytest.approx(6, rel=0.35)
+
+
+def _upload(address: tuple[str, int], nbytes: int) -> None:
+    with connect(address) as sock:
+        sock.sendall(os.urandom(nbytes))
+        sock.shutdown(socket.SHUT_WR)
+        assert recv_exactly(sock, 2) == b"ok"
+
+
+@pytest.mark.e2e
+def test_upload_rate_matches_the_profile() -> None:
+    sink = SinkServer()
+    try:
+        with link_process(sink.address, "--profile", "lte") as (_, address):
+            _upload(address, 300_000)  # 0.38 s at 6.3 Mb/s
+    finally:
+        sink.close()
+    assert sink.arrivals[-1].total == 300_000
+    assert sink.arrivals[-1].rate_mbps() == pytest.approx(6.3, rel=TOLERANCE)
+
+
+@pytest.mark.e2e
+def test_download_rate_matches_the_profile() -> None:
+    source = SourceServer()
+    try:
+        with (
+            link_process(source.address, "--profile", "lte", "--down-mbps", "40") as (_, address),
+            connect(address) as sock,
+        ):
+            sock.sendall(b"1000000\n")
+            times, sizes = [], []
+            while len(sizes) == 0 or sum(sizes) < 1_000_000:
+                sizes.append(len(sock.recv(65536)))
+                times.append(time.monotonic_ns())
+    finally:
+        source.close()
+    rate_mbps = (sum(sizes) - sizes[0]) * 8 / ((times[-1] - times[0]) / 1e9) / 1e6
+    assert rate_mbps == pytest.approx(40, rel=TOLERANCE)
+
+
+@pytest.mark.e2e
+def test_connections_share_the_uplink_and_each_keeps_its_bytes(echo: EchoServer) -> None:
+    """Four echo clients at once through one link: bytes come back intact and in order, and the
+    shared 16 Mb/s uplink takes as long as the total bytes need, not as long as one client's."""
+    profile = LinkProfile("shared", rtt_ms=20, jitter_ms=4, up_mbps=16, down_mbps=64)
+    payloads = [os.urandom(100_000) for _ in range(4)]
+    results: list[bytes] = [b""] * 4
+
+    def client(i: int) -> None:
+        with connect(address) as sock:
+            sender = threading.Thread(target=sock.sendall, args=(payloads[i],))
+            sender.start()
+            results[i] = recv_exactly(sock, len(payloads[i]))
+            sender.join()
+
+    with BackgroundLink(profile, echo.address, seed=5) as link:
+        address = link.address
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed_s = time.perf_counter() - start
+        stats = link.proxy.stats.snapshot()
+    assert results == payloads
+    serialisation_s = 400_000 * 8 / 16e6  # 0.2 s for all four through one uplink
+    assert serialisation_s < elapsed_s < serialisation_s + 0.2
+    assert stats["connections"] == 4 and stats["bytes_up"] == 400_000
+
+
+@pytest.mark.e2e
+def test_loss_shows_up_as_retransmission_delay(echo: EchoServer) -> None:
+    with link_process(echo.address, "--rtt-ms", "10", "--loss", "10", "--seed", "2") as (proc, address):
+        rtts = ping_rtts_ms(address, 30, gap_s=0.0)
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    stats = json.loads(err.strip().splitlines()[-1])["link_stats"]
+    slow = [r for r in rtts if r >= 200]  # at least the 200 ms minimum RTO
+    assert stats["losses_up"] + stats["losses_down"] >= len(slow) > 0
+    assert statistics.median(rtts) < 20  # most round trips lost nothing
+
+
+@pytest.mark.e2e
+def test_refused_target_resets_the_client_and_the_proxy_keeps_serving() -> None:
+    port = free_port()  # nothing listens here yet
+    with link_process(("127.0.0.1", port), "--rtt-ms", "5") as (proc, address):
+        with connect(address) as sock, contextlib.suppress(ConnectionResetError):
+            assert sock.recv(16) == b""
+        server = socket.create_server(("127.0.0.1", port))
+        try:
+            with connect(address) as sock:
+                accepted, _ = server.accept()
+                with accepted:
+                    sock.sendall(b"hello")
+                    assert recv_exactly(accepted, 5) == b"hello"
+        finally:
+            server.close()
+        assert proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target", "nonsense"], "HOST:PORT"),
+        (["--target", "127.0.0.1:1", "--profile", "satellite"], "unknown network profile"),
+        (["--target", "127.0.0.1:1", "--up-mbps", "0"], "up_mbps"),
+        (["--target", "127.0.0.1:1", "--listen", "127.0.0.1:99999"], "HOST:PORT"),
+    ],
+)
+def test_cli_rejects_bad_figures_with_a_clear_message(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeinfer.cli.main", "link", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
