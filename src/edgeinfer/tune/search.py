@@ -1,0 +1,257 @@
+"""``edgeinfer tune``: measure runtime x precision x threads x batch size on this device.
+
+Every configuration runs the same real, preprocessed photos (seeded order) for a fixed time after
+a warm-up that is not counted. Two winners are kept for each precision and overall:
+
+- ``latency``: the lowest p90 single-stream latency (batch 1);
+- ``throughput``: the most images per second among configurations whose p99 batch latency stays
+  within ``p99_bound_ms``.
+
+The result goes to ``<repository>/tuning/<model>.json`` under this machine's key
+(:func:`edgeinfer.system.machine.machine_key`), where ``runtime="auto"`` finds it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.errors import EdgeInferError, InvalidInput
+from edgeinfer.models.repository import ModelRepository, StoredModel
+from edgeinfer.runtimes.base import RuntimeOptions
+from edgeinfer.tune.store import write_entry
+
+GOALS = ("latency", "throughput")
+
+
+@dataclass(frozen=True)
+class TuneSpace:
+    """What to search and how long to time each configuration."""
+
+    runtimes: tuple[str, ...]
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    threads: tuple[int, ...] = (1, 2)
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    duration_s: float = 1.0
+    warmup_runs: int = 3
+    min_runs: int = 5
+    p99_bound_ms: float = 50.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for label, values in (
+            ("runtimes", self.runtimes),
+            ("precisions", self.precisions),
+            ("threads", self.threads),
+            ("batch_sizes", self.batch_sizes),
+        ):
+            if not values:
+                raise InvalidInput(f"tune needs at least one value for {label}")
+        if any(t < 1 for t in self.threads) or any(b < 1 for b in self.batch_sizes):
+            raise InvalidInput("threads and batch sizes must be at least 1")
+        if self.duration_s <= 0 or self.p99_bound_ms <= 0 or self.min_runs < 1 or self.warmup_runs < 0:
+            raise InvalidInput("duration_s and p99_bound_ms must be positive, min_runs at least 1")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One configuration's measurement (latencies are per batch, in milliseconds), or its error."""
+
+    runtime: str
+    precision: str
+    threads: int
+    batch_size: int
+    runs: int = 0
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    images_per_s: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.p90_ms is not None
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    model: str
+    machine: str
+    measured_at: str
+    space: TuneSpace
+    trials: tuple[Trial, ...]
+    best: dict[str, Trial | None] = field(default_factory=dict)
+    best_by_precision: dict[str, dict[str, Trial | None]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "machine": self.machine,
+            "measured_at": self.measured_at,
+            "space": asdict(self.space),
+            "trials": [asdict(t) for t in self.trials],
+            "best": {goal: _as_dict(t) for goal, t in self.best.items()},
+            "best_by_precision": {
+                precision: {goal: _as_dict(t) for goal, t in goals.items()}
+                for precision, goals in self.best_by_precision.items()
+            },
+        }
+
+
+Progress = Callable[[Trial], None]
+
+
+def search(
+    repo: ModelRepository,
+    model: str,
+    space: TuneSpace,
+    progress: Progress | None = None,
+    *,
+    save: bool = True,
+) -> tuple[TuneResult, Path | None]:
+    """Measure every configuration in ``space``; store the winners unless ``save`` is false."""
+    from edgeinfer.system.machine import machine_key
+
+    trials: list[Trial] = []
+    for precision in space.precisions:
+        try:
+            stored = repo.get(model, precision)
+            stored.verify()
+        except EdgeInferError as exc:  # e.g. an INT8 build refused by its accuracy gate
+            trials.append(Trial(space.runtimes[0], precision, space.threads[0], 1, error=str(exc)))
+            if progress:
+                progress(trials[-1])
+            continue
+        samples = _samples(stored, max(space.batch_sizes), space.seed)
+        for runtime in _able(space.runtimes, stored.config.format):
+            for threads in space.threads:
+                for trial in _measure(stored, runtime, precision, threads, samples=samples, space=space):
+                    trials.append(trial)
+                    if progress:
+                        progress(trial)
+    result = _summarize(model, machine_key(), space, trials)
+    path = write_entry(repo.root, model, result.machine, result.to_dict()) if save else None
+    return result, path
+
+
+def _able(runtimes: Sequence[str], fmt: str) -> list[str]:
+    """The runtimes that can run models of format ``fmt`` (the others are skipped, not failed)."""
+    from edgeinfer.runtimes.registry import factory
+
+    return [name for name in runtimes if fmt in factory(name).formats]
+
+
+def _measure(
+    stored: StoredModel, runtime: str, precision: str, threads: int, *, samples: np.ndarray, space: TuneSpace
+) -> list[Trial]:
+    from edgeinfer.runtimes.registry import load
+
+    try:
+        opened = load(runtime, stored.path, RuntimeOptions(threads=threads))
+    except EdgeInferError as exc:
+        return [Trial(runtime, precision, threads, b, error=str(exc)) for b in space.batch_sizes]
+    try:
+        name = opened.inputs[0].name
+        trials = []
+        for batch_size in space.batch_sizes:
+            try:
+                times_ns = _time_runs(opened.run, name, samples, batch_size, space)
+            except EdgeInferError as exc:  # e.g. a model with a fixed batch of 1
+                trials.append(Trial(opened.name, precision, threads, batch_size, error=str(exc)))
+                continue
+            trials.append(_trial(opened.name, precision, threads, batch_size, times_ns))
+        return trials
+    finally:
+        opened.close()
+
+
+def _time_runs(
+    run: Callable[[dict[str, np.ndarray]], object],
+    input_name: str,
+    samples: np.ndarray,
+    batch_size: int,
+    space: TuneSpace,
+) -> list[int]:
+    batches = [
+        np.ascontiguousarray(np.take(samples, range(i, i + batch_size), axis=0, mode="wrap"))
+        for i in range(0, len(samples), batch_size)
+    ]
+    for i in range(space.warmup_runs):
+        run({input_name: batches[i % len(batches)]})
+    times_ns: list[int] = []
+    deadline = time.perf_counter_ns() + int(space.duration_s * 1e9)
+    while len(times_ns) < space.min_runs or time.perf_counter_ns() < deadline:
+        feed = {input_name: batches[len(times_ns) % len(batches)]}
+        started = time.perf_counter_ns()
+        run(feed)
+        times_ns.append(time.perf_counter_ns() - started)
+    return times_ns
+
+
+def _trial(runtime: str, precision: str, threads: int, batch_size: int, times_ns: Sequence[int]) -> Trial:
+    ms = np.asarray(times_ns, dtype=np.float64) / 1e6
+    return Trial(
+        runtime=runtime,
+        precision=precision,
+        threads=threads,
+        batch_size=batch_size,
+        runs=len(ms),
+        p50_ms=round(float(np.percentile(ms, 50)), 3),
+        p90_ms=round(float(np.percentile(ms, 90)), 3),
+        p99_ms=round(float(np.percentile(ms, 99)), 3),
+        images_per_s=round(batch_size * len(ms) / (float(ms.sum()) / 1e3), 1),
+    )
+
+
+def _summarize(model: str, machine: str, space: TuneSpace, trials: list[Trial]) -> TuneResult:
+    by_precision = {
+        precision: _winners([t for t in trials if t.precision == precision], space)
+        for precision in space.precisions
+    }
+    return TuneResult(
+        model=model,
+        machine=machine,
+        measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        space=space,
+        trials=tuple(trials),
+        best=_winners(trials, space),
+        best_by_precision=by_precision,
+    )
+
+
+def _winners(trials: Sequence[Trial], space: TuneSpace) -> dict[str, Trial | None]:
+    single = [t for t in trials if t.ok and t.batch_size == 1]
+    bounded = [t for t in trials if t.ok and t.p99_ms is not None and t.p99_ms <= space.p99_bound_ms]
+    return {
+        "latency": min(single, key=lambda t: t.p90_ms or float("inf"), default=None),
+        "throughput": max(bounded, key=lambda t: t.images_per_s or 0.0, default=None),
+    }
+
+
+def _samples(stored: StoredModel, count: int, seed: int) -> np.ndarray:
+    """Real photos preprocessed for the model, in a seeded order; seeded noise without the photos."""
+    from edgeinfer.imaging.decode import decode_image
+    from edgeinfer.imaging.preprocess import Preprocessor
+    from edgeinfer.imaging.samples import DEMO_PHOTOS, available_photos
+
+    preprocessor = Preprocessor(stored.config.preprocessing)
+    dtype = np.dtype(stored.config.inputs[0].dtype)
+    paths = list(available_photos(DEMO_PHOTOS).values())
+    rng = np.random.default_rng(seed)
+    if not paths:
+        shape = (max(count, 8), *preprocessor.sample_shape)
+        return rng.standard_normal(shape).astype(dtype)
+    images = np.stack([preprocessor(decode_image(p)) for p in paths]).astype(dtype)
+    order = rng.permutation(np.resize(np.arange(len(images)), max(count, len(images))))
+    chosen: np.ndarray = images[order]
+    return chosen
+
+
+def _as_dict(trial: Trial | None) -> dict[str, Any] | None:
+    return None if trial is None else asdict(trial)

@@ -1,0 +1,84 @@
+"""Tuned configurations on disk: ``<repository root>/tuning/<model>.json``, one entry per machine.
+
+Kept free of heavy imports so ``Engine.load(runtime="auto")`` can read it on every load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TUNING_DIR = "tuning"
+TUNING_SCHEMA_VERSION = 1
+
+
+def tuning_path(repo_root: Path, model: str) -> Path:
+    return Path(repo_root) / TUNING_DIR / f"{model}.json"
+
+
+def read_entries(repo_root: Path, model: str) -> dict[str, Any]:
+    """Every machine's tuning result for ``model`` (machine key -> result); empty if never tuned.
+
+    A file that cannot be read as a tuning file is ignored, as if it were absent: tuning is a hint.
+    """
+    try:
+        raw = json.loads(tuning_path(repo_root, model).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(raw, dict) or raw.get("schema_version") != TUNING_SCHEMA_VERSION:
+        return {}
+    machines = raw.get("machines", {})
+    return machines if isinstance(machines, dict) else {}
+
+
+def write_entry(repo_root: Path, model: str, machine: str, result: dict[str, Any]) -> Path:
+    """Store ``result`` for ``machine``, keeping other machines' entries; replaced atomically."""
+    path = tuning_path(repo_root, model)
+    machines = read_entries(repo_root, model)
+    machines[machine] = result
+    document = {"schema_version": TUNING_SCHEMA_VERSION, "model": model, "machines": machines}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{model}.", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as stream:
+            json.dump(document, stream, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def tuned_entry(repo_root: Path, model: str, machine: str | None = None) -> dict[str, Any] | None:
+    """This machine's tuning result for ``model``, or None."""
+    from edgeinfer.system.machine import machine_key
+
+    return read_entries(repo_root, model).get(machine or machine_key())
+
+
+def tuned_choice(repo_root: Path, model: str, precision: str, goal: str = "latency") -> str | None:
+    """The runtime ``edgeinfer tune`` found best on this machine for ``model`` at ``precision``.
+
+    ``goal`` is ``latency`` (lowest p90 at batch 1) or ``throughput`` (most images/s within the
+    p99 bound). None when the model was not tuned here, the precision was not part of the search,
+    or the tuned runtime is no longer installed.
+    """
+    if goal not in ("latency", "throughput"):
+        raise ValueError(f"goal must be 'latency' or 'throughput', got {goal!r}")
+    entry = tuned_entry(repo_root, model)
+    if entry is None:
+        return None
+    try:
+        best = entry["best_by_precision"][precision][goal]
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(best, dict) or not isinstance(best.get("runtime"), str):
+        return None  # malformed: treated like a missing file (tuning is a hint)
+    runtime: str = best["runtime"]
+    from edgeinfer.runtimes.registry import FACTORIES
+
+    found = FACTORIES.get(runtime)
+    return runtime if found is not None and found.available() else None
