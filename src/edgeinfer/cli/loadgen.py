@@ -1,0 +1,184 @@
+"""``edgeinfer loadgen``: closed- or open-loop load against a running server, written as a bench report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edgeinfer.errors import InvalidInput, NotFound
+from edgeinfer.serving.settings import API_KEY_ENV
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "loadgen",
+        help="load a running server (closed loop at given concurrencies, or Poisson open loop)",
+        description="Send real images (or preprocessed tensors) to an edgeinfer/KServe v2 server and "
+        "report throughput, latency percentiles and errors by kind, as report.json + report.html.",
+    )
+    parser.add_argument("url", help="http://HOST:PORT or grpc://HOST:PORT")
+    parser.add_argument("--model", "-m", default="mobilenet_v2", help="model name (default: %(default)s)")
+    parser.add_argument(
+        "--concurrency", "-c", default="1,4,16", help="closed loop: clients per level (default: 1,4,16)"
+    )
+    parser.add_argument("--rate", type=float, default=None, help="open loop instead: requests per second")
+    parser.add_argument(
+        "--poisson", action="store_true", help="open loop: Poisson arrivals (else evenly spaced)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="measured seconds per level (default: 10)"
+    )
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first (default: 2)")
+    parser.add_argument(
+        "--endpoint", choices=("infer", "classify"), default="infer",
+        help="v2 infer (BYTES image, classification output) or /v1/.../classify (HTTP)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--input", choices=("image", "tensor"), default="image",
+        help="send JPEG bytes (decoded by the server) or preprocessed FP32 tensors",
+    )  # fmt: skip
+    parser.add_argument(
+        "--images", type=Path, nargs="*", default=None, help="image files (default: sample photos)"
+    )
+    parser.add_argument("--timeout-ms", type=float, default=None, help="deadline sent with every request")
+    parser.add_argument("--seed", type=int, default=0, help="sample order and arrival times (default: 0)")
+    parser.add_argument(
+        "--metrics-url", default=None, help="server /metrics host:port (default: the HTTP target)"
+    )
+    parser.add_argument("--api-key-file", type=Path, default=None, help=f"API key file (or ${API_KEY_ENV})")
+    parser.add_argument("--report", type=Path, default=Path("loadgen-report"), help="output folder")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeinfer.bench.report import write_report
+    from edgeinfer.bench.session import machine_facts
+    from edgeinfer.bench.versions import package_versions
+    from edgeinfer.serving.loadgen import workload
+    from edgeinfer.serving.loadgen.clients import Target, make_client
+    from edgeinfer.serving.loadgen.report import build_report, scenario_name
+    from edgeinfer.serving.loadgen.runner import RunResult, closed_loop, open_loop
+    from edgeinfer.serving.loadgen.scrape import ServerSampler
+
+    api_key = _api_key(args.api_key_file)
+    target = Target.parse(
+        args.url, args.model, endpoint=args.endpoint, api_key=api_key, timeout_ms=args.timeout_ms
+    )
+    if target.endpoint == "classify" and (target.transport != "http" or args.input == "tensor"):
+        raise InvalidInput("--endpoint classify sends raw images over HTTP only")
+    samples = workload.file_samples(args.images) if args.images else workload.photo_samples()
+    if args.input == "tensor":
+        samples = workload.as_tensors(samples)
+    order = workload.schedule(samples, args.seed)
+    levels = _levels(args.concurrency) if args.rate is None else [args.rate]
+    if args.rate is not None and args.rate <= 0:
+        raise InvalidInput("--rate must be positive")
+
+    metrics_host, metrics_port = _metrics_address(args.metrics_url, target)
+    console = Console(stderr=True)
+    results: list[RunResult] = []
+
+    async def main() -> None:
+        for level in levels:
+            sampler = ServerSampler(metrics_host, metrics_port, api_key) if metrics_port else None
+            shared = make_client(target) if target.transport == "grpc" else None
+            factory = _factory(target, shared)
+            what = f"{level:g} req/s" if args.rate is not None else f"concurrency {int(level)}"
+            console.print(f"[bold]{what}[/]: {args.warmup:g} s warm-up, {args.duration:g} s measured")
+            if args.rate is not None:
+                result = await open_loop(
+                    factory, order, level, duration_s=args.duration, warmup_s=args.warmup,
+                    poisson=args.poisson, seed=args.seed, sampler=sampler,
+                )  # fmt: skip
+            else:
+                result = await closed_loop(
+                    factory,
+                    order,
+                    int(level),
+                    duration_s=args.duration,
+                    warmup_s=args.warmup,
+                    sampler=sampler,
+                )
+            if shared is not None:
+                await shared.close()
+            results.append(result)
+
+    try:
+        asyncio.run(main())
+    except ConnectionError as exc:
+        raise NotFound(f"cannot load {args.url}: {exc}") from None
+    settings = {
+        "url": args.url, "model": args.model, "endpoint": args.endpoint, "input": args.input,
+        "levels": levels, "open_loop": args.rate is not None, "poisson": args.poisson,
+        "duration_s": args.duration, "warmup_s": args.warmup, "timeout_ms": args.timeout_ms,
+    }  # fmt: skip
+    report = build_report(
+        target, results=results, samples=samples, settings=settings, seed=args.seed,
+        machine=machine_facts(), versions=package_versions(),
+    )  # fmt: skip
+    paths = write_report(report, args.report)
+    _print(console, results, scenario_name)
+    console.print(f"report: {paths.json} and {paths.html}")
+    return 0
+
+
+def _factory(target: Any, shared: Any) -> Any:
+    from edgeinfer.serving.loadgen.clients import make_client
+
+    if shared is not None:
+        return lambda: shared
+    return lambda: make_client(target)
+
+
+def _levels(text: str) -> list[float]:
+    try:
+        levels = [float(int(part)) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InvalidInput(f"--concurrency takes whole numbers like 1,4,16, got {text!r}") from None
+    if not levels or any(level < 1 for level in levels):
+        raise InvalidInput("--concurrency levels must be >= 1")
+    return levels
+
+
+def _api_key(path: Path | None) -> str | None:
+    if path is not None:
+        try:
+            return path.read_text().strip() or None
+        except OSError as exc:
+            raise NotFound(f"cannot read the API key file {path}: {exc.strerror}") from None
+    return os.environ.get(API_KEY_ENV) or None
+
+
+def _metrics_address(url: str | None, target: Any) -> tuple[str, int]:
+    if url is None:
+        return (target.host, target.port) if target.transport == "http" else ("", 0)
+    host, _, port = url.removeprefix("http://").partition(":")
+    try:
+        return host, int(port.split("/")[0])
+    except ValueError:
+        raise InvalidInput(f"--metrics-url must be HOST:PORT, got {url!r}") from None
+
+
+def _print(console: Console, results: list[Any], name_of: Any) -> None:
+    table = Table(title="edgeinfer loadgen")
+    columns = ("scenario", "level", "answered/s", "p50 ms", "p90 ms", "p99 ms", "answered p99 ms", "errors",
+               "server CPU %", "server RSS MB")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="right")
+    for r in results:
+        every, ok = r.all_latency.summary(), r.ok_latency.summary()
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(r.errors.items())) or "0"
+        server = r.server
+        table.add_row(
+            name_of(r), f"{r.level:g}", f"{r.ok / max(r.duration_s, 1e-9):.1f}", f"{every.p50_ms:.2f}",
+            f"{every.p90_ms:.2f}", f"{every.p99_ms:.2f}", f"{ok.p99_ms:.2f}", errors,
+            f"{server.cpu_percent_mean:.0f}" if server else "-",
+            f"{server.rss_start_mb:.0f}->{server.rss_end_mb:.0f}" if server else "-",
+        )  # fmt: skip
+    console.print(table)

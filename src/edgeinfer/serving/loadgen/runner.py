@@ -1,0 +1,200 @@
+"""Closed-loop (N clients back to back) and open-loop (Poisson arrivals) load against a server.
+
+Every issued request completes (answer, error or client timeout) and is counted; failures stay in
+the latency distribution and are also counted by kind. Open-loop latency runs from each request's
+scheduled arrival, not from when it was sent, so a slow server cannot hide its queueing
+(no coordinated omission). Warm-up requests are sent first and excluded from every figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from edgeinfer.bench.stats import LatencyRecorder
+from edgeinfer.serving.loadgen.clients import Client, RequestFailed
+from edgeinfer.serving.loadgen.scrape import ServerSampler, ServerUsage
+from edgeinfer.serving.loadgen.workload import Sample
+
+ClientFactory = Callable[[], Client]
+
+
+@dataclass
+class RunResult:
+    """One load level: every request's latency (all / answered / refused) and the errors by kind."""
+
+    mode: str  # "closed" or "open"
+    level: float  # concurrency, or offered requests per second
+    duration_s: float = 0.0
+    issued: int = 0
+    all_latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+    ok_latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+    failed_latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+    errors: Counter[str] = field(default_factory=Counter)
+    messages: dict[str, str] = field(default_factory=dict)
+    server: ServerUsage | None = None
+
+    @property
+    def completed(self) -> int:
+        return self.all_latency.count
+
+    @property
+    def ok(self) -> int:
+        return self.ok_latency.count
+
+    def record(self, elapsed_ns: int, failure: RequestFailed | None) -> None:
+        self.all_latency.record(elapsed_ns, error=failure is not None)
+        if failure is None:
+            self.ok_latency.record(elapsed_ns)
+        else:
+            self.failed_latency.record(elapsed_ns, error=True)
+            self.errors[failure.kind] += 1
+            self.messages.setdefault(failure.kind, str(failure)[:300])
+
+
+async def _timed(client: Client, sample: Sample, timeout_s: float) -> RequestFailed | None:
+    try:
+        await asyncio.wait_for(client.send(sample), timeout_s)
+    except RequestFailed as exc:
+        return exc
+    except TimeoutError:
+        await client.close()  # the connection is in an unknown state
+        return RequestFailed("client_timeout", f"no answer within {timeout_s:g} s")
+    return None
+
+
+async def closed_loop(
+    factory: ClientFactory,
+    samples: Sequence[Sample],
+    concurrency: int,
+    *,
+    duration_s: float,
+    warmup_s: float,
+    sampler: ServerSampler | None = None,
+    request_timeout_s: float = 30.0,
+) -> RunResult:
+    """``concurrency`` clients, each sending its next request as soon as the last one is answered."""
+    result = RunResult("closed", concurrency)
+    clients = [factory() for _ in range(concurrency)]
+    measuring = False
+    stop_at = 0
+
+    async def stream(index: int, client: Client) -> None:
+        position = index * max(1, len(samples) // max(1, concurrency))
+        while True:
+            now = time.perf_counter_ns()
+            if measuring and now >= stop_at:
+                return
+            sample = samples[position % len(samples)]
+            position += 1
+            started = time.perf_counter_ns()
+            failure = await _timed(client, sample, request_timeout_s)
+            if measuring and started < stop_at:
+                result.issued += 1
+                result.record(time.perf_counter_ns() - started, failure)
+            elif not measuring and failure is not None and failure.kind == "connection":
+                raise ConnectionError(str(failure))
+
+    try:
+        warm = [
+            asyncio.create_task(_warm(client, samples, warmup_s, request_timeout_s)) for client in clients
+        ]
+        await asyncio.gather(*warm)
+        if sampler is not None:
+            await sampler.begin()
+        measuring = True
+        begin = time.perf_counter_ns()
+        stop_at = begin + int(duration_s * 1e9)
+        await asyncio.gather(*(stream(i, c) for i, c in enumerate(clients)))
+        result.duration_s = (time.perf_counter_ns() - begin) / 1e9
+        if sampler is not None:
+            result.server = await sampler.end()
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    return result
+
+
+async def _warm(client: Client, samples: Sequence[Sample], warmup_s: float, timeout_s: float) -> None:
+    end = time.perf_counter_ns() + int(warmup_s * 1e9)
+    index = 0
+    while True:
+        failure = await _timed(client, samples[index % len(samples)], timeout_s)
+        if failure is not None and failure.kind in (
+            "connection",
+            "not_found",
+            "unauthenticated",
+            "invalid_input",
+        ):
+            raise ConnectionError(f"warm-up request failed ({failure.kind}): {failure}")
+        index += 1
+        if time.perf_counter_ns() >= end:
+            return
+
+
+async def open_loop(
+    factory: ClientFactory,
+    samples: Sequence[Sample],
+    rate_per_s: float,
+    *,
+    duration_s: float,
+    warmup_s: float,
+    poisson: bool = True,
+    seed: int = 0,
+    max_outstanding: int = 1024,
+    sampler: ServerSampler | None = None,
+    request_timeout_s: float = 30.0,
+) -> RunResult:
+    """Requests arrive at ``rate_per_s`` (Poisson or evenly spaced) whatever the server does."""
+    result = RunResult("open", rate_per_s)
+    idle: list[Client] = []
+    outstanding: set[asyncio.Task[None]] = set()
+    rng = random.Random(seed)
+
+    async def one(sample: Sample, scheduled_ns: int, counted: bool) -> None:
+        client = idle.pop() if idle else factory()
+        failure = await _timed(client, sample, request_timeout_s)
+        if counted:
+            result.record(time.perf_counter_ns() - scheduled_ns, failure)
+        idle.append(client)
+
+    async def arrivals(length_s: float, counted: bool) -> None:
+        start = time.perf_counter_ns()
+        end = start + int(length_s * 1e9)
+        next_ns = start
+        index = 0
+        while next_ns < end:
+            delay = (next_ns - time.perf_counter_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sample = samples[index % len(samples)]
+            index += 1
+            if counted:
+                result.issued += 1
+            if len(outstanding) >= max_outstanding:
+                if counted:
+                    result.record(0, RequestFailed("client_overflow", f"over {max_outstanding} outstanding"))
+            else:
+                task = asyncio.create_task(one(sample, next_ns, counted))
+                outstanding.add(task)
+                task.add_done_callback(outstanding.discard)
+            gap = rng.expovariate(rate_per_s) if poisson else 1.0 / rate_per_s
+            next_ns += int(gap * 1e9)
+
+    try:
+        await arrivals(warmup_s, counted=False)
+        await asyncio.gather(*outstanding)
+        if sampler is not None:
+            await sampler.begin()
+        begin = time.perf_counter_ns()
+        await arrivals(duration_s, counted=True)
+        await asyncio.gather(*outstanding)
+        result.duration_s = (time.perf_counter_ns() - begin) / 1e9
+        if sampler is not None:
+            result.server = await sampler.end()
+    finally:
+        await asyncio.gather(*(c.close() for c in idle), return_exceptions=True)
+    return result

@@ -1,0 +1,77 @@
+"""What the load generator sends: real photos as JPEG bytes (or preprocessed tensors), in seeded order."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeinfer.errors import InvalidInput, NotFound
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request's input: ``data`` is encoded image bytes, or a preprocessed float32 sample."""
+
+    name: str
+    data: bytes
+    tensor: np.ndarray | None = None
+
+
+def photo_samples(limit: int = 8, jpeg_quality: int = 90) -> list[Sample]:
+    """The sample photos shipped by installed packages, re-encoded as JPEG at their own size."""
+    from PIL import Image
+
+    from edgeinfer.imaging.samples import available_photos
+
+    found = available_photos()
+    if not found:
+        raise NotFound("no sample photos installed: pip install 'edgeinfer[samples]' or pass image files")
+    samples = []
+    for name, path in sorted(found.items())[:limit]:
+        with Image.open(path) as image:
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="JPEG", quality=jpeg_quality)
+        samples.append(Sample(name, buffer.getvalue()))
+    return samples
+
+
+def file_samples(paths: Sequence[Path]) -> list[Sample]:
+    samples = []
+    for path in paths:
+        try:
+            samples.append(Sample(path.name, path.read_bytes()))
+        except OSError as exc:
+            raise NotFound(f"cannot read image {path}: {exc.strerror}") from None
+    if not samples:
+        raise InvalidInput("give at least one image")
+    return samples
+
+
+def as_tensors(samples: Sequence[Sample]) -> list[Sample]:
+    """Preprocess each image here (ImageNet defaults: 224 crop, NCHW) so the server only infers."""
+    from edgeinfer.imaging.decode import decode_image
+    from edgeinfer.imaging.preprocess import Preprocessor
+    from edgeinfer.models.config import Preprocessing
+
+    preprocess = Preprocessor(Preprocessing())
+    return [Sample(s.name, s.data, preprocess(decode_image(s.data))) for s in samples]
+
+
+def schedule(samples: Sequence[Sample], seed: int) -> list[Sample]:
+    """A seeded shuffle; callers cycle through it."""
+    order = list(samples)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def digest(samples: Sequence[Sample]) -> str:
+    h = hashlib.sha256()
+    for sample in samples:
+        h.update(sample.data)
+    return h.hexdigest()[:16]

@@ -1,0 +1,74 @@
+"""``edgeinfer loadgen`` against the real server: closed and open loop, both transports, a valid report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeinfer.bench.report import read_report
+from edgeinfer.serving.loadgen.scrape import parse_metrics
+from tests.serving.conftest import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def _loadgen(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgeinfer.cli.main", "loadgen", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_closed_loop_over_http_writes_a_bench_report(server: ServerProcess, tmp_path: Path) -> None:
+    result = _loadgen(
+        f"http://{server.http_url}", "--concurrency", "1,2", "--duration", "1", "--warmup", "0.3",
+        "--report", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = read_report(tmp_path / "report.json")
+    assert report.kind == "loadgen"
+    assert (tmp_path / "report.html").stat().st_size > 1000
+    (config,) = report.configurations
+    single, double = config.scenarios
+    assert (single.scenario, double.scenario, double.workers) == ("SingleStream", "Concurrent", 2)
+    for scenario in (single, double):
+        assert scenario.errors == 0
+        assert scenario.samples > 0 and scenario.samples_per_s > 0
+        assert 0 < scenario.latency.p50_ms <= scenario.latency.p99_ms
+        assert scenario.resources is not None and scenario.resources.rss_peak_mb > 50
+        assert scenario.settings["server"]["mean_batch_size"] >= 1
+
+
+def test_open_loop_over_grpc_counts_deadline_errors_by_kind(server: ServerProcess, tmp_path: Path) -> None:
+    result = _loadgen(
+        f"grpc://{server.grpc_url}", "--metrics-url", server.http_url, "--rate", "40", "--poisson",
+        "--duration", "1", "--warmup", "0.2", "--timeout-ms", "0.5", "--report", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (scenario,) = read_report(tmp_path / "report.json").configurations[0].scenarios
+    assert scenario.scenario == "Server" and scenario.target_qps == 40
+    assert scenario.errors == scenario.samples > 0  # 0.5 ms is never enough: every request refused at once
+    assert set(scenario.settings["errors_by_kind"]) == {"deadline_exceeded"}
+    assert scenario.latency.errors == scenario.samples
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
+    result = _loadgen("http://127.0.0.1:9", "--duration", "0.2", "--warmup", "0.1", "--report", str(tmp_path))
+    assert result.returncode == 3
+    assert "cannot load http://127.0.0.1:9" in result.stderr
+
+
+def test_parse_metrics_sums_every_series() -> None:
+    text = (
+        "# HELP x\nprocess_cpu_seconds_total 1.5\n"
+        'edgeinfer_batch_size_sum{model="a"} 10.0\nedgeinfer_batch_size_sum{model="b"} 5.0\n'
+        "process_resident_memory_bytes 1.048576e+08\nunrelated 3\n"
+    )
+    assert parse_metrics(text) == {
+        "process_cpu_seconds_total": 1.5,
+        "edgeinfer_batch_size_sum": 15.0,
+        "process_resident_memory_bytes": 104857600.0,
+    }
