@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,9 @@ def _build_fp16(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
         raise NotFound("FP16 builds need onnxconverter-common: pip install 'edgeinfer[optimize]'")
     from onnxconverter_common import float16  # type: ignore[import-untyped]
 
-    model = float16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    with warnings.catch_warnings():  # it warns once per weight it rounds to float16's range
+        warnings.simplefilter("ignore", UserWarning)
+        model = float16.convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
     path = staging / MODEL_FILE
     onnx.save_model(model, str(path))
     recipe = settings.recipe
