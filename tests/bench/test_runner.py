@@ -29,6 +29,9 @@ def test_every_figure_is_there(null_result: ConfigurationResult, bench_samples: 
         ("Offline", 4),
     ]
     assert r.model_only and r.model_only.latency.count >= 10
+    overhead = r.engine_overhead
+    assert overhead is not None and overhead.e2e_p90_ms == r.scenarios[0].latency.p90_ms
+    assert 0.5 < overhead.ratio_mean < 3.0  # decode + preprocess dominate on the Null runtime
     assert r.resources and r.resources.rss_peak_mb > 10 and r.resources.cpu_ms > 0
     assert r.timeline and len(r.timeline.t_s) >= 5
     assert [name for _, name in r.timeline.marks][:2] == ["load", "warm-up"]

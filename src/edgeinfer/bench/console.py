@@ -85,12 +85,13 @@ def _summary(report: BenchReport) -> Table:
         "RSS peak MB",
         "load ms",
         "first ms",
+        "overhead×",
         "top-1 agree",
     ):
         table.add_column(name, justify="left" if name in ("configuration", "runtime") else "right")
     for c in report.configurations:
         if c.status != "ok":
-            table.add_row(c.label, f"[yellow]{c.status}[/]", *[""] * 10)
+            table.add_row(c.label, f"[yellow]{c.status}[/]", *[""] * 11)
             continue
         ss = c.scenario("SingleStream")
         offline = max((r.samples_per_s for r in c.scenarios if r.scenario == "Offline"), default=None)
@@ -108,6 +109,7 @@ def _summary(report: BenchReport) -> Table:
             _f(res.rss_peak_mb if res else None, 0),
             _f(c.cold_start.load_ms if c.cold_start else None, 0),
             _f(c.cold_start.first_inference_ms if c.cold_start else None, 1),
+            _f(c.engine_overhead.ratio_p90 if c.engine_overhead else None),
             f"{agree:.0%}" if isinstance(agree, float) else "",
         )
     return table

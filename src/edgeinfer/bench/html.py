@@ -61,7 +61,10 @@ def render_html(report: BenchReport) -> str:
 _SUMMARY_NOTE = (
     "End-to-end latency per sample: encoded image bytes in, labelled top-k prediction out, in process. "
     "SingleStream p90 is MLPerf's SingleStream metric. CPU ms per inference and RSS are for the "
-    "SingleStream window. Failed requests are counted and kept in every statistic."
+    "SingleStream window. Engine overhead: SingleStream p90 over (model-only p90 + decode p90 + "
+    "preprocess p90); 1.0 means the engine adds nothing. Top-1 = baseline: share of the samples whose "
+    "top-1 class matches the baseline configuration's. Failed requests are counted and kept in every "
+    "statistic."
 )
 _SCENARIO_NOTE = (
     "Latency: from LoadGen issuing the query to the SUT completing it (Server: includes queueing; "
@@ -155,6 +158,8 @@ def _summary_table(configs: Sequence[ConfigurationResult]) -> str:
                 res.rss_peak_mb if res else None,
                 c.cold_start.load_ms if c.cold_start else None,
                 (c.model_size_bytes / 2**20) if c.model_size_bytes else None,
+                c.engine_overhead.ratio_p90 if c.engine_overhead else None,
+                _agreement(c),
                 _errors(c),
             ]
         )
@@ -172,6 +177,8 @@ def _summary_table(configs: Sequence[ConfigurationResult]) -> str:
         "RSS peak MB",
         "load ms",
         "model MB",
+        "engine overhead ×",
+        "top-1 = baseline",
         "errors",
     ]
     table = _table(headers, rows, classes)
@@ -180,6 +187,11 @@ def _summary_table(configs: Sequence[ConfigurationResult]) -> str:
         items = "".join(f"<li><b>{html.escape(c.label)}</b>: {html.escape(c.message)}</li>" for c in problems)
         table += f'<ul class="note">{items}</ul>'
     return table
+
+
+def _agreement(config: ConfigurationResult) -> str | None:
+    agree = config.extra.get("top1_agreement_with_baseline")
+    return f"{agree:.0%}" if isinstance(agree, float) else None
 
 
 def _errors(config: ConfigurationResult) -> int | None:

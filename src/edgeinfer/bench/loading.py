@@ -40,9 +40,24 @@ class LoadedEngine:
 
 def ensure_built(model: str, precision: str, repository: Path | None) -> None:
     """Build the model if it is missing, so that building never counts as loading."""
+    from edgeinfer.errors import RuntimeUnavailable
     from edgeinfer.models.repository import ModelRepository
 
-    ModelRepository(repository).get(model, precision)
+    try:
+        ModelRepository(repository).get(model, precision)
+    except ImportError as exc:  # a builder whose optional dependency is not installed
+        raise RuntimeUnavailable(f"cannot build {model} ({precision}) here: {exc}") from exc
+
+
+def resolve_auto(spec: ConfigurationSpec, repository: Path | None) -> None:
+    """Let ``runtime="auto"`` run (and cache) its device probe now, so no timed load includes it."""
+    if spec.runtime != "auto":
+        return
+    from edgeinfer.engine.engine import Engine
+
+    Engine.load(
+        spec.model, runtime="auto", precision=spec.precision, threads=spec.threads, repository=repository
+    ).close()
 
 
 def load_engine(spec: ConfigurationSpec, repository: Path | None, first_sample: bytes) -> LoadedEngine:

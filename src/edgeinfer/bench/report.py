@@ -115,6 +115,23 @@ class ModelOnly:
 
 
 @dataclass(frozen=True)
+class EngineOverhead:
+    """What the engine adds around the runtime, from SingleStream and the model-only timing.
+
+    ``parts`` is the model-only runtime call plus the measured decode and preprocess stages; the
+    ratio is end-to-end latency over it (1.0: the engine adds nothing). The p90 form sums three p90s,
+    which is at least the p90 of their sum, so it flatters nobody; the mean form is exact arithmetic.
+    """
+
+    e2e_p90_ms: float
+    parts_p90_ms: float
+    ratio_p90: float
+    e2e_mean_ms: float
+    parts_mean_ms: float
+    ratio_mean: float
+
+
+@dataclass(frozen=True)
 class Timeline:
     """Resource samples at a fixed rate: parallel columns, times in seconds since the sampler started."""
 
@@ -145,6 +162,7 @@ class ConfigurationResult:
     warmup: Warmup | None = None
     scenarios: tuple[ScenarioResult, ...] = ()
     model_only: ModelOnly | None = None
+    engine_overhead: EngineOverhead | None = None
     resources: ResourceSummary | None = None
     timeline: Timeline | None = None
     top1: dict[str, int] = field(default_factory=dict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from edgeinfer.bench.harness import HarnessRun
-from edgeinfer.bench.report import LoadGenResult, ScenarioResult
+from edgeinfer.bench.report import EngineOverhead, LoadGenResult, ModelOnly, ScenarioResult
 from edgeinfer.bench.resources import ResourceSummary
 from edgeinfer.bench.scenarios import Scenario, ScenarioSettings
 
@@ -66,6 +66,27 @@ def scenario_result(
         target_qps=target_qps,
         error_messages=tuple(m.error_messages),
         settings=settings.describe(),
+    )
+
+
+def engine_overhead(
+    single_stream: ScenarioResult | None, model_only: ModelOnly | None
+) -> EngineOverhead | None:
+    """End to end against runtime call + decode + preprocess (see :class:`EngineOverhead`)."""
+    if single_stream is None or model_only is None or not single_stream.latency.count:
+        return None
+    stages, model = single_stream.stages, model_only.latency
+    parts_p90 = model.p90_ms + stages["decode"].p90_ms + stages["preprocess"].p90_ms
+    parts_mean = model.mean_ms + stages["decode"].mean_ms + stages["preprocess"].mean_ms
+    if parts_p90 <= 0 or parts_mean <= 0:
+        return None
+    return EngineOverhead(
+        e2e_p90_ms=single_stream.latency.p90_ms,
+        parts_p90_ms=parts_p90,
+        ratio_p90=single_stream.latency.p90_ms / parts_p90,
+        e2e_mean_ms=single_stream.latency.mean_ms,
+        parts_mean_ms=parts_mean,
+        ratio_mean=single_stream.latency.mean_ms / parts_mean,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.bench.harness import HarnessRun, LoadGenHarness, Measurements, Pipeline, WorkItem
-from edgeinfer.bench.loading import ConfigurationSpec, LoadedEngine, ensure_built, load_engine
+from edgeinfer.bench.loading import ConfigurationSpec, LoadedEngine, ensure_built, load_engine, resolve_auto
 from edgeinfer.bench.report import (
     ColdStart,
     ConfigurationResult,
@@ -28,7 +28,7 @@ from edgeinfer.bench.report import (
     Warmup,
 )
 from edgeinfer.bench.resources import ResourceSampler, Window
-from edgeinfer.bench.results import scenario_result
+from edgeinfer.bench.results import engine_overhead, scenario_result
 from edgeinfer.bench.samples import Sample
 from edgeinfer.bench.scenarios import Expectations, Scenario, ScenarioSettings
 from edgeinfer.bench.server_search import search_peak_qps
@@ -86,6 +86,7 @@ def run_configuration(
             say("loading")
             sampler.mark("load")
             ensure_built(spec.model, spec.precision, options.repository)
+            resolve_auto(spec, options.repository)
             loaded = load_engine(spec, options.repository, samples[0].data)
         return _measure(spec, samples, options, loaded, _State(sampler, say, window))
     except (RuntimeUnavailable, ModelNotFound) as exc:
@@ -145,6 +146,9 @@ def _measure(
         warmup=warmup,
         scenarios=tuple(state.scenarios),
         model_only=model_only,
+        engine_overhead=engine_overhead(
+            next((s for s in state.scenarios if s.scenario == "SingleStream"), None), model_only
+        ),
         resources=resources,
         timeline=_timeline(state.sampler),
         top1={samples[i].name: cls for i, cls in sorted(top1.items())},

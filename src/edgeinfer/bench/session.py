@@ -7,6 +7,7 @@ describe the shared process).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgeinfer.bench import compare
-from edgeinfer.bench.loading import ConfigurationSpec, ensure_built
+from edgeinfer.bench.loading import ConfigurationSpec, ensure_built, resolve_auto
 from edgeinfer.bench.report import BenchReport, ConfigurationResult, SampleSet, from_dict, utc_now
 from edgeinfer.bench.runner import RunOptions, not_run, run_configuration
 from edgeinfer.bench.samples import Sample, load_samples, samples_digest
@@ -182,6 +183,10 @@ def _prebuild(request: BenchRequest, specs: Sequence[ConfigurationSpec]) -> dict
             failed[precision] = ("unavailable", str(exc))
         except EdgeInferError as exc:
             failed[precision] = ("failed", f"{type(exc).__name__}: {exc}")
+    for spec in specs:
+        if spec.precision not in failed:
+            with contextlib.suppress(EdgeInferError):  # the configuration's own run reports it
+                resolve_auto(spec, request.options.repository)
     return failed
 
 
@@ -215,8 +220,11 @@ def _standard_notes(request: BenchRequest) -> tuple[str, ...]:
         )
         + f"; sample variants use seed {request.seed}.",
         "Every configuration sees the same samples (see the digest below).",
+        "Models are built, and runtime=auto's device probe is run and cached, before any timed load.",
         "Failed requests are completed, counted and kept in the latency statistics.",
     ]
+    if "keras" in request.runtimes and set(request.precisions) - {"fp32"}:
+        notes.append("Keras, the blog's path, is measured at FP32 only (its weights are the FP32 ones).")
     if any(s.mlperf for s in opts.scenarios):
         notes.append("MLPerf minimums from LoadGen's built-in mlperf.conf (resnet50, the closest benchmark).")
     else:
