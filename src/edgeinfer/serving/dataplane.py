@@ -94,8 +94,9 @@ class DataPlane:
             started = time.monotonic_ns()
             engines = await asyncio.to_thread(self._loader, name, self.settings)
             servable = Servable(
-                name, engines, self._batching, self.metrics.for_model(name), self._decode_pool
-            )
+                name, engines, self._batching, self.metrics.for_model(name),
+                decode_pool=self._decode_pool, decode_workers=self.settings.decode_workers,
+            )  # fmt: skip
             self._models[name] = servable
             await servable.start(self.settings.warmup_runs)
             servable.metrics.queue_depth.set_function(servable.batcher.waiting_samples)

@@ -71,7 +71,9 @@ class Servable:
         engines: Sequence[ModelEngine],
         batching: BatcherSettings,
         metrics: ModelMetrics,
+        *,
         decode_pool: Executor,
+        decode_workers: int = 1,
     ) -> None:
         if not engines:
             raise ValueError("a servable needs at least one engine instance")
@@ -82,7 +84,8 @@ class Servable:
         self.metrics = metrics
         self.batcher = Batcher([e.infer for e in engines], batching, name=name, observer=metrics)
         self._decode_pool = decode_pool
-        self._prepare_ns_per_image = 0.0
+        self._decode_workers = max(1, decode_workers)
+        self._decode_ns_per_image = 0.0  # service time on a decode thread, queueing excluded
         spec = self.engine.runtime.inputs[0]
         self._tensor_dtype = np.dtype(spec.dtype)
         self.tensor_input = TensorMetadata(
@@ -127,8 +130,7 @@ class Servable:
         wanted = self._wanted_outputs(request)
         is_image = tensor.name == self.image_input.name
         count = tensor.shape[0]
-        prep_ns = int(self._prepare_ns_per_image * count) if is_image else 0
-        ticket = self.batcher.admit(count, deadline_ns, prep_ns)
+        ticket = self.batcher.admit(count, deadline_ns, self._prepare_estimate_ns(count) if is_image else 0)
         try:
             samples = await self._prepare(tensor.data.reshape(count)) if is_image else tensor.data
         except BaseException:
@@ -142,7 +144,7 @@ class Servable:
         """One encoded image to its top-k labels (the ``/v1/.../classify`` route)."""
         if not 1 <= top_k <= self.classes:
             raise InvalidInput(f"top_k must be between 1 and {self.classes}, got {top_k}")
-        ticket = self.batcher.admit(1, deadline_ns, int(self._prepare_ns_per_image))
+        ticket = self.batcher.admit(1, deadline_ns, self._prepare_estimate_ns(1))
         try:
             samples = await self._prepare(np.array([image], dtype=object))
         except BaseException:
@@ -219,19 +221,24 @@ class Servable:
         return [o if o.binary is not None else RequestedOutput(o.name, request.binary_output, o.class_count)
                 for o in request.outputs]  # fmt: skip
 
+    def _prepare_estimate_ns(self, count: int) -> int:
+        """Decoding this request's images, after the images already admitted ahead of it."""
+        ahead = self.batcher.incoming_samples / self._decode_workers
+        return int(self._decode_ns_per_image * (count + ahead))
+
     async def _prepare(self, images: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
         started = time.monotonic_ns()
-        batch = await loop.run_in_executor(self._decode_pool, self._decode_batch, images)
-        elapsed = time.monotonic_ns() - started
-        self.metrics.on_prepared(elapsed)
-        per_image = elapsed / len(images)
-        previous = self._prepare_ns_per_image
-        self._prepare_ns_per_image = per_image if previous == 0 else previous + 0.2 * (per_image - previous)
+        batch, service_ns = await loop.run_in_executor(self._decode_pool, self._decode_batch, images)
+        self.metrics.on_prepared(time.monotonic_ns() - started)
+        per_image = service_ns / len(images)
+        previous = self._decode_ns_per_image
+        self._decode_ns_per_image = per_image if previous == 0 else previous + 0.2 * (per_image - previous)
         return batch
 
-    def _decode_batch(self, images: np.ndarray) -> np.ndarray:
-        """Runs on the decode pool: encoded images to one batch of preprocessed samples."""
+    def _decode_batch(self, images: np.ndarray) -> tuple[np.ndarray, int]:
+        """Runs on the decode pool: encoded images to one batch of preprocessed samples (and its time)."""
+        started = time.perf_counter_ns()
         samples = []
         for index, item in enumerate(images):
             try:
@@ -240,7 +247,8 @@ class Servable:
             except EdgeInferError as exc:
                 where = f"image {index}: " if len(images) > 1 else ""
                 raise type(exc)(f"{where}{exc}") from None
-        return samples[0][np.newaxis] if len(samples) == 1 else np.stack(samples)
+        batch = samples[0][np.newaxis] if len(samples) == 1 else np.stack(samples)
+        return batch, time.perf_counter_ns() - started
 
     async def _warm_decode(self) -> None:
         """Decode and preprocess one small image so the first request does not pay for imports."""

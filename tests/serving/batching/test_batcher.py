@@ -222,3 +222,18 @@ def test_request_over_max_batch_size_is_invalid() -> None:
 def test_settings_explain_bad_values() -> None:
     with pytest.raises(ValueError, match=r"max_queue_size .* must be at least max_batch_size"):
         BatcherSettings(max_batch_size=8, max_queue_size=4)
+
+
+def test_idle_batcher_does_not_trust_a_stale_estimate_from_a_past_burst() -> None:
+    model = SlowModel(ms_per_batch=5)
+
+    async def main() -> None:
+        batcher = await started(model, max_batch_size=2, max_queue_delay_us=0, max_queue_size=8)
+        long_ago = time.monotonic_ns() - 10_000 * MS
+        for _ in range(20):  # a burst ten seconds ago left the estimate at 400 ms ...
+            batcher.profile.observe(1, 400 * MS, at_ns=long_ago)
+        out = await batcher.infer(sample(3), deadline_in(100))  # ... the request still gets to run
+        assert float(out[0, 0]) == 30.0
+        await batcher.close()
+
+    run(main())

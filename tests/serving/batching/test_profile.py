@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from edgeinfer.serving.batching.profile import ComputeProfile
@@ -39,3 +41,36 @@ def test_per_sample_cost_is_the_best_batch() -> None:
 def test_bad_construction_says_why() -> None:
     with pytest.raises(ValueError, match="max_batch_size must be >= 1"):
         ComputeProfile(0)
+
+
+def test_batch_size_follows_the_measured_cost() -> None:
+    profile = ComputeProfile(8)
+    for size, ms in ((1, 8.0), (2, 15.0), (4, 45.0), (8, 100.0)):  # this CPU: batching stops paying at 2
+        profile.observe(size, int(ms * 1e6))
+    assert profile.best_batch_size(8) == 2
+    assert profile.best_batch_size(1) == 1
+    for size in range(1, 9):  # the machine changes: now the bigger the better
+        for _ in range(30):
+            profile.observe(size, int((20 + size) * 1e6))
+    assert profile.best_batch_size(8) == 8
+    assert profile.best_batch_size(5) == 5
+
+
+def test_best_time_is_the_fastest_ever_seen() -> None:
+    profile = ComputeProfile(2)
+    profile.observe(1, 5_000)
+    profile.observe(1, 50_000)
+    assert profile.best_ns(1) == 5_000
+    assert profile.compute_ns(1) > 5_000
+    assert profile.best_ns(2) == 10_000  # never run: scaled from size 1's best
+
+
+def test_a_stale_estimate_falls_back_to_the_best_time() -> None:
+    profile = ComputeProfile(1, fresh_s=1.0)
+    profile.observe(1, 5_000_000)
+    past = time.monotonic_ns() - 5_000_000_000
+    for _ in range(10):
+        profile.observe(1, 90_000_000, at_ns=past)
+    assert profile.compute_ns(1) == 5_000_000
+    profile.observe(1, 90_000_000)  # fresh again: the slow figure counts
+    assert profile.compute_ns(1) > 50_000_000

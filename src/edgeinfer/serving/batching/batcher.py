@@ -183,13 +183,14 @@ class Batcher:
                 retry_after_s=retry,
             )
         now = time.monotonic_ns()
-        wait_ns = self._wait_estimate_ns(deadline_ns, now)
-        finish_ns = now + prep_ns + wait_ns + self.profile.compute_ns(samples)
+        wait_ns, compute = self._wait_estimate_ns(deadline_ns, now), self.profile.compute_ns(samples)
+        finish_ns = now + prep_ns + wait_ns + compute
         if finish_ns > deadline_ns:
             self._observer.on_rejected("deadline")
             raise DeadlineExceeded(
                 f"cannot finish before the deadline: {(deadline_ns - now) / 1e6:.1f} ms left, about "
-                f"{(finish_ns - now) / 1e6:.1f} ms needed ({held} samples ahead); "
+                f"{(finish_ns - now) / 1e6:.1f} ms needed (prepare {prep_ns / 1e6:.1f}, "
+                f"wait {wait_ns / 1e6:.1f}, compute {compute / 1e6:.1f}; {held} samples ahead); "
                 "allow a longer timeout or retry later"
             )
         self._incoming += samples
@@ -239,7 +240,7 @@ class Batcher:
     def _wait_estimate_ns(self, deadline_ns: int, now: int) -> int:
         """Time until a new request with this deadline would start, by EDF and the profile."""
         ahead = self._queue.samples_due_by(deadline_ns) + self._incoming
-        size = self.settings.max_batch_size
+        size = self.profile.best_batch_size(ahead)
         full, rest = divmod(ahead, size)
         work = full * self.profile.compute_ns(size) + (self.profile.compute_ns(rest) if rest else 0)
         busy = [r for r in self._running if r is not None]
@@ -271,7 +272,8 @@ class Batcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait_ns / 1e9)
                 continue
-            items = [i for i in self._queue.pop_batch(self.settings.max_batch_size) if not i.future.done()]
+            size = self.profile.best_batch_size(self._queue.samples)
+            items = [i for i in self._queue.pop_batch(max(size, head.count)) if not i.future.done()]
             items = self._drop_late(items)
             if items:
                 return items
