@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from edgeinfer.bench.samples import BENCH_PHOTOS, load_samples, samples_digest
@@ -25,3 +26,21 @@ def test_variants_are_seeded_decodable_jpegs(photos: dict[str, Path]) -> None:
     for sample in variants:
         with Image.open(io.BytesIO(sample.data)) as image:
             assert image.format == "JPEG" and min(image.size) >= 224
+
+
+def test_jpeg_encoding_delivers_every_photo_as_a_camera_would(photos: dict[str, Path]) -> None:
+    original, jpeg = load_samples(), load_samples(encoding="jpeg")
+    assert len(jpeg) == len(original)
+    assert {s.format for s in jpeg} == {"jpeg"}
+    for before, after in zip(original, jpeg, strict=True):
+        if before.format == "jpeg":
+            assert after == before  # shipped JPEGs stay byte-identical
+        else:
+            assert after.name == before.name + ".jpg"
+            with Image.open(io.BytesIO(before.data)) as a, Image.open(io.BytesIO(after.data)) as b:
+                assert a.size == b.size
+
+
+def test_unknown_encoding_is_refused(photos: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="original, jpeg"):
+        load_samples(encoding="webp")

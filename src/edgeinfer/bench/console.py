@@ -70,36 +70,33 @@ def print_report(console: Console, report: BenchReport) -> None:
 
 
 def _summary(report: BenchReport) -> Table:
-    table = Table(
-        title="edgeinfer bench: end to end, encoded image → labelled prediction", title_justify="left"
-    )
+    table = Table(title="End to end: encoded image → labelled prediction (ms)", title_justify="left")
+    table.add_column("configuration", no_wrap=True)
     for name in (
-        "configuration",
-        "runtime",
-        "SS p50 ms",
-        "SS p90 ms",
-        "SS p99 ms",
-        "Offline /s",
-        "model-only p50",
+        "SS p50",
+        "SS p90",
+        "SS p99",
+        "Offline/s",
+        "model p50",
         "CPU ms/inf",
-        "RSS peak MB",
+        "RSS MB",
         "load ms",
-        "first ms",
+        "1st ms",
         "overhead×",
-        "top-1 agree",
+        "top-1=",
     ):
-        table.add_column(name, justify="left" if name in ("configuration", "runtime") else "right")
+        table.add_column(name, justify="right")
     for c in report.configurations:
+        label = c.label if c.runtime_resolved in (None, c.runtime) else f"{c.label} → {c.runtime_resolved}"
         if c.status != "ok":
-            table.add_row(c.label, f"[yellow]{c.status}[/]", *[""] * 11)
+            table.add_row(label, f"[yellow]{c.status}[/]", *[""] * 10)
             continue
         ss = c.scenario("SingleStream")
         offline = max((r.samples_per_s for r in c.scenarios if r.scenario == "Offline"), default=None)
         res = ss.resources if ss else c.resources
         agree = c.extra.get("top1_agreement_with_baseline")
         table.add_row(
-            c.label,
-            c.runtime_resolved or c.runtime,
+            label,
             _f(ss.latency.p50_ms if ss else None),
             _f(ss.latency.p90_ms if ss else None),
             _f(ss.latency.p99_ms if ss else None),
@@ -116,34 +113,17 @@ def _summary(report: BenchReport) -> Table:
 
 
 def _scenarios(report: BenchReport) -> Table:
-    table = Table(title="Scenarios (LoadGen)", title_justify="left")
-    for name in (
-        "configuration",
-        "scenario",
-        "batch",
-        "samples",
-        "errors",
-        "samples/s",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "max",
-        "CPU %",
-        "LoadGen",
-    ):
-        table.add_column(name, justify="left" if name in ("configuration", "scenario") else "right")
+    table = Table(title="Scenarios through MLPerf LoadGen (latency in ms)", title_justify="left")
+    table.add_column("configuration", no_wrap=True)
+    table.add_column("scenario", no_wrap=True)
+    for name in ("samples", "errors", "samples/s", "p50", "p90", "p99", "p99.9", "max", "CPU %", "LoadGen"):
+        table.add_column(name, justify="right")
     for c in report.configurations:
         for r in c.scenarios:
             lat = r.query_latency if r.scenario in ("MultiStream", "Server") else r.latency
-            scenario = r.scenario
-            if r.scenario == "Server":
-                scenario += f" @ {r.target_qps:.1f} QPS" if r.target_qps else " (no rate met the bound)"
-            verdict = "" if r.loadgen is None else ("VALID" if r.loadgen.valid else "INVALID")
             table.add_row(
                 c.label,
-                scenario,
-                str(r.batch_size),
+                _scenario_name(r.scenario, r.batch_size, r.target_qps),
                 str(r.samples),
                 f"[red]{r.errors}[/]" if r.errors else "0",
                 _f(r.samples_per_s, 1),
@@ -153,21 +133,33 @@ def _scenarios(report: BenchReport) -> Table:
                 _f(lat.p999_ms),
                 _f(lat.max_ms),
                 _f(r.resources.process_cpu_percent_mean if r.resources else None, 0),
-                verdict,
+                "" if r.loadgen is None else ("VALID" if r.loadgen.valid else "[yellow]INVALID[/]"),
             )
     return table
 
 
+def _scenario_name(scenario: str, batch_size: int, target_qps: float | None) -> str:
+    if scenario == "Server":
+        return f"Server @ {target_qps:.1f} QPS" if target_qps else "Server (no rate within bound)"
+    if scenario == "Offline":
+        return f"Offline b{batch_size}"
+    return scenario
+
+
 def _speedups(report: BenchReport) -> Table:
+    """One row per configuration, one column per figure: the ratio, then the value behind it."""
     baseline = report.speedups[0].baseline
-    table = Table(
-        title=f"Speed-up against {baseline} (same run, same inputs; > 1 is better)", title_justify="left"
-    )
-    for name in ("configuration", "figure", "value", "baseline", "speed-up"):
-        table.add_column(name, justify="left" if name in ("configuration", "figure") else "right")
+    figures = list(dict.fromkeys(s.figure for s in report.speedups))
+    table = Table(title=f"Speed-up over {baseline}, same run and inputs (> 1: better)", title_justify="left")
+    table.add_column("configuration", no_wrap=True)
+    for figure in figures:
+        table.add_column(figure, justify="right")
+    cells: dict[str, dict[str, str]] = {}
     for s in report.speedups:
         colour = "green" if s.ratio >= 1 else "red"
-        table.add_row(s.label, s.figure, _f(s.value), _f(s.baseline_value), f"[{colour}]{s.ratio:.2f}×[/]")
+        cells.setdefault(s.label, {})[s.figure] = f"[{colour}]{s.ratio:.2f}×[/] ({_f(s.value)})"
+    for label, row in cells.items():
+        table.add_row(label, *[row.get(figure, "") for figure in figures])
     return table
 
 

@@ -27,7 +27,7 @@ th{background:#f0f2f5;font-weight:600;text-align:right;white-space:normal;line-h
 td{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 td.t,th.t{text-align:left}
 tr.bad td{color:#8a1c1c}.ok{color:#17723a;font-weight:600}.no{color:#b42318;font-weight:600}
-.better{color:#17723a;font-weight:600}.worse{color:#b42318}
+.better{color:#17723a;font-weight:600}.worse{color:#b42318}.dim{color:#8a919c;font-size:11.5px}
 figure{margin:16px 0}figure svg{max-width:100%;height:auto}
 .note{color:#5b6472;font-size:12.5px;margin:2px 0 10px}
 dl.kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;font-size:13px}
@@ -144,11 +144,12 @@ def _summary_table(configs: Sequence[ConfigurationResult]) -> str:
         offline = [r for r in c.scenarios if r.scenario == "Offline"]
         best_offline = max((r.samples_per_s for r in offline), default=None)
         res = ss.resources if ss else c.resources
+        label = c.label if c.runtime_resolved in (None, c.runtime) else f"{c.label} → {c.runtime_resolved}"
         rows.append(
             [
-                c.label,
-                c.status if c.status == "ok" else Raw(f'<span class="no">{html.escape(c.status)}</span>'),
-                c.runtime_version or c.runtime_resolved or c.runtime,
+                label
+                if c.status == "ok"
+                else Raw(f'{html.escape(label)} <span class="no">{c.status}</span>'),
                 ss.latency.p50_ms if ss else None,
                 ss.latency.p90_ms if ss else None,
                 ss.latency.p99_ms if ss else None,
@@ -166,8 +167,6 @@ def _summary_table(configs: Sequence[ConfigurationResult]) -> str:
         classes.append("" if c.status == "ok" else "bad")
     headers = [
         "configuration",
-        "status",
-        "runtime",
         "SS p50 ms",
         "SS p90 ms",
         "SS p99 ms",
@@ -199,18 +198,26 @@ def _errors(config: ConfigurationResult) -> int | None:
 
 
 def _speedup_table(report: BenchReport) -> str:
-    rows = []
+    """One row per configuration, one column per figure: the ratio, with the value behind it."""
+    figures = list(dict.fromkeys(s.figure for s in report.speedups))
+    cells: dict[str, dict[str, Raw]] = {}
     for s in report.speedups:
         css = "better" if s.ratio >= 1 else "worse"
-        rows.append(
-            [s.label, s.figure, s.value, s.baseline_value, Raw(f'<span class="{css}">{s.ratio:.2f}×</span>')]
+        cells.setdefault(s.label, {})[s.figure] = Raw(
+            f'<span class="{css}">{s.ratio:.2f}×</span> <span class="dim">{_cell(s.value)}</span>'
         )
-    return _table(["configuration", "figure", "value", "baseline", "speed-up"], rows)
+    rows = [[label, *[row.get(f) for f in figures]] for label, row in cells.items()]
+    return _table(["configuration", *figures], rows)
 
 
 def _speedup_note(report: BenchReport) -> str:
-    baseline = report.speedups[0].baseline if report.speedups else ""
-    return f"Against {baseline}, measured in this run on the same inputs. Above 1× is better."
+    first = report.speedups[0]
+    baselines = {s.figure: s.baseline_value for s in report.speedups}
+    values = "; ".join(f"{figure} {_cell(value)}" for figure, value in baselines.items())
+    return (
+        f"Against {first.baseline} ({values}), measured in this run on the same inputs. "
+        "Above 1× is better; the grey number is the configuration's own value."
+    )
 
 
 def _plots(configs: Sequence[ConfigurationResult]) -> str:
@@ -386,6 +393,7 @@ def _run_details(report: BenchReport) -> str:
             + _kv(
                 {
                     "count": s.count,
+                    "encoding": s.encoding,
                     "seed": s.seed,
                     "sha256 of all samples": s.digest,
                     "total bytes": s.total_bytes,

@@ -17,12 +17,26 @@ import matplotlib
 from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from edgeinfer.bench.report import ConfigurationResult, ScenarioResult
 from edgeinfer.bench.stats import LatencySummary
 
 STAGE_COLOURS = {"decode": "#4C78A8", "preprocess": "#F58518", "infer": "#54A24B", "postprocess": "#B279A2"}
-PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D")
+# Tableau 10: ten distinct hues; beyond ten, lines change dash (see ``dash``).
+PALETTE = (
+    "#4E79A7",
+    "#F28E2B",
+    "#59A14F",
+    "#E15759",
+    "#76B7B2",
+    "#EDC948",
+    "#B07AA1",
+    "#FF9DA7",
+    "#9C755F",
+    "#BAB0AC",
+)
+DASHES = ("-", "--", ":", "-.")
 WIDTH_IN = 9.0
 STYLE: dict[str, Any] = {
     "svg.fonttype": "none",
@@ -40,6 +54,18 @@ def colour(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
+def dash(index: int) -> str:
+    return DASHES[(index // len(PALETTE)) % len(DASHES)]
+
+
+def _outside_legend(ax: Axes, count: int) -> None:
+    """Beside the plot when there are many series, inside it when there are few."""
+    if count > 4:
+        ax.legend(fontsize=7.5, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=8, frameon=False, loc="lower right")
+
+
 def latency_cdf(series: Sequence[tuple[str, LatencySummary]], title: str) -> str | None:
     """Latency CDFs on one plot; the y axis spreads the tail (p90, p99, p99.9) evenly."""
     drawn = [(label, s) for label, s in series if s.count and s.cdf]
@@ -54,6 +80,7 @@ def latency_cdf(series: Sequence[tuple[str, LatencySummary]], title: str) -> str
                 [p[0] for p in points],
                 ys,
                 color=colour(i),
+                linestyle=dash(i),
                 linewidth=1.6,
                 label=f"{label} (n={summary.count})",
             )
@@ -65,7 +92,7 @@ def latency_cdf(series: Sequence[tuple[str, LatencySummary]], title: str) -> str
         _log_ms(ax)
         ax.set_xlabel("latency (ms, log scale); dot: maximum")
         ax.set_title(title, loc="left", fontsize=10)
-        ax.legend(fontsize=8, frameon=False, loc="lower right")
+        _outside_legend(ax, len(drawn))
         return _svg(fig)
 
 
@@ -91,6 +118,7 @@ def latency_histograms(series: Sequence[tuple[str, LatencySummary]], title: str)
                 f"{label}: p50 {summary.p50_ms:.2f}, p99 {summary.p99_ms:.2f} ms", fontsize=8.5, loc="left"
             )
             ax.set_ylabel("samples", fontsize=8)
+            ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         for j in range(len(drawn), rows * columns):
             axes[j // columns][j % columns].set_visible(False)
         fig.supxlabel("latency (ms, log scale); dashed: p50, dotted: p99", fontsize=8.5)
@@ -136,32 +164,43 @@ def throughput_scaling(configurations: Sequence[ConfigurationResult]) -> str | N
     show_batch = any(len(p) > 1 for _, p in by_batch)
     if not (show_threads or show_batch):
         return None
-    with _figure(3.3) as fig:
-        axes = fig.subplots(1, int(show_batch) + int(show_threads), squeeze=False)[0]
+    panels = int(show_batch) + int(show_threads)
+    with _figure(3.0 * panels) as fig:
+        axes = fig.subplots(panels, 1, squeeze=False)[:, 0]
         if show_batch:
             ax = axes[0]
             for i, (label, points) in enumerate(by_batch):
                 ax.plot(
-                    [p[0] for p in points], [p[1] for p in points], marker="o", color=colour(i), label=label
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    marker="o",
+                    color=colour(i),
+                    linestyle=dash(i),
+                    label=label,
                 )
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_xlabel("batch size")
             ax.set_ylabel("samples/s (Offline)")
             ax.set_title("Throughput vs batch size", loc="left", fontsize=10)
-            ax.legend(fontsize=7.5, frameon=False)
+            _outside_legend(ax, len(by_batch))
         if show_threads:
             ax = axes[-1]
             for i, (key, points) in enumerate(sorted(by_threads.items())):
                 points.sort()
                 ax.plot(
-                    [p[0] for p in points], [p[1] for p in points], marker="s", color=colour(i), label=key
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    marker="s",
+                    color=colour(i),
+                    linestyle=dash(i),
+                    label=key,
                 )
             ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
             ax.set_xlabel("intra-op threads")
             ax.set_ylabel("best samples/s (Offline)")
             ax.set_title("Throughput vs threads", loc="left", fontsize=10)
-            ax.legend(fontsize=7.5, frameon=False)
+            _outside_legend(ax, len(by_threads))
         return _svg(fig)
 
 
@@ -174,6 +213,12 @@ def resource_timeline(configurations: Sequence[ConfigurationResult]) -> str | No
         axes = fig.subplots(len(drawn), 1, squeeze=False)
         for i, config in enumerate(drawn):
             _timeline_panel(axes[i][0], config)
+        proxies = [
+            Line2D([], [], color="#4C78A8", linewidth=1.0, label="process CPU % (100 = one core)"),
+            Line2D([], [], color="#999", linewidth=0.8, linestyle=":", label="machine CPU %, all processes"),
+            Line2D([], [], color="#E45756", linewidth=1.4, label="process RSS MB (right axis)"),
+        ]
+        fig.legend(handles=proxies, ncols=3, fontsize=8, frameon=False, loc="outside lower center")
         interval = drawn[0].timeline.interval_ms if drawn[0].timeline else 0
         axes[-1][0].set_xlabel(f"seconds since the configuration started (sampled every {interval} ms)")
         return _svg(fig)
@@ -205,8 +250,7 @@ def _timeline_panel(ax: Axes, config: ConfigurationResult) -> None:
             timeline.t_s, machine, color="#999", linewidth=0.8, linestyle=":", label="machine, all processes"
         )
     ax.plot(timeline.t_s, timeline.process_cpu_percent, color="#4C78A8", linewidth=1.0, label="this process")
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
-    ax.set_ylabel("CPU % (100 = one core)", color="#4C78A8", fontsize=8)
+    ax.set_ylabel("CPU %", color="#4C78A8", fontsize=8)
     ax.set_ylim(0, max(100.0, *timeline.process_cpu_percent, *machine) * 1.25)
     ax.set_xlim(0, end)
     twin = ax.twinx()

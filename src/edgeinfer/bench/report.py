@@ -197,6 +197,7 @@ class SampleSet:
     digest: str
     total_bytes: int
     names: tuple[str, ...]
+    encoding: str = "original"
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,8 @@ def _measure(
         log_root = (options.log_root or Path(tmp)) / _safe(spec.label)
         for settings in options.scenarios:
             for batch_size in _batch_sizes(settings, options):
-                _run_scenario(pipeline, settings.with_(batch_size=batch_size), expect, log_root, state)
+                rate = expect.get(batch_size, expect[1])
+                _run_scenario(pipeline, settings.with_(batch_size=batch_size), rate, log_root, state)
     state.progress("model-only")
     state.sampler.mark("model-only")
     model_only = _model_only(engine, samples[0].data, options.model_only_s)
@@ -155,8 +156,14 @@ def _measure(
     )
 
 
-def _warm_up(pipeline: Pipeline, options: RunOptions) -> tuple[Warmup, dict[int, int], Expectations]:
-    """Every sample once (recording top-1), then more until ``warmup_s``; nothing here is reported."""
+def _warm_up(
+    pipeline: Pipeline, options: RunOptions
+) -> tuple[Warmup, dict[int, int], dict[int, Expectations]]:
+    """Every sample once (recording top-1), then more until ``warmup_s``; nothing here is reported.
+
+    Also measures what LoadGen needs to size its queries: the single-sample latency, and the rate
+    at each batch size (its second pass; the first allocates the batch's buffers).
+    """
     measurements = Measurements()
     count = len(pipeline.samples)
     started = time.perf_counter_ns()
@@ -166,14 +173,20 @@ def _warm_up(pipeline: Pipeline, options: RunOptions) -> tuple[Warmup, dict[int,
         pipeline.serve([WorkItem(served, index, 0)], measurements)
         served += 1
     elapsed_ns = time.perf_counter_ns() - started
-    for size in sorted(set(options.batch_sizes) - {1}):  # allocate each batch shape once
-        items = [WorkItem(i, i % count, 0) for i in range(size)]
-        pipeline.serve(items, measurements)
     if measurements.errors == served:
         raise RuntimeError(f"every warm-up sample failed: {'; '.join(measurements.error_messages)}")
-    per_sample_ns = elapsed_ns // served
-    expect = Expectations(sample_latency_ns=per_sample_ns, samples_per_s=1e9 / max(per_sample_ns, 1))
-    return Warmup(served, elapsed_ns / 1e9, per_sample_ns / 1e6), dict(measurements.top1), expect
+    per_sample_ns = max(elapsed_ns // served, 1)
+    expect = {1: Expectations(sample_latency_ns=per_sample_ns, samples_per_s=1e9 / per_sample_ns)}
+    for size in sorted(set(options.batch_sizes) - {1}):
+        items = [WorkItem(i, i % count, 0) for i in range(size)]
+        pipeline.serve(items, measurements)
+        t0 = time.perf_counter_ns()
+        pipeline.serve(items, measurements)
+        rate = size * 1e9 / max(time.perf_counter_ns() - t0, 1)
+        expect[size] = Expectations(sample_latency_ns=per_sample_ns, samples_per_s=rate)
+        served += 2 * size
+    total_s = (time.perf_counter_ns() - started) / 1e9
+    return Warmup(served, total_s, per_sample_ns / 1e6), dict(measurements.top1), expect
 
 
 def _batch_sizes(settings: ScenarioSettings, options: RunOptions) -> tuple[int, ...]:

@@ -35,6 +35,7 @@ BENCH_PHOTOS = (
 )
 VARIANT_SHORT_SIDES_PX = (224, 256, 300, 360, 480)
 VARIANT_JPEG_QUALITY = 90
+ENCODINGS = ("original", "jpeg")
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,14 @@ def photo_paths() -> list[Path]:
     return [found[name] for name in BENCH_PHOTOS if name in found]
 
 
-def load_samples(count: int | None = None, seed: int = 0) -> list[Sample]:
-    """``count`` samples (default: one per photo): the photos first, then seeded variants of them."""
+def load_samples(count: int | None = None, seed: int = 0, encoding: str = "original") -> list[Sample]:
+    """``count`` samples (default: one per photo): the photos first, then seeded variants of them.
+
+    ``encoding="original"`` keeps each photo's file bytes (most are lossless PNGs, slow to decode);
+    ``"jpeg"`` re-encodes them as a camera would deliver them (quality 90). Variants are always JPEG.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"sample encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
     paths = photo_paths()
     if not paths:
         raise NotFound(
@@ -64,6 +71,8 @@ def load_samples(count: int | None = None, seed: int = 0) -> list[Sample]:
             "for the photos shipped by scikit-image, matplotlib and scikit-learn"
         )
     photos = [Sample(p.name, p.read_bytes()) for p in paths]
+    if encoding == "jpeg":
+        photos = [_as_jpeg(photo) for photo in photos]
     wanted = len(photos) if count is None else count
     if wanted < 1:
         raise ValueError(f"sample count must be >= 1, got {wanted}")
@@ -82,6 +91,16 @@ def samples_digest(samples: list[Sample]) -> str:
     for sample in samples:
         digest.update(hashlib.sha256(sample.data).digest())
     return digest.hexdigest()
+
+
+def _as_jpeg(photo: Sample) -> Sample:
+    if photo.format == "jpeg":
+        return photo
+    with Image.open(io.BytesIO(photo.data)) as opened:
+        image = opened.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=VARIANT_JPEG_QUALITY)
+    return Sample(f"{photo.name}.jpg", buffer.getvalue())
 
 
 def _variant(photo: Sample, round_number: int, rng: random.Random) -> Sample:

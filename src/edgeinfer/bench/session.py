@@ -62,6 +62,7 @@ class BenchRequest:
     precisions: tuple[str, ...] = ("fp32",)
     threads: tuple[int | None, ...] = (None,)
     sample_count: int | None = None
+    sample_encoding: str = "jpeg"
     seed: int = 0
     isolate: bool = True
     command: tuple[str, ...] = ()
@@ -72,7 +73,7 @@ class BenchRequest:
 def run_benchmark(request: BenchRequest, progress: SessionProgress | None = None) -> BenchReport:
     """Run every configuration of ``request`` and assemble the report (not yet written)."""
     listener = progress or _Quiet()
-    samples = load_samples(request.sample_count, request.seed)
+    samples = load_samples(request.sample_count, request.seed, request.sample_encoding)
     specs = compare.expand(request.model, request.runtimes, request.precisions, request.threads)
     unbuildable = _prebuild(request, specs)
     results: list[ConfigurationResult] = []
@@ -104,6 +105,7 @@ def run_benchmark(request: BenchRequest, progress: SessionProgress | None = None
             digest=samples_digest(samples),
             total_bytes=sum(len(s.data) for s in samples),
             names=tuple(s.name for s in samples),
+            encoding=request.sample_encoding,
         ),
         speedups=compare.speedups(results),
         notes=(*_standard_notes(request), *request.notes),

@@ -71,6 +71,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--samples", type=int, default=None, help="distinct encoded images (default: 32; --mlperf: 1024)"
     )
+    parser.add_argument(
+        "--sample-format",
+        choices=("jpeg", "original"),
+        default="jpeg",
+        help="jpeg: the photos as a camera sends them (quality 90); original: their shipped files, "
+        "mostly lossless PNG (default: %(default)s)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="threads serving Server/Offline (default: 1)")
     parser.add_argument(
         "--latency-bound-ms",
@@ -127,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
         console = Console(width=150)
     with RichProgress(console) as progress:
         report = run_benchmark(request, progress)
+    paths = write_report(report, args.report)  # first: a closed terminal must not lose the report
     print_report(console, report)
-    paths = write_report(report, args.report)
     console.print(f"report: {paths.json}  {paths.html}")
     return 1 if any(c.status == "failed" for c in report.configurations) else 0
 
@@ -182,6 +189,7 @@ def build_request(args: argparse.Namespace) -> Any:
             precisions=tuple(p.lower() for p in _items(args.precision)),
             threads=threads,
             sample_count=args.samples if args.samples is not None else (1024 if args.mlperf else 32),
+            sample_encoding=args.sample_format,
             seed=seed if seed is not None else 0,
             isolate=not args.in_process,
             command=_command(),
