@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from edgeinfer.engine import Engine
-from edgeinfer.errors import QualityGateFailed
+from edgeinfer.errors import InvalidInput, QualityGateFailed
 from edgeinfer.models.calibration import (
     CALIBRATION_PHOTOS,
     HELD_OUT_PHOTOS,
@@ -114,9 +114,10 @@ def test_gate_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("EDGEINFER_ALLOW_FAILED_QUALITY", "1")
     settings = GateSettings.from_env()
     assert settings.min_top1_agreement == 0.95 and settings.allow_failed
-    monkeypatch.setenv("EDGEINFER_MIN_TOP1_AGREEMENT", "lots")
-    with pytest.raises(ValueError, match="EDGEINFER_MIN_TOP1_AGREEMENT"):
-        GateSettings.from_env()
+    for bad in ("lots", "99"):
+        monkeypatch.setenv("EDGEINFER_MIN_TOP1_AGREEMENT", bad)
+        with pytest.raises(InvalidInput, match="EDGEINFER_MIN_TOP1_AGREEMENT"):
+            GateSettings.from_env()
 
 
 def test_compare_counts_agreement_on_decisive_images_only() -> None:

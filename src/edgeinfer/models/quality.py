@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.errors import QualityGateFailed
+from edgeinfer.errors import InvalidInput, QualityGateFailed
 from edgeinfer.models.calibration import ImageSet
 from edgeinfer.models.config import QualityReport
 
@@ -47,12 +47,14 @@ class GateSettings:
         """Defaults, overridden by ``$EDGEINFER_MIN_TOP1_AGREEMENT`` (0..1) and
         ``$EDGEINFER_ALLOW_FAILED_QUALITY=1`` (store a build below the threshold, flagged as failed)."""
         raw = os.environ.get(MIN_AGREEMENT_ENV)
+        allow = os.environ.get(ALLOW_FAILED_ENV, "").strip().lower() in ("1", "true", "yes")
         try:
             threshold = float(raw) if raw else cls.min_top1_agreement
+            return cls(min_top1_agreement=threshold, allow_failed=allow)
         except ValueError:
-            raise ValueError(f"${MIN_AGREEMENT_ENV} must be a number within 0..1, got {raw!r}") from None
-        allow = os.environ.get(ALLOW_FAILED_ENV, "").strip().lower() in ("1", "true", "yes")
-        return cls(min_top1_agreement=threshold, allow_failed=allow)
+            raise InvalidInput(
+                f"${MIN_AGREEMENT_ENV} must be a fraction within 0..1 (0.99 is 99%), got {raw!r}"
+            ) from None
 
 
 @dataclass(frozen=True)
