@@ -201,8 +201,8 @@ def _run_scenario(
     name = settings.scenario.loadgen_name
     tag = f"{name}" + (f"-b{settings.batch_size}" if settings.scenario is Scenario.OFFLINE else "")
     state.progress(tag)
-    state.sampler.mark(tag)
     if settings.scenario is not Scenario.SERVER:
+        state.sampler.mark(tag)
         window = state.sampler.begin()
         run = LoadGenHarness(pipeline, settings, log_root / tag).run(expect)
         state.scenarios.append(scenario_result(settings, run, state.sampler.summarize(window)))
@@ -212,6 +212,7 @@ def _run_scenario(
 
     def run_at(qps: float) -> HarnessRun:
         state.progress(f"{tag} @ {qps:.1f} QPS")
+        state.sampler.mark(f"{tag} @ {qps:.1f} QPS")
         windows[qps] = state.sampler.begin()
         run = LoadGenHarness(pipeline, settings, log_root / f"{tag}-{qps:.1f}qps").run(expect, qps)
         resources[qps] = state.sampler.summarize(windows[qps])
