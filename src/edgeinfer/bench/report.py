@@ -237,7 +237,7 @@ def to_dict(obj: Any) -> Any:
 
 
 def to_json(report: BenchReport) -> str:
-    return json.dumps(to_dict(report), indent=1, allow_nan=False)
+    return json.dumps(to_dict(report), allow_nan=False)  # compact: the HTML is for reading
 
 
 T = TypeVar("T")
