@@ -237,3 +237,20 @@ def test_idle_batcher_does_not_trust_a_stale_estimate_from_a_past_burst() -> Non
         await batcher.close()
 
     run(main())
+
+
+def test_admission_learns_how_late_requests_really_finish() -> None:
+    model = SlowModel(ms_per_batch=5)
+
+    async def main() -> None:
+        batcher = await started(model, max_batch_size=1, max_queue_delay_us=0, max_queue_size=8)
+        batcher.cancel(batcher.admit(1, deadline_in(12)))  # fits: about 5 ms of compute
+        for _ in range(8):  # requests keep taking far longer than estimated (slow preparation)
+            ticket = batcher.admit(1, deadline_in(5_000))
+            await asyncio.sleep(0.02)
+            await batcher.run(ticket, sample(1))
+        with pytest.raises(DeadlineExceeded, match="as measured"):
+            batcher.admit(1, deadline_in(12))
+        await batcher.close()
+
+    run(main())

@@ -63,6 +63,8 @@ class Ticket:
 
     samples: int
     deadline_ns: int
+    admitted_ns: int = 0
+    estimate_ns: int = 0
     open: bool = field(default=True)
 
 
@@ -102,6 +104,7 @@ class Batcher:
         self._wake: asyncio.Event | None = None
         self._accepting = False
         self._closing = False
+        self._slack = 1.0  # measured (actual / estimated) time to answer; see _calibrate
 
     @property
     def instances(self) -> int:
@@ -184,17 +187,19 @@ class Batcher:
             )
         now = time.monotonic_ns()
         wait_ns, compute = self._wait_estimate_ns(deadline_ns, now), self.profile.compute_ns(samples)
-        finish_ns = now + prep_ns + wait_ns + compute
+        raw_ns = prep_ns + wait_ns + compute
+        finish_ns = now + int(raw_ns * self._slack)
         if finish_ns > deadline_ns:
             self._observer.on_rejected("deadline")
             raise DeadlineExceeded(
                 f"cannot finish before the deadline: {(deadline_ns - now) / 1e6:.1f} ms left, about "
                 f"{(finish_ns - now) / 1e6:.1f} ms needed (prepare {prep_ns / 1e6:.1f}, "
-                f"wait {wait_ns / 1e6:.1f}, compute {compute / 1e6:.1f}; {held} samples ahead); "
+                f"wait {wait_ns / 1e6:.1f}, compute {compute / 1e6:.1f}, x{self._slack:.2f} as measured; "
+                f"{held} samples ahead); "
                 "allow a longer timeout or retry later"
             )
         self._incoming += samples
-        return Ticket(samples, deadline_ns)
+        return Ticket(samples, deadline_ns, now, raw_ns)
 
     def cancel(self, ticket: Ticket) -> None:
         """Give back a ticket whose samples will never come (decoding failed, client left)."""
@@ -223,7 +228,19 @@ class Batcher:
         self._queue.push(Pending(ticket.deadline_ns, self._seq, samples, future, now))
         assert self._wake is not None
         self._wake.set()
-        return await future
+        result = await future
+        if ticket.estimate_ns > 0:
+            self._calibrate((time.monotonic_ns() - ticket.admitted_ns) / ticket.estimate_ns)
+        return result
+
+    def _calibrate(self, ratio: float) -> None:
+        """Learn how optimistic the admission estimate is (event-loop lag, decode contention...).
+
+        Estimates are multiplied by ``_slack`` from then on. It rises quickly when requests take longer
+        than estimated and falls back slowly, so it tracks the late tail rather than the mean.
+        """
+        rate = 0.2 if ratio > self._slack else 0.01
+        self._slack = min(4.0, max(1.0, self._slack + rate * (ratio - self._slack)))
 
     async def infer(self, samples: np.ndarray, deadline_ns: int) -> np.ndarray:
         """``admit`` + ``run`` for samples that are ready now."""
