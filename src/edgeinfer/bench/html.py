@@ -258,7 +258,7 @@ def _scenario_table(configs: Sequence[ConfigurationResult]) -> str:
             rows.append(
                 [
                     c.label,
-                    r.scenario,
+                    _scenario_name(r),
                     r.batch_size,
                     r.samples,
                     r.queries,
@@ -297,6 +297,14 @@ def _scenario_table(configs: Sequence[ConfigurationResult]) -> str:
         "LoadGen",
     ]
     return _table(headers, rows, classes)
+
+
+def _scenario_name(result: ScenarioResult) -> str:
+    if result.scenario != "Server":
+        return result.scenario
+    if result.target_qps:
+        return f"Server @ {result.target_qps:g} QPS"
+    return "Server (no rate met the bound)"
 
 
 def _verdict(result: ScenarioResult) -> Raw | None:
