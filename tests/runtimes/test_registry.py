@@ -180,3 +180,13 @@ def test_the_probe_feeds_each_runtime_what_it_takes(efficientnet_tflite: Path) -
     choice = registry.choose_auto(efficientnet_tflite, "tflite", hints, RuntimeOptions(threads=1), runs=5)
     (result,) = choice.results
     assert result.runtime == "litert" and result.error is None and result.runs == 5
+
+
+def test_auto_breaks_near_ties_by_load_time() -> None:
+    from edgeinfer.runtimes.registry import ProbeResult, pick_fastest
+
+    ort = ProbeResult("onnxruntime", "1", 20, median_ms=4.0, p90_ms=4.5, load_ms=120.0)
+    ov = ProbeResult("openvino", "1", 20, median_ms=3.8, p90_ms=4.0, load_ms=650.0)
+    assert pick_fastest([ort, ov]).runtime == "onnxruntime"  # 5% slower but loads 5x faster
+    much_faster = ProbeResult("openvino", "1", 20, median_ms=3.0, p90_ms=3.2, load_ms=650.0)
+    assert pick_fastest([ort, much_faster]).runtime == "openvino"  # 25% faster wins outright

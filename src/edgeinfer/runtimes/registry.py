@@ -44,7 +44,7 @@ EXTRAS = {"openvino": "openvino", "litert": "litert", "keras": "keras"}
 # baselines and test doubles, never chosen by measurement
 NOT_AUTO = frozenset({"keras", "null"})
 AUTO_CACHE_FILE = "auto_runtime.json"
-AUTO_CACHE_VERSION = 1
+AUTO_CACHE_VERSION = 2  # 2: ties within AUTO_TIE_RATIO go to the quicker load
 
 
 def canonical(name: str) -> str:
@@ -192,11 +192,22 @@ def choose_auto(
     if not timed:
         details = "; ".join(f"{r.runtime}: {r.error}" for r in results)
         raise RuntimeUnavailable(f"no installed runtime could run {path.name}: {details}")
-    best = min(timed, key=lambda r: r.median_ms if r.median_ms is not None else float("inf"))
-    choice = AutoChoice(runtime=best.runtime, results=results, cached=False, key=key)
+    choice = AutoChoice(runtime=pick_fastest(timed).runtime, results=results, cached=False, key=key)
     if cache_path is not None:
         _write_cache(cache_path, key, choice, model=path.name)
     return choice
+
+
+# Runtimes whose probe medians differ by less than this are a tie: the quicker to load wins, since
+# on a small box the cheaper start (and, with it, the smaller process) is worth more than noise.
+AUTO_TIE_RATIO = 1.10
+
+
+def pick_fastest(timed: Sequence[ProbeResult]) -> ProbeResult:
+    """The lowest median latency; among those within AUTO_TIE_RATIO of it, the fastest to load."""
+    best_ms = min(r.median_ms for r in timed if r.median_ms is not None)
+    ties = [r for r in timed if r.median_ms is not None and r.median_ms <= best_ms * AUTO_TIE_RATIO]
+    return min(ties, key=lambda r: (r.load_ms if r.load_ms is not None else float("inf"), r.median_ms))
 
 
 def probe(
