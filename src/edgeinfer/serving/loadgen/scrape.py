@@ -12,6 +12,8 @@ _WATCHED = (
     "process_resident_memory_bytes",
     "edgeinfer_batch_size_sum",
     "edgeinfer_batch_size_count",
+    "edgeinfer_rejected_total",
+    "edgeinfer_deadline_missed_total",
 )
 
 
@@ -41,6 +43,8 @@ class ServerUsage:
     rss_end_mb: float
     rss_peak_mb: float
     mean_batch_size: float | None
+    refused_at_admission: int = 0
+    deadline_missed_after_admission: int = 0
     rss_timeline: tuple[tuple[float, float], ...] = field(default=())
 
 
@@ -108,5 +112,11 @@ class ServerSampler:
             rss_end_mb=rss_end,
             rss_peak_mb=max(mb for _, mb in self._timeline),
             mean_batch_size=samples / batches if batches else None,
+            refused_at_admission=int(_delta(first, last, "edgeinfer_rejected_total")),
+            deadline_missed_after_admission=int(_delta(first, last, "edgeinfer_deadline_missed_total")),
             rss_timeline=tuple(self._timeline),
         )
+
+
+def _delta(first: dict[str, float], last: dict[str, float], name: str) -> float:
+    return last.get(name, 0.0) - first.get(name, 0.0)
