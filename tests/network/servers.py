@@ -86,11 +86,6 @@ class Arrivals:
     def total(self) -> int:
         return sum(self.sizes)
 
-    def rate_mbps(self) -> float:
-        """Steady rate: bytes after the first chunk over the time from first to last chunk."""
-        duration_ns = self.times_ns[-1] - self.times_ns[0]
-        return (self.total - self.sizes[0]) * 8 / (duration_ns / 1e9) / 1e6
-
 
 class SinkServer(_ThreadedServer):
     """Reads until EOF, recording arrivals, then replies b"ok"."""

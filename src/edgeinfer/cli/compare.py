@@ -1,0 +1,107 @@
+"""``edgeinfer compare``: edge in-process, edge via the local server, and cloud through emulated links."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgeinfer.errors import InvalidInput
+from edgeinfer.network.drive import Load
+from edgeinfer.network.profiles import PROFILES, parse_profiles
+from edgeinfer.network.router import POLICIES
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="measure edge against cloud over emulated networks (report JSON + HTML)",
+        description=(
+            "Run the same stream of real images on the device, through the local server, and through a "
+            "KServe v2 server reached over emulated network paths; write report.json and report.html with "
+            "latency distributions, stages, bytes per inference and the edge/cloud crossover."
+        ),
+    )
+    parser.add_argument(
+        "--profile", default="wifi,lte", help=f"comma-separated profiles from: {', '.join(PROFILES)}"
+    )
+    parser.add_argument("--model", default="mobilenet_v2", help="model to compare (default %(default)s)")
+    parser.add_argument("--runtime", default="auto", help="device runtime (default %(default)s)")
+    parser.add_argument("--precision", default=None, help="fp32 (default) or int8")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="compute threads on the device and the server"
+    )
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per path and profile")
+    parser.add_argument("--min-requests", type=int, default=10, help="at least this many requests per path")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="Poisson arrivals per second (default: closed loop, one image at a time)",
+    )
+    parser.add_argument("--deadline-ms", type=float, default=None, help="per-request deadline for the router")
+    parser.add_argument("--samples", type=int, default=10, help="distinct real images in the stream")
+    parser.add_argument("--upload", default="jpeg,tensor", help="cloud uploads to measure: jpeg, tensor")
+    parser.add_argument("--policy", default="edge,cloud", help=f"paths: any of {', '.join(POLICIES)}")
+    parser.add_argument(
+        "--cloud-url", default=None, help="a real remote KServe v2 server (default: start one here)"
+    )
+    parser.add_argument(
+        "--cloud-speedup",
+        type=float,
+        default=1.0,
+        help="model a cloud this many times faster than this machine (applied and labelled)",
+    )
+    parser.add_argument(
+        "--bandwidth-cap-mbps", type=float, default=None, help="uplink cap for offloading (auto)"
+    )
+    parser.add_argument("--split", default=None, help="split computing: 'auto' or a cut index K")
+    parser.add_argument("--seed", type=int, default=0, help="seed for samples, jitter and arrivals")
+    parser.add_argument("--report", type=Path, default=Path("out/compare"), help="output folder")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeinfer.network.compare import CompareSettings, run_compare
+    from edgeinfer.network.compare_report import build_report, write
+
+    policies = tuple(p.strip() for p in args.policy.split(",") if p.strip())
+    bad = [p for p in policies if p not in POLICIES]
+    if bad or not policies:
+        raise InvalidInput(f"--policy takes a list of {', '.join(POLICIES)}, got {args.policy!r}")
+    if args.duration <= 0:
+        raise InvalidInput(f"--duration must be > 0 seconds, got {args.duration}")
+    if args.rate is not None and args.rate <= 0:
+        raise InvalidInput(f"--rate must be > 0 requests per second, got {args.rate}")
+    settings = CompareSettings(
+        profiles=tuple(parse_profiles(args.profile)),
+        out_dir=args.report,
+        model=args.model,
+        runtime=args.runtime,
+        precision=args.precision,
+        threads=args.threads,
+        load=Load(
+            duration_s=args.duration,
+            min_requests=args.min_requests,
+            rate_per_s=args.rate,
+            deadline_ms=args.deadline_ms,
+            seed=args.seed,
+        ),
+        uploads=tuple(u.strip() for u in args.upload.split(",") if u.strip()),  # type: ignore[misc]
+        policies=policies,  # type: ignore[arg-type]
+        cloud_url=args.cloud_url,
+        cloud_speedup=args.cloud_speedup,
+        bandwidth_cap_mbps=args.bandwidth_cap_mbps,
+        samples=args.samples,
+        split=args.split,
+        seed=args.seed,
+    )
+    result = run_compare(settings)
+    paths = write(build_report(result, tuple(sys.argv)), args.report)
+    for config in result.results:
+        latency = config.trace.latencies_ns
+        p50 = sorted(latency)[len(latency) // 2] / 1e6 if latency else float("nan")
+        errors = sum(config.trace.failed)
+        print(f"{config.label:32s} n={config.trace.count:5d}  p50 {p50:8.1f} ms  errors {errors}")
+    print(f"report: {paths[0]} and {paths[1]}")
+    return 0

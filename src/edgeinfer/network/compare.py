@@ -1,0 +1,260 @@
+"""``edgeinfer compare``: the same stream of real images on the device, via a local server, and in the cloud.
+
+Paths, each measured end to end from the encoded image in hand to the prediction:
+
+1. ``edge``: the engine in this process (the device);
+2. ``edge-server``: ``edgeinfer serve`` on this machine over loopback (no emulated link);
+3. ``cloud``: a KServe v2 server through ``edgeinfer link`` with each network profile, uploading
+   the JPEG (``jpeg``) or the preprocessed FP32 tensor (``tensor``);
+4. ``auto`` (with ``--policy auto``): the hybrid router choosing per request;
+5. ``split`` (with ``--split``): head on the device, tail in the cloud (see :mod:`.split`).
+
+Unless ``--cloud-url`` names a real remote, the stand-in cloud is ``edgeinfer serve`` started on
+this same machine; the report says so, and a compute speed-up factor (``--cloud-speedup``) models
+a faster cloud by scaling the server's measured work, in columns labelled as adjusted. Cloud
+paths run before the engine is loaded here, so the device memory they report has no model in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from PIL import Image
+
+from edgeinfer.errors import InvalidInput
+from edgeinfer.network.backends import UPLOADS, CloudBackend, EdgeBackend, Engineish, Prepare, Upload
+from edgeinfer.network.client import KServeClient
+from edgeinfer.network.drive import Load, Trace, drive
+from edgeinfer.network.estimates import CloudEstimate
+from edgeinfer.network.processes import LinkProcess, ServerProcess, ServerWork
+from edgeinfer.network.profiles import LinkProfile
+from edgeinfer.network.router import HybridRouter, Policy, RouterSettings
+
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What to compare and how hard. Every figure has its unit in its name."""
+
+    profiles: tuple[LinkProfile, ...]
+    out_dir: Path
+    model: str = "mobilenet_v2"
+    runtime: str = "auto"
+    precision: str | None = None
+    threads: int | None = None
+    load: Load = field(default_factory=Load)
+    uploads: tuple[Upload, ...] = ("jpeg", "tensor")
+    policies: tuple[Policy, ...] = ("edge", "cloud")
+    cloud_url: str | None = None
+    cloud_speedup: float = 1.0
+    bandwidth_cap_mbps: float | None = None
+    samples: int = 10
+    split: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.profiles:
+            raise InvalidInput("give at least one network profile (--profile lte)")
+        if not self.cloud_speedup > 0:
+            raise InvalidInput(f"--cloud-speedup must be > 0, got {self.cloud_speedup}")
+        unknown = [u for u in self.uploads if u not in UPLOADS]
+        if unknown:
+            raise InvalidInput(f"unknown upload {unknown}; choose from {', '.join(UPLOADS)}")
+        if self.samples < 1:
+            raise InvalidInput(f"--samples must be >= 1, got {self.samples}")
+
+
+@dataclass
+class PathResult:
+    """One measured path (on one profile for the networked ones)."""
+
+    path: str
+    trace: Trace
+    profile: LinkProfile | None = None
+    upload: str | None = None
+    server: ServerWork | None = None
+    router_stats: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        parts = [self.path]
+        if self.upload and self.path != "edge":
+            parts.append(self.upload)
+        if self.profile is not None:
+            parts.append(self.profile.name)
+        return " · ".join(parts)
+
+
+@dataclass
+class CompareRun:
+    settings: CompareSettings
+    images: list[bytes]
+    image_names: list[str]
+    results: list[PathResult] = field(default_factory=list)
+    cloud_url: str = ""
+    same_machine: bool = True
+    edge_runtime: str = ""
+    notes: list[str] = field(default_factory=list)
+    split_points: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_images(count: int, seed: int) -> tuple[list[bytes], list[str]]:
+    """Real photos as a camera hands them over: JPEG (PNG sources re-encoded at quality 90)."""
+    from edgeinfer.bench.samples import load_samples
+
+    images, names = [], []
+    for sample in load_samples(count, seed):
+        data = sample.data
+        if sample.format != "jpeg":
+            with Image.open(io.BytesIO(data)) as opened:
+                buffer = io.BytesIO()
+                opened.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
+                data = buffer.getvalue()
+        images.append(data)
+        names.append(sample.name)
+    return images, names
+
+
+def run_compare(settings: CompareSettings) -> CompareRun:
+    """Measure every path; blocking. Starts (and stops) its own server and link processes."""
+    images, names = load_images(settings.samples, settings.seed)
+    run = CompareRun(settings, images, names)
+    logs = settings.out_dir / "logs"
+    with ServerProcess(
+        settings.model,
+        logs / "server.log",
+        runtime=settings.runtime,
+        precision=settings.precision,
+        threads=settings.threads,
+    ) as local:
+        local.wait_ready()
+        run.cloud_url = settings.cloud_url or local.url
+        run.same_machine = settings.cloud_url is None
+        _run_cloud_paths(run, local, logs)
+        _measure(run, "edge-server", local, profile=None, upload="jpeg", url=local.url)
+        from edgeinfer.engine.engine import Engine
+
+        engine = Engine.load(
+            settings.model, runtime=settings.runtime, precision=settings.precision, threads=settings.threads
+        )
+        try:
+            run.edge_runtime = engine.runtime.name
+            _measure_edge(run, engine)
+            if "auto" in settings.policies:
+                _run_auto_paths(run, engine, local, logs)
+            if settings.split is not None:
+                from edgeinfer.network.split_compare import run_split_paths
+
+                run_split_paths(run, engine, logs)
+        finally:
+            engine.close()
+    return run
+
+
+def _target(url: str) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname or parts.port is None:
+        raise InvalidInput(f"the cloud URL must look like http://HOST:PORT, got {url!r}")
+    return parts.hostname, parts.port
+
+
+def _run_cloud_paths(run: CompareRun, local: ServerProcess, logs: Path) -> None:
+    if "cloud" not in run.settings.policies:
+        return
+    for profile in run.settings.profiles:
+        with LinkProcess(
+            profile, _target(run.cloud_url), logs / f"link-{profile.name}.log", seed=run.settings.seed
+        ) as link:
+            link.wait_ready()
+            for upload in run.settings.uploads:
+                _measure(run, "cloud", local, profile=profile, upload=upload, url=link.url)
+
+
+def _measure(
+    run: CompareRun,
+    path: str,
+    local: ServerProcess,
+    *,
+    profile: LinkProfile | None,
+    upload: Upload,
+    url: str,
+) -> None:
+    settings = run.settings
+    prepare, shape = (None, None) if upload == "jpeg" else _device_prepare(settings)
+    backend = CloudBackend(
+        KServeClient(url), settings.model, upload=upload, prepare=prepare, sample_shape=shape
+    )
+    router = HybridRouter(RouterSettings(policy="cloud"), None, backend)
+    observe_server = run.same_machine or path == "edge-server"
+    before = local.metrics() if observe_server else None
+    trace = _drive(router, run.images, settings.load)
+    server = ServerWork.between(before, local.metrics()) if before is not None else None
+    result = PathResult(path, trace, profile, upload, server, router.stats.as_dict())
+    if path == "edge-server":
+        result.extra["server_cpu_ms"] = server.cpu_ms if server else None
+    run.results.append(result)
+
+
+def _measure_edge(run: CompareRun, engine: Engineish) -> None:
+    router = HybridRouter(RouterSettings(policy="edge"), EdgeBackend(engine), None)
+    trace = _drive(router, run.images, run.settings.load)
+    run.results.append(PathResult("edge", trace, upload=None, router_stats=router.stats.as_dict()))
+
+
+def _run_auto_paths(run: CompareRun, engine: Engineish, local: ServerProcess, logs: Path) -> None:
+    settings = run.settings
+    for profile in settings.profiles:
+        with LinkProcess(
+            profile, _target(run.cloud_url), logs / f"link-auto-{profile.name}.log", seed=settings.seed
+        ) as link:
+            link.wait_ready()
+            backend = CloudBackend(KServeClient(link.url), settings.model, upload="jpeg")
+            router_settings = RouterSettings(policy="auto", bandwidth_cap_mbps=settings.bandwidth_cap_mbps)
+            router = HybridRouter(
+                router_settings,
+                EdgeBackend(engine),
+                backend,
+                cloud_estimate=CloudEstimate(),
+                log_path=logs / f"decisions-{profile.name}.jsonl",
+            )
+            before = local.metrics() if run.same_machine else None
+            trace = _drive(router, run.images, settings.load)
+            server = ServerWork.between(before, local.metrics()) if before is not None else None
+            result = PathResult("auto", trace, profile, "jpeg", server, router.stats.as_dict())
+            result.extra["cloud_estimate"] = router.cloud_estimate.snapshot().__dict__
+            run.results.append(result)
+
+
+def _drive(router: HybridRouter, images: Sequence[bytes], load: Load) -> Trace:
+    async def go() -> Trace:
+        await router.start()
+        try:
+            return await drive(router, images, load)
+        finally:
+            await router.close()  # closes the backends' pools and connections, not the engine
+
+    return asyncio.run(go())
+
+
+def _device_prepare(settings: CompareSettings) -> tuple[Prepare, tuple[int, ...]]:
+    """Decode + preprocess on the device without loading the runtime (for tensor uploads)."""
+    from edgeinfer.imaging.decode import decode_image
+    from edgeinfer.imaging.preprocess import Preprocessor
+    from edgeinfer.models.repository import ModelRepository
+
+    config = ModelRepository().get(settings.model, settings.precision).config
+    preprocessor = Preprocessor(config.preprocessing)
+
+    def prepare(image: bytes) -> np.ndarray:
+        return preprocessor(decode_image(image))
+
+    return prepare, tuple(preprocessor.sample_shape)
