@@ -82,11 +82,15 @@ class Engine:
         ``precision=None`` is FP32 for zoo models and the one build of an imported model.
         """
         from edgeinfer.runtimes.registry import open_runtime
+        from edgeinfer.tune.store import tuned_choice
 
         started = time.perf_counter_ns()
         repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
         stored = repo.get(model, precision)
         stored.verify()
+        if runtime.strip().lower() == "auto":
+            # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe.
+            runtime = tuned_choice(repo.root, stored.config.name, stored.config.precision) or "auto"
         opened = open_runtime(runtime, stored, RuntimeOptions(threads=threads), cache_dir=repo.root)
         return cls(stored, opened, options, load_ns=time.perf_counter_ns() - started)
 

@@ -376,8 +376,6 @@ def open_runtime(
     path = model if isinstance(model, Path) else model.path
     fmt = stored.config.format if stored is not None else model_format(path)
     name = "auto" if runtime.strip().lower() == "auto" else canonical(runtime)
-    if name == "auto" and stored is not None and cache_dir is not None:
-        name = _tuned(cache_dir, stored) or "auto"
     if name == "auto":
         choice = choose_auto(
             path,
@@ -396,14 +394,6 @@ def open_runtime(
         sha = stored.config.provenance.source_sha256 if stored is not None else None
         return KerasFactory().load(checkpoint, options, expected_sha256=sha)
     return require(name, fmt).load(path, options)
-
-
-def _tuned(cache_dir: Path, stored: StoredModelLike) -> str | None:
-    """The runtime ``edgeinfer tune`` measured best on this machine (lowest p90), if it was run."""
-    from edgeinfer.tune.store import tuned_choice
-
-    precision = str(getattr(stored.config, "precision", "fp32"))
-    return tuned_choice(cache_dir, stored.config.name, precision)
 
 
 def _keras_checkpoint(stored: StoredModelLike | None) -> Path:
