@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--timeout-ms", type=float, default=None, help="deadline sent with every request")
     parser.add_argument("--seed", type=int, default=0, help="sample order and arrival times (default: 0)")
     parser.add_argument(
-        "--metrics-url", default=None, help="server /metrics host:port (default: the HTTP target)"
+        "--metrics-url", default=None, help="server /metrics HOST:PORT, or none (default: the HTTP target)"
     )
     parser.add_argument("--api-key-file", type=Path, default=None, help=f"API key file (or ${API_KEY_ENV})")
     parser.add_argument("--report", type=Path, default=Path("loadgen-report"), help="output folder")
@@ -158,6 +158,8 @@ def _api_key(path: Path | None) -> str | None:
 def _metrics_address(url: str | None, target: Any) -> tuple[str, int]:
     if url is None:
         return (target.host, target.port) if target.transport == "http" else ("", 0)
+    if url == "none":
+        return "", 0
     host, _, port = url.removeprefix("http://").partition(":")
     try:
         return host, int(port.split("/")[0])
