@@ -160,3 +160,57 @@ def wait_for_port(address: tuple[str, int], proc: subprocess.Popen[str], timeout
 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ScriptedCloud(_ThreadedServer):
+    """A broken "cloud": answers health checks, and inference requests the way ``behaviour`` says.
+
+    ``garbage``: bytes that are not HTTP; ``bad-json``: 200 with a body that does not parse;
+    ``silent``: never answers; ``close``: hangs up after reading the request; ``slow``: a
+    well-formed answer after ``delay_s``.
+    """
+
+    def __init__(self, behaviour: str, delay_s: float = 2.0) -> None:
+        self.behaviour = behaviour
+        self.delay_s = delay_s
+        self.requests = 0
+        super().__init__()
+
+    def serve(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        while True:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = reader.readline()
+                if not line:
+                    return
+                head += line
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            reader.read(length)
+            if head.startswith(b"GET"):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                continue
+            self.requests += 1
+            if not self._answer(conn):
+                return
+
+    def _answer(self, conn: socket.socket) -> bool:
+        if self.behaviour == "garbage":
+            conn.sendall(b"SURPRISE, NOT HTTP\r\n\r\n")
+            return False
+        if self.behaviour == "bad-json":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{oops")
+            return True
+        if self.behaviour == "silent":
+            time.sleep(30)
+            return False
+        if self.behaviour == "close":
+            return False
+        time.sleep(self.delay_s)
+        output = b'{"name":"probabilities","datatype":"FP32","shape":[1,2],"data":[0.5,0.5]}'
+        body = b'{"model_name":"m","outputs":[' + output + b"]}"
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        return True

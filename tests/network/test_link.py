@@ -86,41 +86,49 @@ def test_jitter_spreads_the_rtt_by_the_asked_deviation(echo: EchoServer) -> None
 
 @pytest.mark.e2e
 def test_upload_rate_matches_the_profile() -> None:
-    """300 kB up through LTE (jitter off): the last byte lands one handshake RTT, the bytes at
-    6.3 Mb/s, and one one-way delay after the client started; the rate is read from that time."""
-    profile = get_profile("lte")
+    """500 kB up through LTE (jitter off), twice on fresh connections: the last byte lands one
+    handshake RTT, the bytes at 6.3 Mb/s and one one-way delay after the client started. A busy
+    machine can only make a transfer late, never early, so the faster of the two is read."""
+    rtt_s = get_profile("lte").rtt_ms / 1e3
     sink = SinkServer()
+    rates = []
     try:
         with link_process(sink.address, "--profile", "lte", "--jitter-ms", "0") as (_, address):
-            start_ns = time.monotonic_ns()
-            with connect(address) as sock:
-                sock.sendall(os.urandom(300_000))
-                sock.shutdown(socket.SHUT_WR)
-                assert recv_exactly(sock, 2) == b"ok"
+            for _ in range(2):
+                start_ns = time.monotonic_ns()
+                with connect(address) as sock:
+                    sock.sendall(os.urandom(500_000))
+                    sock.shutdown(socket.SHUT_WR)
+                    assert recv_exactly(sock, 2) == b"ok"
+                arrivals = sink.arrivals[-1]
+                assert arrivals.total == 500_000
+                transfer_s = (arrivals.times_ns[-1] - start_ns) / 1e9 - 1.5 * rtt_s
+                rates.append(500_000 * 8 / transfer_s / 1e6)
     finally:
         sink.close()
-    arrivals = sink.arrivals[-1]
-    assert arrivals.total == 300_000
-    transfer_s = (arrivals.times_ns[-1] - start_ns) / 1e9 - 1.5 * profile.rtt_ms / 1e3
-    assert 300_000 * 8 / transfer_s / 1e6 == pytest.approx(6.3, rel=TOLERANCE)
+    assert max(rates) == pytest.approx(6.3, rel=TOLERANCE), rates
 
 
 @pytest.mark.e2e
 def test_download_rate_matches_the_profile() -> None:
-    """1 MB down at 40 Mb/s: the request waits for the handshake and crosses the link (1.5 RTT),
-    the answer's last byte lands half an RTT after it leaves the 40 Mb/s bottleneck."""
+    """2 MB down at 40 Mb/s, twice: the request waits for the handshake and crosses the link
+    (1.5 RTT), the answer's last byte lands half an RTT after it leaves the bottleneck."""
+    rtt_s = get_profile("lte").rtt_ms / 1e3
     source = SourceServer()
     args = ("--profile", "lte", "--down-mbps", "40", "--jitter-ms", "0")
+    rates = []
     try:
-        with link_process(source.address, *args) as (_, address), connect(address) as sock:
-            start_ns = time.monotonic_ns()
-            sock.sendall(b"1000000\n")
-            recv_exactly(sock, 1_000_000)
-            end_ns = time.monotonic_ns()
+        with link_process(source.address, *args) as (_, address):
+            for _ in range(2):
+                with connect(address) as sock:
+                    start_ns = time.monotonic_ns()
+                    sock.sendall(b"2000000\n")
+                    recv_exactly(sock, 2_000_000)
+                    transfer_s = (time.monotonic_ns() - start_ns) / 1e9 - 2 * rtt_s
+                rates.append(2_000_000 * 8 / transfer_s / 1e6)
     finally:
         source.close()
-    transfer_s = (end_ns - start_ns) / 1e9 - 2 * get_profile("lte").rtt_ms / 1e3
-    assert 1_000_000 * 8 / transfer_s / 1e6 == pytest.approx(40, rel=TOLERANCE)
+    assert max(rates) == pytest.approx(40, rel=TOLERANCE), rates
 
 
 @pytest.mark.e2e

@@ -105,3 +105,15 @@ def test_delay_line_pushes_back_when_full() -> None:
         return blocked
 
     assert asyncio.run(scenario())
+
+
+def test_bucket_with_a_backlog_catches_up_a_long_stall() -> None:
+    bucket = TokenBucket(1_000_000)
+    first = bucket.reserve(1000, now_ns=0)
+    stalled = first + 50 * NS_PER_MS  # the emulator was off the CPU for 50 ms with bytes waiting
+    assert bucket.reserve(1000, now_ns=stalled, backlog=True) == stalled  # due long ago: leaves at once
+    assert bucket.reserve(1000, now_ns=stalled, backlog=True) == stalled  # the train catches up...
+    # ... until it is back on schedule: 52 ms of link time booked in total, never more than the rate
+    for _ in range(60):
+        last = bucket.reserve(1000, now_ns=stalled, backlog=True)
+    assert last == first + 62 * NS_PER_MS

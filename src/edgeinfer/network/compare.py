@@ -126,6 +126,10 @@ def load_images(count: int, seed: int) -> tuple[list[bytes], list[str]]:
 
 def run_compare(settings: CompareSettings) -> CompareRun:
     """Measure every path; blocking. Starts (and stops) its own server and link processes."""
+    if settings.split is not None:
+        from edgeinfer.network.split_compare import check_split_arg
+
+        check_split_arg(settings)  # before minutes of measuring, not after
     images, names = load_images(settings.samples, settings.seed)
     run = CompareRun(settings, images, names)
     logs = settings.out_dir / "logs"

@@ -129,18 +129,23 @@ class CloudEstimate:
 
     @property
     def fixed_ms(self) -> float | None:
-        """Cost of a request beyond the RTT and the upload of its bytes."""
+        """Cost of a request beyond the RTT and the upload of its bytes (for reports; >= 0)."""
         if self._fit.count == 0:
             return None
         per_byte = self._ms_per_byte or 0.0
         return max(0.0, self._fit.mean_y - per_byte * self._fit.mean_x)
 
     def predict_ms(self, bytes_sent: int) -> float | None:
-        """Expected time of a request of ``bytes_sent`` (None until a response has been seen)."""
-        fixed = self.fixed_ms
-        if fixed is None:
+        """Expected time of a request of ``bytes_sent`` (None until a response has been seen).
+
+        The line goes through the mean of what was seen, so a request of the usual size is
+        predicted as it has been measured even when the slope is only a prior.
+        """
+        if self._fit.count == 0:
             return None
-        return (self.rtt.mean or 0.0) + fixed + (self._ms_per_byte or 0.0) * bytes_sent
+        per_byte = self._ms_per_byte or 0.0
+        beyond_rtt = self._fit.mean_y + per_byte * (bytes_sent - self._fit.mean_x)
+        return (self.rtt.mean or 0.0) + max(0.0, beyond_rtt)
 
     def snapshot(self) -> CloudSnapshot:
         return CloudSnapshot(self.rtt.mean, self.up_mbps, self.fixed_ms, self.responses, self.probes)

@@ -249,13 +249,20 @@ class LinkProxy:
         line = DelayLine(direction.in_flight_bytes)
         deliver = asyncio.create_task(_deliver(line, writer, self._timer))
         try:
-            while (data := await reader.read(READ_BYTES)) and not deliver.done():
+            while True:
+                asked_ns = time.monotonic_ns()
+                data = await reader.read(READ_BYTES)
+                if not data or deliver.done():
+                    break
                 await sleep_until_ns(not_before_ns)
                 step = direction.segment_bytes
                 segments = [data[i : i + step] for i in range(0, len(data), step)]
-                # Book the whole read back to back, so a late timer does not stretch the train.
+                # Book the whole read back to back, so a late timer does not stretch the train; and
+                # if the bytes were already waiting when asked for, the sender never let the link
+                # idle, so the train goes on from where the link was however late this wake-up is.
                 now_ns = time.monotonic_ns()
-                releases = [direction.bucket.reserve(len(seg), now_ns) for seg in segments]
+                backlog = now_ns - asked_ns < 200_000
+                releases = [direction.bucket.reserve(len(seg), now_ns, backlog=backlog) for seg in segments]
                 for segment, release_ns in zip(segments, releases, strict=True):
                     await self._timer.sleep_until(release_ns)
                     losses_before = direction.delay.losses

@@ -152,6 +152,7 @@ class HybridRouter:
         self._down_reason = ""
         self._backoff_s = settings.first_backoff_s
         self._last_cloud_ns = 0
+        self._cloud_in_flight = 0
         self._sent_window: deque[tuple[int, int]] = deque()
         self._probe_task: asyncio.Task[None] | None = None
         self._log = log_path.open("a", encoding="utf-8") if log_path is not None else None
@@ -218,14 +219,10 @@ class HybridRouter:
         cloud_ms: float | None,
     ) -> tuple[str, str]:
         """The first rule that applies, in order: health, bandwidth cap, exploration, deadline, speed."""
-        if self._down_until_ns is not None:
-            return "edge", f"cloud down ({self._down_reason}); probing for recovery"
-        cap = self._over_cap(upload, now_ns)
-        if cap:
-            return "edge", cap
-        if cloud_ms is None or edge_ms is None:
-            missing = "cloud" if cloud_ms is None else "edge"
-            return missing, f"exploring: no {missing} estimate yet"
+        gated = self._gate(upload, now_ns, edge_ms, cloud_ms)
+        if gated is not None:
+            return gated
+        assert edge_ms is not None and cloud_ms is not None
         figures = (
             f"edge {edge_ms:.1f} ms (backlog {self.edge_estimate.outstanding}) vs cloud {cloud_ms:.1f} ms"
         )
@@ -238,6 +235,24 @@ class HybridRouter:
             return "cloud", f"refreshing a stale cloud estimate: {figures}"
         winner = "cloud" if cloud_ms < edge_ms else "edge"
         return winner, f"{winner} predicted faster: {figures}"
+
+    def _gate(
+        self, upload: int, now_ns: int, edge_ms: float | None, cloud_ms: float | None
+    ) -> tuple[str, str] | None:
+        """A route forced by health, the bandwidth cap or a missing estimate; None when both compete."""
+        if self._down_until_ns is not None:
+            return "edge", f"cloud down ({self._down_reason}); probing for recovery"
+        cap = self._over_cap(upload, now_ns)
+        if cap:
+            return "edge", cap
+        if cloud_ms is None and self._cloud_in_flight == 0:
+            return "cloud", "exploring: no cloud estimate yet"
+        if edge_ms is None and self.edge_estimate.outstanding == 0:
+            return "edge", "exploring: no edge estimate yet"
+        if cloud_ms is None or edge_ms is None:  # the first answer from one side is on its way
+            known = "edge" if cloud_ms is None else "cloud"
+            return known, f"only the {known} has an estimate yet"
+        return None
 
     def _over_cap(self, upload: int, now_ns: int) -> str:
         cap = self.settings.bandwidth_cap_mbps
@@ -277,12 +292,15 @@ class HybridRouter:
         now = time.perf_counter_ns()
         self._last_cloud_ns = now
         self._sent_window.append((now, upload))
+        self._cloud_in_flight += 1
         try:
             answer = await cloud.run(image, timeout_ms / 1e3)
         except CloudError as exc:
             self.stats.cloud_failures[exc.reason] += 1
             self._mark_down(exc.reason)
             raise
+        finally:
+            self._cloud_in_flight -= 1
         self.cloud_estimate.on_response(answer.bytes_sent, answer.stages_ns.get("remote", 0) / 1e6)
         return answer
 

@@ -22,6 +22,9 @@ NS_PER_MS = 1_000_000
 JITTER_CORRELATION_NS = 10 * NS_PER_MS
 #: How late a producer may come back and still continue a back-to-back train of segments.
 CATCH_UP_NS = 4 * NS_PER_MS
+#: The same when the producer had bytes waiting all along (the link was never idle), so a busy
+#: machine that stalls the emulator for a while does not take capacity away from the link.
+BACKLOG_CATCH_UP_NS = 100 * NS_PER_MS
 
 
 class TokenBucket:
@@ -34,7 +37,8 @@ class TokenBucket:
 
     A producer that comes back for more within ``catch_up_ns`` of the link going idle is treated
     as if it had never left: timers fire a little late, and without this every late wake-up
-    would be lost link time and the emulated rate would fall short of the profile's.
+    would be lost link time and the emulated rate would fall short of the profile's. A producer
+    that says it had a backlog all along (``backlog=True``) catches up from much later still.
     """
 
     def __init__(
@@ -62,11 +66,12 @@ class TokenBucket:
             0 if rate_bytes_per_s is None else round(self._burst_bytes * NS_PER_S / rate_bytes_per_s)
         )
 
-    def reserve(self, nbytes: int, now_ns: int) -> int:
+    def reserve(self, nbytes: int, now_ns: int, *, backlog: bool = False) -> int:
         """Book ``nbytes`` on the link; return the time at which they may leave (>= ``now_ns``)."""
         if self._rate is None:
             return now_ns
-        start_ns = self._free_at_ns if now_ns - self._free_at_ns <= self._catch_up_ns else now_ns
+        window_ns = BACKLOG_CATCH_UP_NS if backlog else self._catch_up_ns
+        start_ns = self._free_at_ns if now_ns - self._free_at_ns <= window_ns else now_ns
         finish_ns = start_ns + round(nbytes * NS_PER_S / self._rate)
         self._free_at_ns = finish_ns
         return max(now_ns, finish_ns - self._burst_ns)

@@ -22,7 +22,7 @@ import onnx
 from edgeinfer.errors import InvalidInput
 from edgeinfer.network.backends import REQUEST_OVERHEAD_BYTES, Answer
 from edgeinfer.network.client import CloudError, KServeClient
-from edgeinfer.network.compare import CompareRun, PathResult, _drive, _target
+from edgeinfer.network.compare import CompareRun, CompareSettings, PathResult, _drive, _target
 from edgeinfer.network.compare_report import crossover_model
 from edgeinfer.network.processes import ChildProcess, LinkProcess, ServerProcess, free_port
 from edgeinfer.network.profiles import LinkProfile
@@ -147,19 +147,36 @@ def run_split_paths(run: CompareRun, engine: Any, logs: Path) -> None:
     run.split_points = rows
 
 
-def _pick(
-    ranked: list[SplitEstimate], wanted: str | None, points: dict[int, CutPoint], nodes: int
-) -> SplitEstimate:
+def check_split_arg(settings: CompareSettings) -> None:
+    """``--split`` is ``auto`` or the index of a cut point of the model."""
+    from edgeinfer.models.repository import ModelRepository
+
+    if settings.split != "auto":
+        model = load(ModelRepository().get(settings.model, settings.precision).path)
+        _cut_index(settings.split, {p.index for p in cut_points(model)})
+
+
+def _cut_index(wanted: str | None, valid: set[int]) -> int | None:
+    """The cut index ``--split`` asks for; None for ``auto``."""
     if wanted is None or wanted == "auto":
-        real = [e for e in ranked if 0 < e.cut.index < nodes]
-        return real[0]
+        return None
     try:
         index = int(wanted)
     except ValueError:
         raise InvalidInput(f"--split takes 'auto' or a cut index, got {wanted!r}") from None
-    if index not in points or index == 0:
-        valid = ", ".join(str(i) for i in sorted(points) if i)
-        raise InvalidInput(f"{index} is not a cut point of this model; valid cuts: {valid}")
+    if index not in valid or index == 0:
+        shown = ", ".join(str(i) for i in sorted(valid) if i)
+        raise InvalidInput(f"{index} is not a cut point of this model; valid cuts: {shown}")
+    return index
+
+
+def _pick(
+    ranked: list[SplitEstimate], wanted: str | None, points: dict[int, CutPoint], nodes: int
+) -> SplitEstimate:
+    """The asked cut (with its cheapest transport), or for ``auto`` the cheapest real split."""
+    index = _cut_index(wanted, set(points))
+    if index is None:
+        return next(e for e in ranked if 0 < e.cut.index < nodes)
     return min((e for e in ranked if e.cut.index == index), key=lambda e: e.total_ms)
 
 

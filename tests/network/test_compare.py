@@ -1,0 +1,107 @@
+"""``edgeinfer compare`` end to end: real server, real link, real split tail, the report read back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeinfer.bench.report import read_report
+from edgeinfer.engine.engine import Engine
+
+
+def _compare(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "edgeinfer.cli.main",
+        "compare",
+        "--runtime",
+        "onnxruntime",
+        "--threads",
+        "1",
+        "--report",
+        str(out),
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_compare_measures_every_path_and_writes_the_report(
+    engine: Engine, tmp_path: Path, photos: dict[str, Path]
+) -> None:
+    done = _compare(
+        tmp_path,
+        "--profile",
+        "lte",
+        "--duration",
+        "1",
+        "--min-requests",
+        "3",
+        "--samples",
+        "3",
+        "--policy",
+        "edge,cloud,auto",
+        "--upload",
+        "jpeg,tensor",
+        "--split",
+        "98",
+        "--cloud-speedup",
+        "4",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = read_report(tmp_path / "report.json")
+    assert report.kind == "edge-cloud"
+    by_label = {c.label: c for c in report.configurations}
+    split_labels = [label for label in by_label if label.startswith("split · cut 98 ")]
+    assert len(split_labels) == 1 and split_labels[0].endswith(" · lte")
+    assert set(by_label) - set(split_labels) == {
+        "edge",
+        "edge-server · jpeg",
+        "cloud · jpeg · lte",
+        "cloud · tensor · lte",
+        "auto · jpeg · lte",
+    }
+    for config in report.configurations:
+        scenario = config.scenarios[0]
+        assert scenario.errors == 0 and scenario.samples >= 3, config.label
+    jpeg, tensor = by_label["cloud · jpeg · lte"].extra, by_label["cloud · tensor · lte"].extra
+    assert tensor["bytes_sent_per_inference"] > 3 * 224 * 224 * 4 > jpeg["bytes_sent_per_inference"]
+    assert "upload (modelled)" in jpeg["stage_means_ms"] and "server compute" in jpeg["stage_means_ms"]
+    assert jpeg["speedup_adjusted"]["speedup"] == 4.0
+    assert jpeg["speedup_adjusted"]["p50_ms"] < by_label["cloud · jpeg · lte"].scenarios[0].latency.p50_ms
+    assert any("same machine" in note for note in report.notes)
+    # The analytical model against what was measured on the same link.
+    crossover = report.settings["crossover"]
+    predicted = crossover["profiles"][0]["predicted_cloud_ms"]["1x"]
+    measured = by_label["cloud · jpeg · lte"].scenarios[0].latency.mean_ms
+    assert predicted == pytest.approx(measured, rel=0.3)
+    split = [p for p in report.settings["split_points"] if "measured_p50_ms" in p]
+    assert len(split) == 1 and split[0]["cut"] == 98
+    assert split[0]["top1_agreement"] == "3/3" and split[0]["max_abs_diff"] < 0.05
+    page = (tmp_path / "report.html").read_text()
+    assert "Crossover" in page and "Split computing" in page and "<svg" in page
+    decisions = (tmp_path / "logs" / "decisions-lte.jsonl").read_text().splitlines()
+    assert decisions and "reason" in json.loads(decisions[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--policy", "sometimes"], "--policy"),
+        (["--profile", "satellite"], "unknown network profile"),
+        (["--split", "11"], "not a cut point"),
+        (["--cloud-speedup", "0"], "cloud-speedup"),
+    ],
+)
+def test_compare_rejects_bad_arguments_before_measuring(
+    engine: Engine, tmp_path: Path, args: list[str], message: str
+) -> None:
+    done = _compare(tmp_path, *args)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "report.json").exists()

@@ -1,0 +1,236 @@
+"""The hybrid router with the real engine, the real server and the real link, cut in every way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeinfer.engine.engine import Engine
+from edgeinfer.errors import InvalidInput
+from edgeinfer.network.backends import CloudBackend, EdgeBackend
+from edgeinfer.network.client import CloudError, KServeClient
+from edgeinfer.network.processes import LinkProcess, ServerProcess, free_port
+from edgeinfer.network.profiles import LinkProfile
+from edgeinfer.network.router import HybridRouter, Routed, RouterSettings
+from tests.network.servers import ScriptedCloud
+
+pytestmark = pytest.mark.e2e
+FAST_LINK = LinkProfile("fast", rtt_ms=4.0)
+FAST_PROBES = {"probe_interval_s": 0.1, "first_backoff_s": 0.2, "probe_timeout_ms": 300.0}
+
+
+def make_router(
+    engine: Engine | None, url: str | None, tmp: Path | None = None, **settings: object
+) -> HybridRouter:
+    edge = EdgeBackend(engine) if engine is not None else None
+    cloud = CloudBackend(KServeClient(url), "mobilenet_v2") if url else None
+    log = tmp / "decisions.jsonl" if tmp else None
+    return HybridRouter(RouterSettings(**settings), edge, cloud, log_path=log)  # type: ignore[arg-type]
+
+
+async def burst(
+    router: HybridRouter, images: list[bytes], count: int, deadline_ms: float | None = None
+) -> list[Routed]:
+    """``count`` requests at once: more than the device can run at a time, so a backlog forms."""
+    return list(
+        await asyncio.gather(
+            *(router.classify(images[i % len(images)], deadline_ms=deadline_ms) for i in range(count))
+        )
+    )
+
+
+def served(results: list[Routed]) -> Counter[str]:
+    return Counter(r.decision.served_by for r in results)
+
+
+@pytest.fixture
+def link(cloud: ServerProcess, tmp_path: Path) -> Iterator[LinkProcess]:
+    with LinkProcess(FAST_LINK, ("127.0.0.1", cloud.port), tmp_path / "link.log") as running:
+        running.wait_ready()
+        yield running
+
+
+def test_policies_edge_and_cloud_give_the_engines_answer(
+    engine: Engine, cloud: ServerProcess, jpegs: list[bytes]
+) -> None:
+    async def go() -> tuple[list[Routed], list[Routed]]:
+        on_edge = make_router(engine, None, policy="edge")
+        in_cloud = make_router(None, cloud.url, policy="cloud")
+        await in_cloud.start()
+        try:
+            return [await on_edge.classify(j) for j in jpegs], [await in_cloud.classify(j) for j in jpegs]
+        finally:
+            await on_edge.close()
+            await in_cloud.close()
+
+    edge, remote = asyncio.run(go())
+    for jpeg, a, b in zip(jpegs, edge, remote, strict=True):
+        expected = engine.infer(engine.preprocess(engine.decode(jpeg))[np.newaxis])[0]
+        np.testing.assert_allclose(a.probabilities, expected, atol=1e-6)
+        np.testing.assert_allclose(b.probabilities, expected, atol=1e-5)
+    assert {r.decision.reason for r in edge} == {"policy edge"}
+    assert served(remote) == {"cloud": len(jpegs)} and all(r.decision.bytes_sent > 0 for r in remote)
+    assert set(edge[0].stages_ns) == {"decode", "preprocess", "infer"}
+
+
+def test_cloud_policy_reports_a_refused_cloud_as_a_clear_error(jpegs: list[bytes]) -> None:
+    async def go() -> HybridRouter:
+        router = make_router(None, f"http://127.0.0.1:{free_port()}", policy="cloud")
+        await router.start()
+        try:
+            with pytest.raises(CloudError, match="cannot connect") as caught:
+                await router.classify(jpegs[0])
+            assert caught.value.reason == "refused"
+            return router
+        finally:
+            await router.close()
+
+    router = asyncio.run(go())
+    assert router.stats.cloud_failures == {"refused": 1}
+    assert router.decisions[-1].served_by == "cloud-failed"
+
+
+def test_auto_offloads_part_of_a_backlog(
+    engine: Engine, link: LinkProcess, jpegs: list[bytes], tmp_path: Path
+) -> None:
+    async def go() -> list[Routed]:
+        router = make_router(engine, link.url, tmp_path, policy="auto")
+        await router.start()
+        try:
+            await burst(router, jpegs, 4)  # learn both sides
+            return await burst(router, jpegs, 16)
+        finally:
+            await router.close()
+
+    results = asyncio.run(go())
+    counts = served(results)
+    assert counts["edge"] > 0 and counts["cloud"] > 0, counts
+    assert any("backlog" in r.decision.reason for r in results)
+    for result in results:  # every answer is the model's, whichever side ran it
+        assert result.probabilities.shape == (1000,) and abs(float(result.probabilities.sum()) - 1) < 1e-3
+    log = (tmp_path / "decisions.jsonl").read_text().splitlines()
+    assert len(log) == 20 and '"served_by"' in log[0]
+
+
+def test_auto_falls_back_when_the_link_is_cut_and_recovers(
+    engine: Engine, cloud: ServerProcess, jpegs: list[bytes], tmp_path: Path
+) -> None:
+    port = free_port()
+
+    async def go() -> tuple[list[Routed], list[Routed], list[Routed], HybridRouter]:
+        first = LinkProcess(FAST_LINK, ("127.0.0.1", cloud.port), tmp_path / "a.log", port=port)
+        first.wait_ready()
+        router = make_router(engine, f"http://127.0.0.1:{port}", policy="auto", **FAST_PROBES)
+        await router.start()
+        try:
+            await burst(router, jpegs, 4)
+            cut_mid_run = asyncio.get_running_loop().run_in_executor(None, first.kill)
+            during = await burst(router, jpegs, 16)
+            await cut_mid_run
+            after = await burst(router, jpegs, 8)
+            with LinkProcess(FAST_LINK, ("127.0.0.1", cloud.port), tmp_path / "b.log", port=port) as second:
+                second.wait_ready()
+                for _ in range(50):
+                    if router.cloud_up:
+                        break
+                    await asyncio.sleep(0.1)
+                recovered = await burst(router, jpegs, 16)
+            return during, after, recovered, router
+        finally:
+            await router.close()
+            first.stop()
+
+    during, after, recovered, router = asyncio.run(go())
+    assert len(during) == 16 and len(after) == 8 and len(recovered) == 16  # no request lost
+    assert all(r.probabilities.shape == (1000,) for r in during + after + recovered)
+    assert served(after) == {"edge": 8}
+    assert any("cloud down" in r.decision.reason for r in after)
+    assert router.stats.recoveries >= 1
+    assert served(recovered)["cloud"] > 0
+
+
+def test_auto_detects_a_stalled_link(engine: Engine, link: LinkProcess, jpegs: list[bytes]) -> None:
+    async def go() -> tuple[list[Routed], HybridRouter]:
+        router = make_router(engine, link.url, policy="auto", **FAST_PROBES)
+        await router.start()
+        try:
+            await burst(router, jpegs, 4)
+            link.pause()  # SIGSTOP: connections stay open, nothing moves
+            try:
+                stalled = await asyncio.wait_for(burst(router, jpegs, 16), timeout=20)
+            finally:
+                link.resume()
+            return stalled, router
+        finally:
+            await router.close()
+
+    stalled, router = asyncio.run(go())
+    assert len(stalled) == 16 and served(stalled) == {"edge": 16}
+    assert router.stats.cloud_failures["timeout"] >= 1
+    assert all(r.decision.latency_ms < 5000 for r in stalled)
+
+
+@pytest.mark.parametrize("behaviour", ["garbage", "bad-json", "slow"])
+def test_auto_treats_broken_answers_as_failures(engine: Engine, jpegs: list[bytes], behaviour: str) -> None:
+    broken = ScriptedCloud(behaviour, delay_s=3.0)
+
+    async def go() -> tuple[Routed, HybridRouter]:
+        router = make_router(
+            engine, f"http://127.0.0.1:{broken.address[1]}", policy="auto", cloud_timeout_ms=400.0
+        )
+        await router.start()
+        try:
+            return await router.classify(jpegs[0]), router  # the first goes to the cloud to explore
+        finally:
+            await router.close()
+
+    try:
+        result, router = asyncio.run(go())
+    finally:
+        broken.close()
+    expected = {"garbage": "malformed", "bad-json": "malformed", "slow": "timeout"}[behaviour]
+    assert result.decision.route == "cloud" and result.decision.served_by == "edge"
+    assert result.decision.fallback == expected
+    assert router.stats.cloud_failures == {expected: 1} and router.stats.fallbacks == 1
+    assert result.probabilities.shape == (1000,)
+
+
+def test_auto_respects_deadlines_and_the_bandwidth_cap(
+    engine: Engine, cloud: ServerProcess, jpegs: list[bytes], tmp_path: Path
+) -> None:
+    slow_link = LinkProfile("slow", rtt_ms=150.0)
+    with LinkProcess(slow_link, ("127.0.0.1", cloud.port), tmp_path / "slow.log") as link:
+        link.wait_ready()
+
+        async def go() -> tuple[list[Routed], list[Routed]]:
+            router = make_router(engine, link.url, policy="auto")
+            capped = make_router(engine, link.url, policy="auto", bandwidth_cap_mbps=0.01)
+            await router.start()
+            await capped.start()
+            try:
+                await burst(router, jpegs, 2)
+                return await burst(router, jpegs, 6, deadline_ms=120.0), await burst(capped, jpegs, 6)
+            finally:
+                await router.close()
+                await capped.close()
+
+        deadline, cap = asyncio.run(go())
+    assert served(deadline) == {"edge": 6}
+    assert any("only edge meets the 120 ms deadline" in r.decision.reason for r in deadline)
+    assert served(cap) == {"edge": 6} and all("bandwidth cap" in r.decision.reason for r in cap)
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(InvalidInput):
+        RouterSettings(policy="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        RouterSettings(bandwidth_cap_mbps=0)
+    with pytest.raises(InvalidInput, match="engine"):
+        HybridRouter(RouterSettings(policy="auto"), None, None)
+    with pytest.raises(InvalidInput, match="cloud URL"):
+        HybridRouter(RouterSettings(policy="cloud"), None, None)
