@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--list-profiles", action="store_true", help="print the built-in profiles and sources"
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="measure the emulated RTT and rates of the --profile list (e.g. wifi,5g,lte,3g) and exit",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -69,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
             print(profile.describe())
             print(f"    source: {profile.source}")
         return 0
+    if args.check:
+        return _check(args)
     if not args.target:
         raise InvalidInput("--target HOST:PORT is required (where the emulated path leads)")
     profile = profile_from_args(args)
@@ -81,6 +88,25 @@ def run(args: argparse.Namespace) -> int:
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(_serve(proxy))
     print(json.dumps({"link_stats": proxy.stats.snapshot()}), file=sys.stderr)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from edgeinfer.network.linkcheck import check_profiles
+    from edgeinfer.network.profiles import parse_profiles
+
+    profiles = [
+        p.with_overrides(rtt_ms=args.rtt_ms, up_mbps=args.up_mbps, down_mbps=args.down_mbps)
+        for p in parse_profiles(args.profile)
+    ]
+    print(f"{'profile':10s} {'RTT ms':>16s} {'up Mb/s':>18s} {'down Mb/s':>20s}   (target -> measured)")
+    results = check_profiles(profiles)
+    for r in results:
+        up = "-" if r.up_mbps is None else f"{r.up_mbps:g} -> {r.measured_up_mbps:.2f}"
+        down = "-" if r.down_mbps is None else f"{r.down_mbps:g} -> {r.measured_down_mbps:.2f}"
+        print(f"{r.profile:10s} {f'{r.rtt_ms:g} -> {r.measured_rtt_ms:.2f}':>16s} {up:>18s} {down:>20s}")
+    worst = max((abs(e) for r in results for e in r.errors().values()), default=0.0)
+    print(f"largest error: {100 * worst:.1f} % (jitter and loss off while measuring)")
     return 0
 
 

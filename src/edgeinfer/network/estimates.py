@@ -124,6 +124,11 @@ class CloudEstimate:
         return self._fit.count
 
     @property
+    def ms_per_byte(self) -> float | None:
+        """Upload time per byte (the inverse of the uplink bandwidth), once known."""
+        return self._ms_per_byte
+
+    @property
     def up_mbps(self) -> float | None:
         return None if not self._ms_per_byte else 8e-3 / self._ms_per_byte
 

@@ -153,6 +153,7 @@ class HybridRouter:
         self._backoff_s = settings.first_backoff_s
         self._last_cloud_ns = 0
         self._cloud_in_flight = 0
+        self._cloud_bytes_in_flight = 0
         self._sent_window: deque[tuple[int, int]] = deque()
         self._probe_task: asyncio.Task[None] | None = None
         self._log = log_path.open("a", encoding="utf-8") if log_path is not None else None
@@ -203,6 +204,9 @@ class HybridRouter:
     def _plan(self, upload: int, deadline_ms: float | None, now_ns: int) -> _Plan:
         edge_ms = self.edge_estimate.predict_ms() if self.edge is not None else None
         cloud_ms = self.cloud_estimate.predict_ms(upload) if self.cloud is not None else None
+        per_byte = self.cloud_estimate.ms_per_byte
+        if cloud_ms is not None and per_byte:  # the uplink is one queue: wait for what is ahead
+            cloud_ms += per_byte * self._cloud_bytes_in_flight
         policy = self.settings.policy
         if policy == "auto":
             route, reason = self._auto_route(upload, deadline_ms, now_ns, edge_ms, cloud_ms)
@@ -224,7 +228,8 @@ class HybridRouter:
             return gated
         assert edge_ms is not None and cloud_ms is not None
         figures = (
-            f"edge {edge_ms:.1f} ms (backlog {self.edge_estimate.outstanding}) vs cloud {cloud_ms:.1f} ms"
+            f"edge {edge_ms:.1f} ms (backlog {self.edge_estimate.outstanding}) vs cloud {cloud_ms:.1f} ms "
+            f"({self._cloud_in_flight} in flight)"
         )
         if deadline_ms is not None and (edge_ms <= deadline_ms) != (cloud_ms <= deadline_ms):
             winner = "edge" if edge_ms <= deadline_ms else "cloud"
@@ -293,6 +298,7 @@ class HybridRouter:
         self._last_cloud_ns = now
         self._sent_window.append((now, upload))
         self._cloud_in_flight += 1
+        self._cloud_bytes_in_flight += upload
         try:
             answer = await cloud.run(image, timeout_ms / 1e3)
         except CloudError as exc:
@@ -301,6 +307,7 @@ class HybridRouter:
             raise
         finally:
             self._cloud_in_flight -= 1
+            self._cloud_bytes_in_flight -= upload
         self.cloud_estimate.on_response(answer.bytes_sent, answer.stages_ns.get("remote", 0) / 1e6)
         return answer
 
