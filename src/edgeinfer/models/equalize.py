@@ -176,3 +176,118 @@ def _channel_max(model: onnx.ModelProto, names: list[str], samples: np.ndarray) 
             peak = value.max(axis=(0, 2, 3))
             found[name] = np.maximum(found[name], peak) if name in found else peak
     return found
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """A residual stream: tensors joined by Add nodes, written by Convs and read by Adds and Convs."""
+
+    tensors: tuple[str, ...]
+    producers: tuple[onnx.NodeProto, ...]
+    consumers: tuple[onnx.NodeProto, ...]
+
+
+def equalize_residuals(
+    model: onnx.ModelProto, samples: np.ndarray, *, strength: float = 0.5
+) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` with every residual stream's channels rescaled; also the number of streams.
+
+    A residual stream (``Conv -> Add -> Add ...``, read by the next blocks' convolutions) carries
+    no activation function, so channel ``c`` of every tensor in it can be divided by ``s_c``
+    (the writing convolutions' output channel ``c`` divided, the reading convolutions' input
+    channel ``c`` multiplied) and the network computes exactly the same function. Per-tensor
+    activation quantization of the stream then sees evened-out channel ranges. With ``a_c`` the
+    channel's largest magnitude on ``samples`` and ``w_c`` the readers' largest weight for it,
+    ``s_c = (a_c / w_c) ** strength`` (SmoothQuant's migration; 0.5 balances the two).
+    """
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+    streams = _streams(graph)
+    if not streams:
+        return result, 0
+    peaks = _channel_peak(model, sorted({t for s in streams for t in s.tensors}), samples)
+    tensors = {init.name: init for init in graph.initializer}
+    for stream in streams:
+        active = np.max([peaks[t] for t in stream.tensors], axis=0)
+        readers = [numpy_helper.to_array(tensors[n.input[1]]) for n in stream.consumers]
+        reach = np.max([_input_channel_range(w, 1) for w in readers], axis=0)
+        usable = (active > _EPS) & (reach > _EPS)
+        scale = np.ones_like(active)
+        ratio = np.where(usable, active / np.maximum(reach, _EPS), 1.0) ** strength
+        scale[usable] = ratio[usable] / np.exp(np.log(ratio[usable]).mean())
+        scale = scale.astype(np.float32)
+        for node in stream.producers:
+            _rescale(tensors, node.input[1], 1.0 / scale[:, None, None, None])
+            if len(node.input) > 2 and node.input[2]:
+                _rescale(tensors, node.input[2], 1.0 / scale)
+        for node in stream.consumers:
+            _rescale(tensors, node.input[1], scale[None, :, None, None])
+    return result, len(streams)
+
+
+def _rescale(tensors: dict[str, onnx.TensorProto], name: str, factor: np.ndarray) -> None:
+    array = numpy_helper.to_array(tensors[name]).astype(np.float32) * factor
+    tensors[name].CopyFrom(numpy_helper.from_array(array.astype(np.float32), name))
+
+
+def _streams(graph: onnx.GraphProto) -> list[_Stream]:
+    """Residual streams whose writers are all Convs and whose readers are Adds or dense Convs."""
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    initializers = {init.name: init for init in graph.initializer}
+    excluded = {value.name for value in graph.output} | set(initializers)
+    streams = []
+    for names in _joined_by_add(graph):
+        writers = [producers[n] for n in names if n in producers and producers[n].op_type == "Conv"]
+        readers = [r for n in names for r in consumers.get(n, []) if r.op_type != "Add"]
+        writable = all(n in producers and producers[n].op_type in ("Conv", "Add") for n in names)
+        readable = all(r.op_type == "Conv" and r.input[0] in names and _group(r) == 1 for r in readers)
+        weighted = all(
+            node.input[1] in initializers and len(initializers[node.input[1]].dims) == 4
+            for node in writers + readers
+        )
+        if writers and readers and writable and readable and weighted and not excluded & set(names):
+            streams.append(_Stream(tuple(sorted(names)), tuple(writers), tuple(readers)))
+    return streams
+
+
+def _joined_by_add(graph: onnx.GraphProto) -> list[set[str]]:
+    """The groups of tensors that two-input Add nodes connect (inputs and output of each)."""
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    for node in graph.node:
+        if node.op_type == "Add" and len(node.input) == 2:
+            for name in node.input:
+                parent[root(name)] = root(node.output[0])
+    groups: dict[str, set[str]] = {}
+    for name in parent:
+        groups.setdefault(root(name), set()).add(name)
+    return list(groups.values())
+
+
+def _channel_peak(model: onnx.ModelProto, names: list[str], samples: np.ndarray) -> dict[str, np.ndarray]:
+    """Per channel, the largest magnitude each tensor in ``names`` takes on ``samples``."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in names:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    found: dict[str, np.ndarray] = {}
+    for start in range(0, len(samples), 16):
+        values = session.run(names, {input_name: samples[start : start + 16]})
+        for name, value in zip(names, values, strict=True):
+            peak = np.abs(value).max(axis=(0, 2, 3))
+            found[name] = np.maximum(found[name], peak) if name in found else peak
+    return found

@@ -2,11 +2,14 @@
 
 INT8: ONNX Runtime static quantization in QDQ format, calibrated on real photos (see
 ``models/calibration.py``). The recipe is the one measurement chose on MobileNetV2 (the table is
-in docs/BENCHMARKS.md, "INT8"): cross-layer equalization first (``models/equalize.py``), then
+in docs/BENCHMARKS.md, "INT8"): cross-layer equalization of Conv-ReLU6-Conv pairs and of the
+residual streams first (``models/equalize.py``; both leave the FP32 function unchanged), then
 per-channel weights and MinMax activation ranges, the final Softmax left in float (a uint8
-probability ties the small classes and spoils the top-5, at no measurable speed cost). Entropy
-and Percentile calibration, reduced range, ONNX Runtime's pre-processing and leaving the first
-convolution, the depthwise convolutions or the classifier in FP32 were each no better or slower.
+probability ties the small classes and spoils the top-5, at no measurable speed cost), and last
+an analytic correction of each layer's bias for its weight-rounding error
+(:func:`correct_biases`). Entropy and Percentile calibration, reduced range, more calibration
+variants, ONNX Runtime's pre-processing and leaving the first convolution, the depthwise
+convolutions, the residual Adds or the classifier in FP32 were each no better or slower.
 
 FP16: weights and arithmetic in float16, inputs and outputs kept float32 (``onnxconverter-common``).
 
@@ -43,6 +46,8 @@ class Int8Recipe:
     """How to quantize: each switch was measured (docs/BENCHMARKS.md, "INT8")."""
 
     equalize: bool = True
+    residual_strength: float = 0.25
+    bias_correction: bool = True
     per_channel: bool = True
     calibration_method: str = "minmax"
     reduce_range: bool = False
@@ -59,6 +64,8 @@ class Int8Recipe:
                 f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, "
                 f"got {self.calibration_method!r}"
             )
+        if not 0.0 <= self.residual_strength <= 1.0:
+            raise ValueError(f"residual_strength must be within 0..1, got {self.residual_strength}")
         if self.calibration_variants < 1 or self.held_out_variants < 1:
             raise ValueError("calibration_variants and held_out_variants must be at least 1")
 
@@ -97,15 +104,21 @@ def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
     held_out = held_out_set(fp32.preprocessing, recipe.held_out_variants, seed=recipe.seed + 1)
     _check_disjoint(calibration, held_out)
     model = onnx.load(str(fp32_path))
-    pairs = 0
+    pairs = streams = corrected = 0
     if recipe.equalize:
-        from edgeinfer.models.equalize import equalize
+        from edgeinfer.models.equalize import equalize, equalize_residuals
 
         model, pairs = equalize(model, calibration.samples)
+        if recipe.residual_strength > 0:
+            model, streams = equalize_residuals(model, calibration.samples, strength=recipe.residual_strength)
     source = staging / "fp32-prepared.onnx"
     onnx.save_model(model, str(source))
     path = staging / MODEL_FILE
     _quantize(source, path, model, calibration, recipe)
+    if recipe.bias_correction:
+        quantized = onnx.load(str(path))
+        corrected = correct_biases(quantized, model, calibration.samples)
+        onnx.save_model(quantized, str(path))
     source.unlink()
     comparison = compare(predict(fp32_path, held_out), predict(path, held_out), settings.gate)
     enforce(comparison, settings.gate, f"the INT8 build of {fp32.name}")
@@ -116,6 +129,8 @@ def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
         "held_out_photos": sorted(held_out.photos),
         "recipe": asdict(recipe),
         "equalized_pairs": pairs,
+        "equalized_residual_streams": streams,
+        "bias_corrected_layers": corrected,
         "build_s": round((time.perf_counter_ns() - started) / 1e9, 1),
     }
     return _config(fp32, path, "int8", comparison.report, details)
@@ -195,6 +210,87 @@ class _Reader:
         if item is None:
             raise StopIteration
         return item
+
+
+def correct_biases(quantized: onnx.ModelProto, source: onnx.ModelProto, samples: np.ndarray) -> int:
+    """Fold each layer's expected weight-rounding error into its quantized bias; the number of layers.
+
+    Rounding a Conv or Gemm weight ``W`` to ``W + dW`` shifts output channel ``o`` by
+    ``sum_i dW[o, i] * x_i``; its expectation ``dW @ E[x]`` (``E[x]``: the layer's per-channel
+    input mean over ``samples`` in the float ``source`` model) is subtracted from the bias
+    (Nagel et al. 2019, analytic bias correction of the weight error only). ``quantized`` is the
+    QDQ model ONNX Runtime made from ``source``; it is changed in place.
+    """
+    from onnx import numpy_helper
+
+    stored = {init.name: init for init in quantized.graph.initializer}
+    floats = {init.name: init for init in source.graph.initializer}
+    layers = [
+        node
+        for node in source.graph.node
+        if node.op_type in ("Conv", "Gemm")
+        and len(node.input) > 2
+        and f"{node.input[1]}_quantized" in stored
+        and f"{node.input[1]}_zero_point" in stored
+        and f"{node.input[2]}_quantized" in stored
+        and f"{node.input[2]}_quantized_scale" in stored
+        and (node.op_type == "Conv" or _attribute(node, "transB") == 1)  # weights (out, in, ...)
+    ]
+    means = _channel_means(source, [node.input[0] for node in layers], samples)
+
+    def array(name: str) -> np.ndarray:
+        return np.asarray(numpy_helper.to_array(stored[name]), dtype=np.float64)
+
+    for node in layers:
+        weight = np.asarray(numpy_helper.to_array(floats[node.input[1]]), dtype=np.float64)
+        scale = array(f"{node.input[1]}_scale").reshape((-1,) + (1,) * (weight.ndim - 1))
+        zero = array(f"{node.input[1]}_zero_point").reshape(scale.shape)
+        error = (array(f"{node.input[1]}_quantized") - zero) * scale - weight
+        mean = means[node.input[0]]
+        if weight.ndim == 2:  # Gemm with transB=1: (out, in)
+            shift = error @ mean
+        elif _group(node) == 1:
+            shift = error.sum(axis=(2, 3)) @ mean
+        else:  # depthwise: output channel o reads input channel o
+            shift = error.sum(axis=(1, 2, 3)) * mean
+        name = f"{node.input[2]}_quantized"
+        bias_scale = array(f"{name}_scale")
+        bias = array(name) * bias_scale - shift
+        stored[name].CopyFrom(numpy_helper.from_array(np.round(bias / bias_scale).astype(np.int32), name))
+    return len(layers)
+
+
+def _group(node: onnx.NodeProto) -> int:
+    return _attribute(node, "group", 1)
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: int = 0) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == name), default)
+
+
+def _channel_means(model: onnx.ModelProto, names: list[str], samples: np.ndarray) -> dict[str, np.ndarray]:
+    """Per channel (axis 1), the mean each tensor in ``names`` takes on ``samples``."""
+    import onnxruntime as ort
+
+    graph_input = model.graph.input[0].name
+    probed = sorted({name for name in names if name != graph_input})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    for name in probed:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for start in range(0, len(samples), 16):
+        batch = samples[start : start + 16]
+        values = dict(zip(probed, session.run(probed, {graph_input: batch}), strict=True))
+        values[graph_input] = batch
+        for name, value in values.items():
+            axes = (0, *range(2, value.ndim))
+            sums[name] = sums.get(name, 0.0) + value.astype(np.float64).sum(axis=axes)
+            counts[name] = counts.get(name, 0) + value.size // value.shape[1]
+    return {name: sums[name] / counts[name] for name in sums}
 
 
 def _excluded_nodes(model: onnx.ModelProto, recipe: Int8Recipe) -> list[str]:
