@@ -106,13 +106,17 @@ class SinkServer(_ThreadedServer):
 
 
 class SourceServer(_ThreadedServer):
-    """Reads an ASCII byte count and a newline, sends that many bytes, closes."""
+    """Reads an ASCII byte count and a newline, sends that many random bytes, closes."""
+
+    def __init__(self, max_bytes: int = 4_000_000) -> None:
+        self._payload = os.urandom(max_bytes)  # made up front: not inside a timed transfer
+        super().__init__()
 
     def serve(self, conn: socket.socket) -> None:
         header = b""
         while not header.endswith(b"\n"):
             header += conn.recv(1)
-        conn.sendall(os.urandom(int(header)))
+        conn.sendall(memoryview(self._payload)[: int(header)])
 
 
 @contextlib.contextmanager
