@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from edgeinfer.errors import NotFound
 from edgeinfer.models import calibration
 from edgeinfer.models.calibration import calibration_set, held_out_set
-from edgeinfer.models.equalize import equalize
+from edgeinfer.models.equalize import equalize, equalize_residuals
 from edgeinfer.models.quality import predict
 from edgeinfer.models.repository import ModelRepository
 
@@ -43,6 +43,38 @@ def test_equalized_model_computes_the_same_function(
     assert spread_after < spread_before / 2
     # the input model is left untouched
     assert onnx.load(str(stored.path)).SerializeToString() == original.SerializeToString()
+
+
+def _channel_peaks(model: onnx.ModelProto, tensor: str, samples: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    value = session.run([tensor], {session.get_inputs()[0].name: samples})[0]
+    return np.asarray(np.abs(value).max(axis=(0, 2, 3)))
+
+
+def test_residual_streams_are_equalized_without_changing_the_function(
+    repo: ModelRepository, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    stored = repo.get("mobilenet_v2")
+    spec = stored.config.preprocessing
+    original = onnx.load(str(stored.path))
+    samples = calibration_set(spec, 1).samples
+    equalized, streams = equalize_residuals(original, samples, strength=0.5)
+    assert streams == 5  # the 24, 32, 64, 96 and 160-channel stages (the others have no Add)
+    path = tmp_path / "residuals.onnx"
+    onnx.save_model(equalized, str(path))
+    held_out = held_out_set(spec, 1)
+    before, after = predict(stored.path, held_out), predict(path, held_out)
+    np.testing.assert_array_equal(before.argmax(axis=1), after.argmax(axis=1))
+    assert np.abs(before - after).max() < 1e-4
+    # the last stage's stream: its channels' ranges are closer together (max/median 5.1 -> 2.9)
+    peaks_before = _channel_peaks(original, "features.16.add", samples)
+    peaks_after = _channel_peaks(equalized, "features.16.add", samples)
+    assert peaks_after.max() / np.median(peaks_after) < 0.7 * peaks_before.max() / np.median(peaks_before)
 
 
 def test_missing_sample_photos_give_a_clear_error(

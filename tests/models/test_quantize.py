@@ -17,7 +17,7 @@ from edgeinfer.models.calibration import (
     held_out_set,
 )
 from edgeinfer.models.quality import GateSettings, compare
-from edgeinfer.models.quantize import BuildSettings, Int8Recipe, builder
+from edgeinfer.models.quantize import BuildSettings, Int8Recipe, builder, correct_biases
 from edgeinfer.models.repository import ModelRepository, StoredModel
 from edgeinfer.models.zoo import ZOO
 
@@ -44,6 +44,8 @@ def test_int8_build_records_its_agreement_with_fp32(int8: StoredModel, repo: Mod
     assert details["held_out_images"] >= quality.images
     assert 0.0 < details["all_images_top1_agreement"] <= 1.0
     assert details["recipe"]["per_channel"] and details["recipe"]["equalize"]
+    assert details["equalized_residual_streams"] == 5  # MobileNetV2's 24/32/64/96/160-channel stages
+    assert details["bias_corrected_layers"] == 53  # 52 convolutions and the classifier
     # it really is quantized: QDQ nodes and int8 weights, about a quarter of the FP32 file
     model = onnx.load(str(int8.path))
     ops = {node.op_type for node in model.graph.node}
@@ -107,6 +109,62 @@ def test_override_stores_a_failed_build_flagged(
     assert stored.config.quality is not None
     assert not stored.config.quality.passed
     assert stored.config.quality.top1_agreement < 1.0
+
+
+def _run(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {"x": inputs})[0])
+
+
+def _one_conv(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    node = onnx.helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])
+    graph = onnx.helper.make_graph(
+        [node],
+        "one_conv",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 8, 12, 12])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(weight, "w"), onnx.numpy_helper.from_array(bias, "b")],
+    )
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_bias_correction_removes_the_mean_error_of_weight_rounding(tmp_path: Path) -> None:
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    rng = np.random.default_rng(0)
+    # coarse weights (a few large ones per channel) round badly; inputs have a large common mean
+    weight = (rng.normal(0, 0.05, (16, 8, 3, 3)) + (rng.random((16, 8, 3, 3)) < 0.02) * 3).astype(np.float32)
+    model = _one_conv(weight, rng.normal(0, 0.1, 16).astype(np.float32))
+    inputs = (rng.random((32, 8, 12, 12)) * 4 + 2).astype(np.float32)
+    onnx.save_model(model, str(tmp_path / "float.onnx"))
+
+    class Reader:
+        def __init__(self) -> None:
+            self.items = iter([{"x": inputs[i : i + 8]} for i in range(0, 32, 8)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    quantize_static(
+        str(tmp_path / "float.onnx"),
+        str(tmp_path / "int8.onnx"),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+    )
+    quantized = onnx.load(str(tmp_path / "int8.onnx"))
+    reference = _run(model, inputs)
+    before = _run(quantized, inputs)
+    assert correct_biases(quantized, model, inputs) == 1
+    after = _run(quantized, inputs)
+    # the per-channel mean error (away from the zero-padded border) drops; the float model is untouched
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    mean_before = np.abs((before - reference)[inner].mean(axis=(0, 2, 3))).mean()
+    mean_after = np.abs((after - reference)[inner].mean(axis=(0, 2, 3))).mean()
+    assert mean_after < mean_before / 3
+    np.testing.assert_array_equal(_run(model, inputs), reference)
 
 
 def test_gate_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -279,12 +279,17 @@ def _channel_means(model: onnx.ModelProto, names: list[str], samples: np.ndarray
     del probe.graph.output[:]
     for name in probed:
         probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = (
+        ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        if probed
+        else None
+    )
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     for start in range(0, len(samples), 16):
         batch = samples[start : start + 16]
-        values = dict(zip(probed, session.run(probed, {graph_input: batch}), strict=True))
+        found = session.run(probed, {graph_input: batch}) if session is not None else []
+        values = dict(zip(probed, found, strict=True))
         values[graph_input] = batch
         for name, value in values.items():
             axes = (0, *range(2, value.ndim))
