@@ -46,6 +46,9 @@ def test_int8_build_records_its_agreement_with_fp32(int8: StoredModel, repo: Mod
     assert details["recipe"]["per_channel"] and details["recipe"]["equalize"]
     assert details["equalized_residual_streams"] == 5  # MobileNetV2's 24/32/64/96/160-channel stages
     assert details["bias_corrected_layers"] == 53  # 52 convolutions and the classifier
+    agreed, originals = map(int, details["original_photos_top1_agreement"].split("/"))
+    assert originals == len(details["held_out_photos"]) and 0 <= agreed <= originals
+    assert 0.0 < details["kl_divergence_median"] < 0.5
     # it really is quantized: QDQ nodes and int8 weights, about a quarter of the FP32 file
     model = onnx.load(str(int8.path))
     ops = {node.op_type for node in model.graph.node}
@@ -186,6 +189,8 @@ def test_compare_counts_agreement_on_decisive_images_only() -> None:
     assert result.report.top1_agreement == 0.5
     assert result.report.passed
     assert result.details["all_images_top1_agreement"] == pytest.approx(1 / 3, abs=1e-4)  # ...but recorded
+    assert result.details["kl_divergence_median"] > 0.0
+    assert compare(reference, reference, GateSettings()).details["kl_divergence_median"] == 0.0
 
 
 @pytest.mark.slow

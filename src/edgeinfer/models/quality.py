@@ -107,6 +107,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, settings: GateSettings
         "held_out_images": len(reference),
         "all_images_top1_agreement": round(float(same_top1.mean()), 4),
         "all_images_top5_overlap": round(float(overlap.mean()), 4),
+        "kl_divergence_median": round(float(np.median(_kl_divergence(reference, candidate))), 4),
         "max_abs_probability_difference_median": round(
             float(np.median(np.abs(reference - candidate).max(axis=1))), 4
         ),
@@ -125,6 +126,14 @@ def enforce(comparison: Comparison, settings: GateSettings, what: str) -> None:
         f"below the required {report.threshold:.1%}; nothing was stored. Lower the threshold with "
         f"${MIN_AGREEMENT_ENV}=0.95, or store it flagged as failed with ${ALLOW_FAILED_ENV}=1"
     )
+
+
+def _kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Per row, KL(reference || candidate) in nats, for rows of probabilities (0 where they match)."""
+    p = np.clip(reference.astype(np.float64), 1e-12, None)
+    q = np.clip(candidate.astype(np.float64), 1e-12, None)
+    result: np.ndarray = (p * (np.log(p) - np.log(q))).sum(axis=1)
+    return result
 
 
 def _top5_overlap(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:

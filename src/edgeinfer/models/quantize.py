@@ -120,10 +120,14 @@ def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
         corrected = correct_biases(quantized, model, calibration.samples)
         onnx.save_model(quantized, str(path))
     source.unlink()
-    comparison = compare(predict(fp32_path, held_out), predict(path, held_out), settings.gate)
+    reference, candidate = predict(fp32_path, held_out), predict(path, held_out)
+    comparison = compare(reference, candidate, settings.gate)
     enforce(comparison, settings.gate, f"the INT8 build of {fp32.name}")
+    originals = np.array([name.endswith("#0") for name in held_out.names])  # the unaltered photos
+    same = reference[originals].argmax(axis=1) == candidate[originals].argmax(axis=1)
     details = {
         **comparison.details,
+        "original_photos_top1_agreement": f"{int(same.sum())}/{len(same)}",
         "calibration_images": len(calibration),
         "calibration_photos": sorted(calibration.photos),
         "held_out_photos": sorted(held_out.photos),
