@@ -103,6 +103,15 @@ def test_gate_refuses_below_threshold_and_stores_nothing(
     assert not [p for p in target.models_dir.iterdir() if p.name.startswith(".staging")]
 
 
+def test_excluding_an_unknown_node_is_a_clear_error(repo: ModelRepository, photos: dict[str, Path]) -> None:
+    recipe = Int8Recipe(
+        calibration_variants=1, held_out_variants=1, exclude_nodes=("features.16.add", "nope")
+    )
+    build = builder(repo, ZOO["mobilenet_v2"], "int8", BuildSettings(recipe=recipe))
+    with pytest.raises(InvalidInput, match="does not have: nope"):
+        build(Path("unused"))
+
+
 def test_override_stores_a_failed_build_flagged(
     repo: ModelRepository, tmp_path: Path, photos: dict[str, Path]
 ) -> None:
