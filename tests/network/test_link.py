@@ -158,7 +158,7 @@ def test_connections_share_the_uplink_and_each_keeps_its_bytes(echo: EchoServer)
         stats = link.proxy.stats.snapshot()
     assert results == payloads
     serialisation_s = 400_000 * 8 / 16e6  # 0.2 s for all four through one uplink
-    assert serialisation_s < elapsed_s < serialisation_s + 0.2
+    assert serialisation_s < elapsed_s < serialisation_s + 0.6  # four 100 kB uploads alone would take 0.05 s
     assert stats["connections"] == 4 and stats["bytes_up"] == 400_000
 
 
