@@ -249,23 +249,27 @@ def correct_biases(quantized: onnx.ModelProto, source: onnx.ModelProto, samples:
     def array(name: str) -> np.ndarray:
         return np.asarray(numpy_helper.to_array(stored[name]), dtype=np.float64)
 
+    corrected = 0
     for node in layers:
         weight = np.asarray(numpy_helper.to_array(floats[node.input[1]]), dtype=np.float64)
         scale = array(f"{node.input[1]}_scale").reshape((-1,) + (1,) * (weight.ndim - 1))
         zero = array(f"{node.input[1]}_zero_point").reshape(scale.shape)
         error = (array(f"{node.input[1]}_quantized") - zero) * scale - weight
-        mean = means[node.input[0]]
+        mean, group = means[node.input[0]], _group(node)
         if weight.ndim == 2:  # Gemm with transB=1: (out, in)
             shift = error @ mean
-        elif _group(node) == 1:
+        elif weight.ndim == 4 and group == 1:
             shift = error.sum(axis=(2, 3)) @ mean
-        else:  # depthwise: output channel o reads input channel o
-            shift = error.sum(axis=(1, 2, 3)) * mean
+        elif weight.ndim == 4 and group == weight.shape[0] == len(mean) and weight.shape[1] == 1:
+            shift = error.sum(axis=(1, 2, 3)) * mean  # depthwise: output channel o reads input channel o
+        else:  # other grouped or 1-D/3-D convolutions: left as they are
+            continue
         name = f"{node.input[2]}_quantized"
         bias_scale = array(f"{name}_scale")
         bias = array(name) * bias_scale - shift
         stored[name].CopyFrom(numpy_helper.from_array(np.round(bias / bias_scale).astype(np.int32), name))
-    return len(layers)
+        corrected += 1
+    return corrected
 
 
 def _group(node: onnx.NodeProto) -> int:
