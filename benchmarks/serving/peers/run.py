@@ -480,15 +480,19 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         low, high = fmt.format(min(values)), fmt.format(max(values))
         return low if low == high else f"{low}–{high}"
 
+    def cpu_ms(cell: dict[str, Any]) -> float:
+        """Server CPU time per answered request: less sensitive to other jobs than req/s."""
+        return float(cell["server_cpu_pct"]) * 10 / max(float(cell["req_per_s"]), 1e-9)
+
     rows = [
-        "| stack | start s | idle RSS MB | 1 client: req/s | p50 ms | p99 ms | CPU % | 16 clients: req/s "
-        "| p50 ms | p99 ms | CPU % | peak RSS MB | non-2xx |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| stack | start s | idle RSS MB | 1 client: req/s | p50 ms | p99 ms | CPU ms/req "
+        "| 16 clients: req/s | p50 ms | p99 ms | CPU % | CPU ms/req | peak RSS MB | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
         ok = [r for r in runs if "error" not in r]
         if not ok:
-            rows.append(f"| {name} | " + " | ".join(["-"] * 11) + f" | {runs[0].get('error', '')[:60]} |")
+            rows.append(f"| {name} | " + " | ".join(["-"] * 12) + f" | {runs[0].get('error', '')[:60]} |")
             continue
         c1, c16 = [r["c1"] for r in ok], [r["c16"] for r in ok]
         cells = [
@@ -497,11 +501,12 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
             span([c["req_per_s"] for c in c1], "{:.1f}"),
             span([c["p50_ms"] for c in c1], "{:.1f}"),
             span([c["p99_ms"] for c in c1], "{:.1f}"),
-            span([c["server_cpu_pct"] for c in c1]),
+            span([cpu_ms(c) for c in c1], "{:.1f}"),
             span([c["req_per_s"] for c in c16], "{:.1f}"),
             span([c["p50_ms"] for c in c16]),
             span([c["p99_ms"] for c in c16]),
             span([c["server_cpu_pct"] for c in c16]),
+            span([cpu_ms(c) for c in c16], "{:.1f}"),
             span([c["server_rss_peak_mb"] for c in c16]),
             str(sum(c["non_2xx"] + c["socket_errors"] for c in c1 + c16)),
         ]
@@ -518,7 +523,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--venvs", type=Path, default=Path("/tmp/peers"), help="folder of venv-<stack>")
     parser.add_argument("--out", type=Path, default=Path("/tmp/peers-out"))
+    parser.add_argument("--table", type=Path, help="only print the table of a saved summary.json")
     args = parser.parse_args()
+    if args.table:
+        saved = json.loads(args.table.read_text())
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for saved_run in saved["runs"]:
+            grouped.setdefault(saved_run["stack"], []).append(saved_run)
+        print(table(grouped))
+        return
     names = [n.strip() for n in args.stacks.split(",") if n.strip()]
     unknown = [n for n in names if n not in STACKS]
     if unknown:
