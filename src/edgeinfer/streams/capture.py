@@ -1,9 +1,10 @@
 """One thread per source: read, pace to real time, convert the rate, timestamp, hand over.
 
 A file or folder is played like a camera: each picture becomes available at its own timestamp
-(the decode happens ahead of that moment, as a camera's sensor readout does), and the capture
-timestamp (``time.monotonic_ns``) is taken when it does. Live sources (cameras, network streams)
-arrive in real time by themselves and are timestamped on arrival.
+(the decode happens ahead of that moment, as a camera's sensor readout does), and that moment is
+its capture timestamp (``time.monotonic_ns``); a picture decoded late keeps its due time. Live
+sources (cameras, network streams) arrive in real time by themselves and are timestamped on
+arrival.
 
 A requested rate below the native one keeps the frames nearest a 1/fps grid; the rest are
 ``decimated`` (rate conversion, not drops). Every captured frame goes into the stream's
@@ -134,18 +135,24 @@ class Capture(threading.Thread):
             if not rate.keep(last_pts_s):
                 self._stats.decimated()
                 continue
+            due_ns: int | None = None
             if not self.source.live:
                 if start_ns is None:
                     start_ns = time.monotonic_ns() - int(last_pts_s * 1e9)
-                delay_ns = start_ns + int(last_pts_s * 1e9) - time.monotonic_ns()
+                due_ns = start_ns + int(last_pts_s * 1e9)
+                delay_ns = due_ns - time.monotonic_ns()
                 if delay_ns > 0 and self._stopping.wait(delay_ns / 1e9):
                     return
-            self._deliver(raw)
+            self._deliver(raw, due_ns)
 
-    def _deliver(self, raw: RawFrame) -> None:
-        capture_ns = time.monotonic_ns()
-        capture_unix_ns = time.time_ns()  # wall clock for remote consumers only, never for durations
-        self.last_frame_ns = capture_ns
+    def _deliver(self, raw: RawFrame, due_ns: int | None) -> None:
+        """Timestamp and hand over. A paced frame that comes late (decoding fell behind) keeps its
+        due time as capture time, as a camera's frame would: the lag counts in its latency."""
+        now_ns = time.monotonic_ns()
+        capture_ns = now_ns if due_ns is None else min(now_ns, due_ns)
+        # wall clock for remote consumers only, never for durations
+        capture_unix_ns = time.time_ns() - (now_ns - capture_ns)
+        self.last_frame_ns = now_ns
         if self._stats.status is StreamStatus.STALLED:
             self._stats.set_status(StreamStatus.RUNNING)
             self._events.emit(self.stream, "info", "recovered", "frames are arriving again")
