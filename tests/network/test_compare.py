@@ -65,6 +65,8 @@ def test_compare_measures_every_path_and_writes_the_report(
         "edge-server · jpeg",
         "cloud · jpeg · lte",
         "cloud · tensor · lte",
+        "edge-only · lte",
+        "cloud-only · jpeg · lte",
         "auto · jpeg · lte",
     }
     for config in report.configurations:
@@ -86,8 +88,11 @@ def test_compare_measures_every_path_and_writes_the_report(
     assert split[0]["top1_agreement"] == "3/3" and split[0]["max_abs_diff"] < 0.05
     page = (tmp_path / "report.html").read_text()
     assert "Crossover" in page and "Split computing" in page and "<svg" in page
-    decisions = (tmp_path / "logs" / "decisions-lte.jsonl").read_text().splitlines()
+    decisions = (tmp_path / "logs" / "decisions-auto-lte.jsonl").read_text().splitlines()
     assert decisions and "reason" in json.loads(decisions[0])
+    (policies,) = report.settings["policy_comparison"]
+    assert policies["paired"] and policies["auto_p90_ms"] > 0 and "within_10_percent" in policies
+    assert "Edge-only, cloud-only and auto" in page
 
 
 @pytest.mark.parametrize(

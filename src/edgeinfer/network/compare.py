@@ -32,12 +32,13 @@ from edgeinfer.errors import InvalidInput
 from edgeinfer.network.backends import UPLOADS, CloudBackend, EdgeBackend, Engineish, Prepare, Upload
 from edgeinfer.network.client import KServeClient
 from edgeinfer.network.drive import Load, Trace, drive
-from edgeinfer.network.estimates import CloudEstimate
 from edgeinfer.network.processes import LinkProcess, ServerProcess, ServerWork
 from edgeinfer.network.profiles import LinkProfile
 from edgeinfer.network.router import HybridRouter, Policy, RouterSettings
 
 JPEG_QUALITY = 90
+#: A measurement waits for every answer: the slowest profile moves a 602 kB tensor in 6.3 s.
+MEASURE_TIMEOUT_MS = 120_000.0
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,9 @@ def run_compare(settings: CompareSettings) -> CompareRun:
             run.edge_runtime = engine.runtime.name
             _measure_edge(run, engine)
             if "auto" in settings.policies:
-                _run_auto_paths(run, engine, local, logs)
+                from edgeinfer.network.compare_policies import run_policy_paths
+
+                run_policy_paths(run, engine, local, logs)
             if settings.split is not None:
                 from edgeinfer.network.split_compare import run_split_paths
 
@@ -197,7 +200,7 @@ def _measure(
     backend = CloudBackend(
         KServeClient(url), settings.model, upload=upload, prepare=prepare, sample_shape=shape
     )
-    router = HybridRouter(RouterSettings(policy="cloud"), None, backend)
+    router = HybridRouter(RouterSettings(policy="cloud", cloud_timeout_ms=MEASURE_TIMEOUT_MS), None, backend)
     observe_server = run.same_machine or path == "edge-server"
     before = local.metrics() if observe_server else None
     trace = _drive(router, run.images, settings.load)
@@ -212,30 +215,6 @@ def _measure_edge(run: CompareRun, engine: Engineish) -> None:
     router = HybridRouter(RouterSettings(policy="edge"), EdgeBackend(engine), None)
     trace = _drive(router, run.images, run.settings.load)
     run.results.append(PathResult("edge", trace, upload=None, router_stats=router.stats.as_dict()))
-
-
-def _run_auto_paths(run: CompareRun, engine: Engineish, local: ServerProcess, logs: Path) -> None:
-    settings = run.settings
-    for profile in settings.profiles:
-        with LinkProcess(
-            profile, _target(run.cloud_url), logs / f"link-auto-{profile.name}.log", seed=settings.seed
-        ) as link:
-            link.wait_ready()
-            backend = CloudBackend(KServeClient(link.url), settings.model, upload="jpeg")
-            router_settings = RouterSettings(policy="auto", bandwidth_cap_mbps=settings.bandwidth_cap_mbps)
-            router = HybridRouter(
-                router_settings,
-                EdgeBackend(engine),
-                backend,
-                cloud_estimate=CloudEstimate(),
-                log_path=logs / f"decisions-{profile.name}.jsonl",
-            )
-            before = local.metrics() if run.same_machine else None
-            trace = _drive(router, run.images, settings.load)
-            server = ServerWork.between(before, local.metrics()) if before is not None else None
-            result = PathResult("auto", trace, profile, "jpeg", server, router.stats.as_dict())
-            result.extra["cloud_estimate"] = router.cloud_estimate.snapshot().__dict__
-            run.results.append(result)
 
 
 def _drive(router: HybridRouter, images: Sequence[bytes], load: Load) -> Trace:

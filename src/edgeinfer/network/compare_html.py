@@ -37,6 +37,7 @@ def render(report: BenchReport) -> str:
         _section("Latency distributions", "".join(_figure_html(s) for s in _cdfs(configs))),
         _section("Bytes per inference", _figure_html(_bytes_plot(configs))),
         _section("Crossover: when offloading wins", _crossover_html(crossover, configs)),
+        _section("Edge-only, cloud-only and auto (p90 targets)", _policy_table(report)),
         _section("Hybrid router decisions", _router_table(configs)),
         _section("Split computing", _split_html(report)),
         _section(
@@ -134,6 +135,37 @@ def _router_table(configs: Sequence[ConfigurationResult]) -> str:
         )
     headers = ["run", "served by", "fallbacks", "cloud failures", "recoveries", "reasons"]
     return _table(headers, rows) if rows else ""
+
+
+def _policy_table(report: BenchReport) -> str:
+    rows = report.settings.get("policy_comparison") or []
+    if not rows:
+        return ""
+    headers = [
+        "profile",
+        "edge-only p50",
+        "edge-only p90",
+        "cloud-only p50",
+        "cloud-only p90",
+        "auto p50",
+        "auto p90",
+        "auto p90 / best",
+        "within 10 %",
+        "better than both",
+        "auto served by",
+    ]
+    body = [[r["profile"], r["edge-only_p50_ms"], r["edge-only_p90_ms"], r["cloud-only_p50_ms"],
+             r["cloud-only_p90_ms"], r["auto_p50_ms"], r["auto_p90_ms"], r["auto_vs_best_p90"],
+             "yes" if r["within_10_percent"] else "NO", "yes" if r["strictly_better"] else "no",
+             _kv_text(r["auto_served"])] for r in rows]  # fmt: skip
+    paired = rows[0].get("paired")
+    note = (
+        "Closed loop: the three policies took turns request by request on the same link, so the machine's "
+        "busy moments fell on all alike."
+        if paired
+        else "Open loop: each policy carried the whole offered load in turn, with the same arrival times."
+    )
+    return f'<p class="note">{html.escape(note)}</p>' + _table(headers, body)
 
 
 def _split_html(report: BenchReport) -> str:

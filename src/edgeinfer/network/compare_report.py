@@ -40,36 +40,33 @@ def _mean(values: list[int] | list[float]) -> float | None:
 
 
 def stage_means_ms(result: PathResult) -> dict[str, float]:
-    """Mean ms per stage; server stages come from /metrics, upload/download from the profile's model."""
+    """Mean ms per stage: what was timed, and for a path measured alone against a server whose
+    ``/metrics`` we read, the round trip split into server stages, modelled upload and download
+    (from the profile) and the residual (measured minus both; negative when the model overshoots)."""
     trace = result.trace
     means = {name: statistics.fmean(v) / 1e6 for name, v in trace.stages_ns.items() if v}
     remote = means.pop("remote", None)
+    server = result.server
     if remote is None:
         return means
-    server = result.server
-    server_ms = 0.0
-    if server is not None and server.request_ms is not None:
-        for name, value in (
-            ("server decode+preprocess", server.prepare_ms),
-            ("server queue", server.queue_ms),
-            ("server compute", server.compute_ms),
-        ):
-            if value is not None:
-                means[name] = value
-        server_ms = server.request_ms
+    if server is None or server.request_ms is None:
+        means["cloud round trip (measured)"] = remote
+        return means
+    for name, value in (("server decode+preprocess", server.prepare_ms), ("server queue", server.queue_ms),
+                        ("server compute", server.compute_ms)):  # fmt: skip
+        if value is not None:
+            means[name] = value
+    modelled = 0.0
     profile = result.profile
-    network_ms = 0.0
     if profile is not None:
         up = _mean(trace.bytes_sent) or 0.0
         down = _mean(trace.bytes_received) or 0.0
-        means["upload (modelled)"] = profile.one_way_delay_ms + (
-            0.0 if profile.up_mbps is None else up * 8 / (profile.up_mbps * 1e3)
-        )
-        means["download (modelled)"] = profile.one_way_delay_ms + (
-            0.0 if profile.down_mbps is None else down * 8 / (profile.down_mbps * 1e3)
-        )
-        network_ms = means["upload (modelled)"] + means["download (modelled)"]
-    means["other (HTTP, proxy, client)"] = max(0.0, remote - server_ms - network_ms)
+        up_ms = 0.0 if profile.up_mbps is None else up * 8 / (profile.up_mbps * 1e3)
+        down_ms = 0.0 if profile.down_mbps is None else down * 8 / (profile.down_mbps * 1e3)
+        means["upload (modelled)"] = profile.one_way_delay_ms + up_ms
+        means["download (modelled)"] = profile.one_way_delay_ms + down_ms
+        modelled = means["upload (modelled)"] + means["download (modelled)"]
+    means["residual (HTTP, proxy, client)"] = remote - server.request_ms - modelled
     return means
 
 
@@ -160,6 +157,33 @@ def _reason_counts(result: PathResult) -> dict[str, int]:
         if decision.fallback:
             counts[f"fallback after {decision.fallback}"] += 1
     return dict(counts.most_common(12))
+
+
+def policy_comparison(run: CompareRun) -> list[dict[str, Any]]:
+    """Per profile: p50/p90/p99 of edge-only, cloud-only and auto, and the router's targets at p90
+    (no more than 10 % worse than the better single policy; strictly better than both)."""
+    rows = []
+    for profile in run.settings.profiles:
+        found = {
+            r.path: r
+            for r in run.results
+            if r.profile == profile and r.path in ("edge-only", "cloud-only", "auto")
+        }
+        if len(found) < 3:
+            continue
+        p = {path: summarize_ns(r.trace.latencies_ns) for path, r in found.items()}
+        best_single = min(p["edge-only"].p90_ms, p["cloud-only"].p90_ms)
+        rows.append({
+            "profile": profile.name,
+            "paired": found["auto"].extra.get("paired"),
+            **{f"{path}_{q}_ms": getattr(p[path], f"{q}_ms") for path in p for q in ("p50", "p90", "p99")},
+            "auto_vs_best_p90": p["auto"].p90_ms / best_single,
+            "within_10_percent": p["auto"].p90_ms <= 1.1 * best_single,
+            "strictly_better": p["auto"].p90_ms < best_single,
+            "auto_served": dict(Counter(d.served_by for d in found["auto"].trace.decisions)),
+            "errors": {path: sum(r.trace.failed) for path, r in found.items()},
+        })  # fmt: skip
+    return rows
 
 
 def crossover_model(run: CompareRun) -> CrossoverModel | None:
@@ -253,6 +277,7 @@ def build_report(run: CompareRun, command: tuple[str, ...] = ()) -> BenchReport:
             "split": settings.split,
             "crossover": _crossover_settings(run, model),
             "split_points": run.split_points,
+            "policy_comparison": policy_comparison(run),
         },
         configurations=tuple(_configuration(run, r) for r in run.results),
         samples=_sample_set(run),

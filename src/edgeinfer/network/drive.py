@@ -141,3 +141,42 @@ async def _one(
     trace.bytes_received.append(routed.decision.bytes_received)
     trace.top1.append((index % len(images), int(routed.probabilities.argmax())))
     trace.decisions.append(routed.decision)
+
+
+async def drive_paired(routers: Sequence[HybridRouter], images: Sequence[bytes], load: Load) -> list[Trace]:
+    """Closed loop, taking turns: request k goes to ``routers[k % n]``, every router sees the same
+    images in the same order, and all of them the same moments of a shared, noisy machine.
+
+    Each router gets ``load.duration_s`` of the run's time (the run lasts ``n`` times as long) and
+    at least ``load.min_requests``. CPU time is the process's, counted around each request.
+    """
+    count = len(routers)
+    for router in routers:
+        for i in range(load.warmup_requests):
+            await _one(
+                router, images, i, deadline_ms=load.deadline_ms, arrival_ns=time.perf_counter_ns(), trace=None
+            )
+    traces = [Trace() for _ in routers]
+    process = psutil.Process()
+    start_ns = time.perf_counter_ns()
+    end_ns = start_ns + int(load.duration_s * count * 1e9)
+    k = 0
+    while time.perf_counter_ns() < end_ns or k < load.min_requests * count:
+        cpu_before = sum(process.cpu_times()[:2])
+        trace = traces[k % count]
+        await _one(
+            routers[k % count],
+            images,
+            k // count,
+            deadline_ms=load.deadline_ms,
+            arrival_ns=time.perf_counter_ns(),
+            trace=trace,
+        )
+        trace.cpu_ms += 1e3 * (sum(process.cpu_times()[:2]) - cpu_before)
+        k += 1
+    duration_s = (time.perf_counter_ns() - start_ns) / 1e9
+    rss_mb = process.memory_info().rss / 2**20
+    for trace in traces:
+        trace.duration_s = duration_s / count  # each router's share of the wall time
+        trace.rss_mb = rss_mb
+    return traces
