@@ -59,34 +59,24 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def _edgeinfer(port: int, python: Path) -> list[str]:
-    return [
-        str(python),
-        "-m",
-        "edgeinfer.cli.main",
-        "serve",
-        "--model",
-        MODEL,
-        "--runtime",
-        "onnxruntime",
-        "--http-port",
-        str(port),
-        "--no-grpc",
-        "--instances",
-        "1",
-        "--threads",
-        "2",
-        "--max-batch-size",
-        str(BATCH),
-        "--max-queue-delay-us",
-        str(int(BATCH_WAIT_S * 1e6)),
-        "--log-level",
-        "warning",
-    ]
+def _edgeinfer(instances: int, threads: int) -> Callable[[int, Path], list[str]]:
+    def command(port: int, python: Path) -> list[str]:
+        return [
+            str(python), "-m", "edgeinfer.cli.main", "serve", "--model", MODEL, "--runtime", "onnxruntime",
+            "--http-port", str(port), "--no-grpc", "--instances", str(instances), "--threads", str(threads),
+            "--max-batch-size", str(BATCH), "--max-queue-delay-us", str(int(BATCH_WAIT_S * 1e6)),
+            "--log-level", "warning",
+        ]  # fmt: skip
+
+    return command
 
 
 STACKS = {
-    "edgeinfer": Stack("edgeinfer", _edgeinfer, "/v2/health/ready", f"/v1/models/{MODEL}/classify"),
+    "edgeinfer": Stack("edgeinfer", _edgeinfer(1, 2), "/v2/health/ready", f"/v1/models/{MODEL}/classify"),
+    # not in the default set: two single-threaded runtime instances instead of one with two threads
+    "edgeinfer_2x1": Stack(
+        "edgeinfer_2x1", _edgeinfer(2, 1), "/v2/health/ready", f"/v1/models/{MODEL}/classify"
+    ),
     "fastapi": Stack(
         "fastapi",
         lambda port, py: [
@@ -518,7 +508,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--stacks", default=",".join(STACKS), help="comma-separated, in round-1 order")
+    default_stacks = ",".join(name for name in STACKS if name != "edgeinfer_2x1")
+    parser.add_argument("--stacks", default=default_stacks, help="comma-separated, in round-1 order")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk cell")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--venvs", type=Path, default=Path("/tmp/peers"), help="folder of venv-<stack>")
