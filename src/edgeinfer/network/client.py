@@ -105,7 +105,7 @@ class KServeClient:
             "shape": [1],
             "parameters": {"binary_data_size": len(raw)},
         }
-        body, header_len = _body([spec], [raw], output)
+        body, header_len = _body([spec], [raw], output, timeout_s)
         return await self._infer(model, body, header_len, timeout_s, time.perf_counter_ns() - started)
 
     async def infer_tensor(
@@ -130,7 +130,7 @@ class KServeClient:
             "shape": list(array.shape),
             "parameters": {"binary_data_size": len(raw), **(parameters or {})},
         }
-        body, header_len = _body([spec], [raw], output)
+        body, header_len = _body([spec], [raw], output, timeout_s)
         return await self._infer(model, body, header_len, timeout_s, time.perf_counter_ns() - started)
 
     async def ready(self, *, timeout_s: float = 2.0) -> float:
@@ -220,12 +220,16 @@ class KServeClient:
             conn.writer.transport.abort()
 
 
-def _body(specs: list[dict[str, Any]], raws: list[bytes], output: str | None) -> tuple[bytes, int]:
-    document: dict[str, Any] = {"inputs": specs}
+def _body(
+    specs: list[dict[str, Any]], raws: list[bytes], output: str | None, timeout_s: float
+) -> tuple[bytes, int]:
+    # "timeout" (microseconds, Triton's name) tells the server how long this client will wait,
+    # so a slow upload is not refused by the server's default deadline.
+    document: dict[str, Any] = {"inputs": specs, "parameters": {"timeout": max(1, int(timeout_s * 1e6))}}
     if output is not None:
         document["outputs"] = [{"name": output, "parameters": {"binary_data": True}}]
     else:
-        document["parameters"] = {"binary_data_output": True}
+        document["parameters"]["binary_data_output"] = True
     header = json.dumps(document, separators=(",", ":")).encode()
     return header + b"".join(raws), len(header)
 

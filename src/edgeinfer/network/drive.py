@@ -163,9 +163,10 @@ async def drive_paired(routers: Sequence[HybridRouter], images: Sequence[bytes],
     k = 0
     while time.perf_counter_ns() < end_ns or k < load.min_requests * count:
         cpu_before = sum(process.cpu_times()[:2])
-        trace = traces[k % count]
+        turn = (k + k // count) % count  # the order rotates each round: nobody always goes after the same
+        trace = traces[turn]
         await _one(
-            routers[k % count],
+            routers[turn],
             images,
             k // count,
             deadline_ms=load.deadline_ms,

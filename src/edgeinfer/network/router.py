@@ -236,7 +236,7 @@ class HybridRouter:
             return winner, f"only {winner} meets the {deadline_ms:g} ms deadline: {figures}"
         stale = (now_ns - self._last_cloud_ns) / 1e9 > self.settings.refresh_after_s
         idle = self.edge_estimate.outstanding == 0
-        if edge_ms <= cloud_ms < 3 * edge_ms and stale and idle:
+        if edge_ms <= cloud_ms < 1.5 * edge_ms and stale and idle:
             return "cloud", f"refreshing a stale cloud estimate: {figures}"
         winner = "cloud" if cloud_ms < edge_ms else "edge"
         return winner, f"{winner} predicted faster: {figures}"
