@@ -38,3 +38,33 @@ def photos() -> dict[str, Path]:
             "sample photos need scikit-image, matplotlib and scikit-learn (pip install 'edgeinfer[samples]')"
         )
     return found
+
+
+# lease id -> the test package that held it when one of its modules ended
+_lease_owners: dict[int, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test package gives back the CPU threads its runtimes took (close your engines).
+
+    A leaked runtime holds threads from the process-wide budget, and a later test then fails to
+    load with Overloaded; this names the package that leaked instead. Package-scoped fixtures may
+    keep an engine open across that package's modules.
+    """
+    import gc
+
+    from edgeinfer.system.threads import process_budget
+
+    package = request.module.__name__.rpartition(".")[0]
+    gc.collect()
+    budget = process_budget()
+    stale = [lease for lease in budget.leases if _lease_owners.get(lease.lease_id, package) != package]
+    for lease in stale:
+        budget.release(lease)
+    if stale:
+        culprits = sorted({_lease_owners[lease.lease_id] for lease in stale})
+        pytest.fail(f"{', '.join(culprits)} left runtimes open holding CPU threads", pytrace=False)
+    yield
+    for lease in budget.leases:
+        _lease_owners.setdefault(lease.lease_id, package)

@@ -13,7 +13,7 @@ from edgeinfer.network.processes import ServerProcess
 RUNTIME = "onnxruntime"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine(edgeinfer_home: Path) -> Iterator[Engine]:
     """The device's engine (one thread: the other core is the stand-in cloud's)."""
     with Engine.load("mobilenet_v2", runtime=RUNTIME, threads=1) as loaded:
@@ -29,7 +29,7 @@ def jpegs(photos: dict[str, Path]) -> list[bytes]:
     return images
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cloud(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """``edgeinfer serve`` as the stand-in cloud, shared by the client and router tests."""
     log = tmp_path_factory.mktemp("cloud") / "server.log"

@@ -120,7 +120,7 @@ def start_server(
     return server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def engine(edgeinfer_home: Path) -> Iterator[Engine]:
     """The in-process engine the server's answers are compared with (also builds the model once)."""
     with Engine.load("mobilenet_v2", runtime=RUNTIME, threads=1) as loaded:
@@ -138,7 +138,7 @@ default_timeout_ms = 10000
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server shared by the protocol and bad-input tests."""
     running = start_server(tmp_path_factory.mktemp("server"), config=SHARED_CONFIG)
