@@ -66,7 +66,10 @@ def stage_means_ms(result: PathResult) -> dict[str, float]:
         means["upload (modelled)"] = profile.one_way_delay_ms + up_ms
         means["download (modelled)"] = profile.one_way_delay_ms + down_ms
         modelled = means["upload (modelled)"] + means["download (modelled)"]
-    means["residual (HTTP, proxy, client)"] = remote - server.request_ms - modelled
+    # The server's own clock starts when a request's head arrives, so its request time includes
+    # the upload of the body: only its decode, queue and compute are subtracted here.
+    server_work = sum(v for v in (server.prepare_ms, server.queue_ms, server.compute_ms) if v is not None)
+    means["residual (HTTP, proxy, client)"] = remote - server_work - modelled
     return means
 
 
