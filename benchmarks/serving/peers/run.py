@@ -6,11 +6,13 @@ intra-op threads, spinning off) and answers the top-5. Each stack runs its own d
 it has one (max 8, 5 ms wait); plain FastAPI has none. Closed loop: wrk, 2 threads, 1 then 16
 connections, ``--duration`` seconds each, after a short unrecorded warm-up.
 
-Each peer runs from its own virtualenv (``--venvs``, default /tmp/peers/venv-<stack>) with only
-``workload.py`` and edgeinfer's ``src`` on PYTHONPATH; edgeinfer runs from this interpreter. The
+Each peer runs from its own virtualenv (``--venvs``, default /tmp/peers/venv-<stack>; ``install.sh``
+makes them) with only ``workload.py`` and edgeinfer's ``src`` on PYTHONPATH; edgeinfer runs from
+this interpreter. The
 stacks alternate over ``--rounds`` rounds (odd rounds in the given order, even rounds reversed) so
 the shared machine's noise falls on all of them alike. Server CPU and RSS are summed over the
-server's whole process tree (psutil), RSS sampled every second under load.
+server's whole process tree (psutil), RSS sampled every second under load. Results and their
+reading: docs/BENCHMARKS.md, "Serving: side by side with other stacks".
 
     python benchmarks/serving/peers/run.py --duration 15 --rounds 2 --out /tmp/peers-out
 """
