@@ -88,6 +88,7 @@ def test_every_result_reaches_the_subscriber(
     assert sum(label in CATS for label in cat_labels) >= 0.9 * len(cat_labels)
 
 
+@pytest.mark.slow
 def test_a_broker_that_is_down_at_the_start_is_retried_and_processing_goes_on(
     engine: Engine, broker_down: Broker, coffee_clip: Clip
 ) -> None:
@@ -119,6 +120,7 @@ def test_a_broker_that_is_down_at_the_start_is_retried_and_processing_goes_on(
         subscriber.close()
 
 
+@pytest.mark.slow
 def test_a_broker_killed_mid_run_is_reconnected_and_the_gap_is_counted(
     engine: Engine, broker: Broker, subscriber: Subscriber, coffee_clip: Clip, cat_clip: Clip
 ) -> None:
