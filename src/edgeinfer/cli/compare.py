@@ -57,6 +57,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--split", default=None, help="split computing: 'auto' or a cut index K")
     parser.add_argument("--seed", type=int, default=0, help="seed for samples, jitter and arrivals")
+    parser.add_argument(
+        "--no-isolate-cpus",
+        dest="isolate_cpus",
+        action="store_false",
+        help="do not pin the device to half the CPUs and the stand-in cloud and links to the other half",
+    )
     parser.add_argument("--report", type=Path, default=Path("out/compare"), help="output folder")
     parser.set_defaults(handler=run)
 
@@ -95,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
         split=args.split,
         seed=args.seed,
+        isolate_cpus=args.isolate_cpus,
     )
     result = run_compare(settings)
     paths = write(build_report(result, tuple(sys.argv)), args.report)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ class CompareSettings:
     samples: int = 10
     split: str | None = None
     seed: int = 0
+    isolate_cpus: bool = True
 
     def __post_init__(self) -> None:
         if not self.profiles:
@@ -106,6 +108,8 @@ class CompareRun:
     edge_runtime: str = ""
     notes: list[str] = field(default_factory=list)
     split_points: list[dict[str, Any]] = field(default_factory=list)
+    device_cpus: set[int] | None = None
+    cloud_cpus: set[int] | None = None
 
 
 def load_images(count: int, seed: int) -> tuple[list[bytes], list[str]]:
@@ -133,6 +137,25 @@ def run_compare(settings: CompareSettings) -> CompareRun:
         check_split_arg(settings)  # before minutes of measuring, not after
     images, names = load_images(settings.samples, settings.seed)
     run = CompareRun(settings, images, names)
+    before = os.sched_getaffinity(0)
+    if settings.isolate_cpus and len(before) >= 2:
+        ordered = sorted(before)
+        run.device_cpus, run.cloud_cpus = set(ordered[: len(ordered) // 2]), set(ordered[len(ordered) // 2 :])
+        os.sched_setaffinity(0, run.device_cpus)
+        run.notes.append(
+            f"The device (this process: engine, client) ran on CPU {sorted(run.device_cpus)}; the stand-in "
+            f"cloud and the emulated links on CPU {sorted(run.cloud_cpus)}, as two machines would. Other "
+            "people's processes on this shared machine were not pinned."
+        )
+    try:
+        _run_all(run)
+    finally:
+        os.sched_setaffinity(0, before)
+    return run
+
+
+def _run_all(run: CompareRun) -> None:
+    settings = run.settings
     logs = settings.out_dir / "logs"
     with ServerProcess(
         settings.model,
@@ -140,12 +163,17 @@ def run_compare(settings: CompareSettings) -> CompareRun:
         runtime=settings.runtime,
         precision=settings.precision,
         threads=settings.threads,
+        cpus=run.cloud_cpus,
     ) as local:
         local.wait_ready()
         run.cloud_url = settings.cloud_url or local.url
         run.same_machine = settings.cloud_url is None
         _run_cloud_paths(run, local, logs)
+        if run.device_cpus:  # the local server is the device's own: measured on the device's CPU
+            local.pin(run.device_cpus)
         _measure(run, "edge-server", local, profile=None, upload="jpeg", url=local.url)
+        if run.cloud_cpus:
+            local.pin(run.cloud_cpus)
         from edgeinfer.engine.engine import Engine
 
         engine = Engine.load(
@@ -158,13 +186,17 @@ def run_compare(settings: CompareSettings) -> CompareRun:
                 from edgeinfer.network.compare_policies import run_policy_paths
 
                 run_policy_paths(run, engine, local, logs)
+            split_inputs = None
             if settings.split is not None:
-                from edgeinfer.network.split_compare import run_split_paths
+                from edgeinfer.network.split_compare import SplitInputs
 
-                run_split_paths(run, engine, logs)
+                split_inputs = SplitInputs.from_engine(run, engine)
         finally:
             engine.close()
-    return run
+        if split_inputs is not None:
+            from edgeinfer.network.split_compare import run_split_paths
+
+            run_split_paths(run, split_inputs, logs)
 
 
 def _target(url: str) -> tuple[str, int]:
@@ -179,7 +211,11 @@ def _run_cloud_paths(run: CompareRun, local: ServerProcess, logs: Path) -> None:
         return
     for profile in run.settings.profiles:
         with LinkProcess(
-            profile, _target(run.cloud_url), logs / f"link-{profile.name}.log", seed=run.settings.seed
+            profile,
+            _target(run.cloud_url),
+            logs / f"link-{profile.name}.log",
+            seed=run.settings.seed,
+            cpus=run.cloud_cpus,
         ) as link:
             link.wait_ready()
             for upload in run.settings.uploads:

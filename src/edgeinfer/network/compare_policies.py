@@ -25,7 +25,9 @@ POLICY_PATHS: dict[Policy, str] = {"edge": "edge-only", "cloud": "cloud-only", "
 def run_policy_paths(run: CompareRun, engine: Engineish, local: ServerProcess, logs: Path) -> None:
     for profile in run.settings.profiles:
         log = logs / f"link-policies-{profile.name}.log"
-        with LinkProcess(profile, _target(run.cloud_url), log, seed=run.settings.seed) as link:
+        with LinkProcess(
+            profile, _target(run.cloud_url), log, seed=run.settings.seed, cpus=run.cloud_cpus
+        ) as link:
             link.wait_ready()
             routers = [_router(run, engine, link.url, p, profile=profile, logs=logs) for p in POLICY_PATHS]
             before = local.metrics() if run.same_machine else None

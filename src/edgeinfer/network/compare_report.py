@@ -275,6 +275,8 @@ def build_report(run: CompareRun, command: tuple[str, ...] = ()) -> BenchReport:
             "cloud_url": run.cloud_url,
             "same_machine": run.same_machine,
             "cloud_speedup": settings.cloud_speedup,
+            "device_cpus": sorted(run.device_cpus) if run.device_cpus else None,
+            "cloud_cpus": sorted(run.cloud_cpus) if run.cloud_cpus else None,
             "bandwidth_cap_mbps": settings.bandwidth_cap_mbps,
             "profiles": [asdict(p) for p in settings.profiles],
             "split": settings.split,

@@ -38,13 +38,20 @@ def _cli(*args: str) -> list[str]:
 class ChildProcess:
     """A subprocess with its output in a log file; stops on exit from a ``with`` block."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str] | None = None, cpus: set[int] | None = None
+    ) -> None:
         self.args = args
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("wb")
+        pin = None if not cpus else (lambda: os.sched_setaffinity(0, cpus))
         self.process = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            preexec_fn=pin,  # noqa: PLW1509 - only a system call between fork and exec
         )
 
     @property
@@ -58,6 +65,12 @@ class ChildProcess:
         with contextlib.suppress(OSError):
             return self.log_path.read_text(errors="replace")[-chars:]
         return ""
+
+    def pin(self, cpus: set[int]) -> None:
+        """Move every thread of the process onto ``cpus`` (Linux: one affinity per thread)."""
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+                os.sched_setaffinity(int(task.name), cpus)
 
     def pause(self) -> None:
         """Freeze the process (SIGSTOP): its sockets stay open but nothing moves, a stalled link."""
@@ -106,6 +119,7 @@ class ServerProcess(ChildProcess):
         threads: int | None = None,
         port: int | None = None,
         extra: tuple[str, ...] = (),
+        cpus: set[int] | None = None,
     ) -> None:
         self.port = port or free_port()
         args = [
@@ -123,7 +137,7 @@ class ServerProcess(ChildProcess):
             args += ["--precision", precision]
         if threads:
             args += ["--threads", str(threads)]
-        super().__init__(_cli(*args), log_path)
+        super().__init__(_cli(*args), log_path, cpus=cpus)
 
     @property
     def url(self) -> str:
@@ -167,6 +181,7 @@ class LinkProcess(ChildProcess):
         *,
         seed: int | None = None,
         port: int | None = None,
+        cpus: set[int] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.profile = profile
@@ -190,7 +205,7 @@ class LinkProcess(ChildProcess):
             args += ["--down-mbps", f"{profile.down_mbps:g}"]
         if seed is not None:
             args += ["--seed", str(seed)]
-        super().__init__(_cli(*args), log_path)
+        super().__init__(_cli(*args), log_path, cpus=cpus)
 
     @property
     def url(self) -> str:

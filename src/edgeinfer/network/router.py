@@ -153,6 +153,7 @@ class HybridRouter:
         self._backoff_s = settings.first_backoff_s
         self._last_cloud_ns = 0
         self._cloud_in_flight = 0
+        self._last_success_ns = 0
         self._cloud_bytes_in_flight = 0
         self._sent_window: deque[tuple[int, int]] = deque()
         self._probe_task: asyncio.Task[None] | None = None
@@ -303,13 +304,26 @@ class HybridRouter:
             answer = await cloud.run(image, timeout_ms / 1e3)
         except CloudError as exc:
             self.stats.cloud_failures[exc.reason] += 1
-            self._mark_down(exc.reason)
+            self._on_cloud_failure(exc, upload, now, timeout_ms)
             raise
         finally:
             self._cloud_in_flight -= 1
             self._cloud_bytes_in_flight -= upload
+        self._last_success_ns = time.perf_counter_ns()
         self.cloud_estimate.on_response(answer.bytes_sent, answer.stages_ns.get("remote", 0) / 1e6)
         return answer
+
+    def _on_cloud_failure(self, exc: CloudError, upload: int, sent_ns: int, timeout_ms: float) -> None:
+        """A late answer while others still come back is congestion: it teaches the estimate (the
+        wait is a lower bound of the cost) instead of closing the cloud. Anything else, or a time-out
+        with no answer for as long, is a failure: the cloud is marked down."""
+        waited_ms = (time.perf_counter_ns() - sent_ns) / 1e6
+        late = exc.reason in ("timeout", "http_504")
+        answering = (time.perf_counter_ns() - self._last_success_ns) / 1e6 < max(timeout_ms, waited_ms)
+        if late:
+            self.cloud_estimate.on_response(upload, waited_ms)
+        if not (late and answering):
+            self._mark_down(exc.reason)
 
     def _finish(self, plan: _Plan, served: str, answer: Answer | None, fallback: str | None = None) -> Routed:
         latency_ms = (time.perf_counter_ns() - plan.start_ns) / 1e6

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,16 @@ import numpy as np
 import onnx
 
 from edgeinfer.errors import InvalidInput
-from edgeinfer.network.backends import REQUEST_OVERHEAD_BYTES, Answer
+from edgeinfer.network.backends import REQUEST_OVERHEAD_BYTES, Answer, Prepare
 from edgeinfer.network.client import CloudError, KServeClient
-from edgeinfer.network.compare import CompareRun, CompareSettings, PathResult, _drive, _target
+from edgeinfer.network.compare import (
+    CompareRun,
+    CompareSettings,
+    PathResult,
+    _device_prepare,
+    _drive,
+    _target,
+)
 from edgeinfer.network.compare_report import crossover_model
 from edgeinfer.network.processes import ChildProcess, LinkProcess, ServerProcess, free_port
 from edgeinfer.network.profiles import LinkProfile
@@ -49,10 +56,12 @@ class SplitBackend:
 
     name = "split"
 
-    def __init__(self, client: KServeClient, split: SplitArtifacts, engine: Any, threads: int | None) -> None:
+    def __init__(
+        self, client: KServeClient, split: SplitArtifacts, prepare: Prepare, threads: int | None
+    ) -> None:
         self.client = client
         self.split = split
-        self._engine = engine
+        self._prepare = prepare
         self._head = open_runtime("onnxruntime", split.head, RuntimeOptions(threads=threads))
 
     def upload_bytes(self, image: bytes) -> int:
@@ -60,7 +69,7 @@ class SplitBackend:
 
     def device_half(self, image: bytes) -> tuple[np.ndarray, dict[str, int]]:
         t0 = time.perf_counter_ns()
-        x = self._engine.preprocess(self._engine.decode(image))[np.newaxis]
+        x = self._prepare(image)[np.newaxis]
         t1 = time.perf_counter_ns()
         middle = next(iter(self._head.run({self._head.inputs[0].name: x}).values()))
         t2 = time.perf_counter_ns()
@@ -96,7 +105,9 @@ class SplitBackend:
 class TailServerProcess(ServerProcess):
     """``python -m edgeinfer.network.split_serve`` for one split."""
 
-    def __init__(self, split: SplitArtifacts, model: str, log_path: Path, threads: int | None) -> None:
+    def __init__(
+        self, split: SplitArtifacts, model: str, log_path: Path, threads: int | None, cpus: set[int] | None
+    ) -> None:
         self.port = free_port()
         args = [
             sys.executable, "-m", "edgeinfer.network.split_serve", "--head", str(split.head),
@@ -107,15 +118,30 @@ class TailServerProcess(ServerProcess):
             args += ["--scale", repr(split.quantizer.scale), "--zero-point", str(split.quantizer.zero_point)]
         if threads:
             args += ["--threads", str(threads)]
-        ChildProcess.__init__(self, args, log_path)
+        ChildProcess.__init__(self, args, log_path, cpus=cpus)
 
 
-def run_split_paths(run: CompareRun, engine: Any, logs: Path) -> None:
+@dataclass(frozen=True)
+class SplitInputs:
+    """What the split measurement needs from the device's engine, taken while it is loaded: the
+    model file, decode + preprocess, and the unsplit model's outputs for every sample image."""
+
+    model_path: Path
+    prepare: Prepare
+    references: list[np.ndarray]
+
+    @classmethod
+    def from_engine(cls, run: CompareRun, engine: Any) -> SplitInputs:
+        prepare, _ = _device_prepare(run.settings)  # decode + preprocess, no runtime needed
+        references = [engine.infer(prepare(image)[np.newaxis])[0] for image in run.images]
+        return cls(engine.stored.path, prepare, references)
+
+
+def run_split_paths(run: CompareRun, inputs: SplitInputs, logs: Path) -> None:
+    """Run after the engine is closed: the head sessions need the device's thread budget."""
     settings = run.settings
-    model_path = engine.stored.path
-    model = load(model_path)
-    sample = engine.preprocess(engine.decode(run.images[0]))
-    layers = profile_layers(model_path, sample, threads=settings.threads)
+    model = load(inputs.model_path)
+    layers = profile_layers(inputs.model_path, inputs.prepare(run.images[0]), threads=settings.threads)
     edge = next((r for r in run.results if r.path == "edge"), None)
     stages = edge.trace.stages_ns if edge else {}
     infer_ms = _mean_ms(stages.get("infer", []))
@@ -137,8 +163,8 @@ def run_split_paths(run: CompareRun, engine: Any, logs: Path) -> None:
         )
         chosen = _pick(ranked, settings.split, points, len(model.graph.node))
         rows += [_row(e, profile, chosen=e is chosen) for e in ranked]
-        split = build_split(run, engine, model, chosen)
-        result, check = _measure_split(run, engine, split, chosen, profile=profile, logs=logs)
+        split = build_split(run, inputs, model, chosen)
+        result, check = _measure_split(run, inputs, split, chosen, profile=profile, logs=logs)
         rows.append({**_row(chosen, profile, chosen=True), "measured_p50_ms": _p50(result), **check})
     run.notes.append(
         f"Split computing: per-layer times from ONNX Runtime's profiler scaled by {scale:.3f} to the "
@@ -181,7 +207,7 @@ def _pick(
 
 
 def build_split(
-    run: CompareRun, engine: Any, model: onnx.ModelProto, chosen: SplitEstimate
+    run: CompareRun, inputs: SplitInputs, model: onnx.ModelProto, chosen: SplitEstimate
 ) -> SplitArtifacts:
     """Write the head and tail of ``chosen`` (calibrating INT8 on the run's images) under the report."""
     cut, transport = chosen.cut, chosen.transport
@@ -190,7 +216,9 @@ def build_split(
     head, _ = partition(model, cut, "fp32")
     head_path = folder / "head.onnx"
     onnx.save(head, str(head_path))
-    quantizer = _calibrate(run, engine, head_path, run.settings.threads) if transport == "int8" else None
+    quantizer = (
+        _calibrate(run, inputs.prepare, head_path, run.settings.threads) if transport == "int8" else None
+    )
     _, tail = partition(model, cut, transport, quantizer)
     tail_path = folder / "tail.onnx"
     onnx.save(tail, str(tail_path))
@@ -200,7 +228,7 @@ def build_split(
 
 def _measure_split(
     run: CompareRun,
-    engine: Any,
+    inputs: SplitInputs,
     split: SplitArtifacts,
     chosen: SplitEstimate,
     *,
@@ -209,17 +237,18 @@ def _measure_split(
 ) -> tuple[PathResult, dict[str, Any]]:
     settings = run.settings
     log = logs / f"tail-{split.cut.index}-{split.transport}-{profile.name}.log"
-    with TailServerProcess(split, settings.model, log, settings.threads) as server:
+    with TailServerProcess(split, settings.model, log, settings.threads, run.cloud_cpus) as server:
         server.wait_ready()
         link_log = logs / f"link-split-{profile.name}.log"
-        with LinkProcess(profile, _target(server.url), link_log, seed=settings.seed) as link:
+        with LinkProcess(
+            profile, _target(server.url), link_log, seed=settings.seed, cpus=run.cloud_cpus
+        ) as link:
             link.wait_ready()
-            backend = SplitBackend(KServeClient(link.url), split, engine, settings.threads)
+            backend = SplitBackend(KServeClient(link.url), split, inputs.prepare, settings.threads)
             router = HybridRouter(RouterSettings(policy="cloud"), None, backend)
             trace = _drive(router, run.images, settings.load)
-        check = _equality(
-            run, engine, SplitBackend(KServeClient(server.url), split, engine, settings.threads)
-        )
+        direct = SplitBackend(KServeClient(server.url), split, inputs.prepare, settings.threads)
+        check = _equality(run, inputs.references, direct)
     upload = f"cut {split.cut.index} {split.transport}"
     result = PathResult("split", trace, profile, upload, None, router.stats.as_dict())
     result.extra["split"] = {
@@ -231,19 +260,19 @@ def _measure_split(
     return result, check
 
 
-def _calibrate(run: CompareRun, engine: Any, head_path: Path, threads: int | None) -> Quantizer:
+def _calibrate(run: CompareRun, prepare: Prepare, head_path: Path, threads: int | None) -> Quantizer:
     head = open_runtime("onnxruntime", head_path, RuntimeOptions(threads=threads))
     try:
         outputs = []
         for image in run.images:
-            x = engine.preprocess(engine.decode(image))[np.newaxis]
+            x = prepare(image)[np.newaxis]
             outputs.append(next(iter(head.run({head.inputs[0].name: x}).values())))
         return Quantizer.calibrate(outputs)
     finally:
         head.close()
 
 
-def _equality(run: CompareRun, engine: Any, backend: SplitBackend) -> dict[str, Any]:
+def _equality(run: CompareRun, references: list[np.ndarray], backend: SplitBackend) -> dict[str, Any]:
     """The split model's outputs through the real tail server against the unsplit model's."""
 
     async def go() -> list[np.ndarray]:
@@ -253,10 +282,9 @@ def _equality(run: CompareRun, engine: Any, backend: SplitBackend) -> dict[str, 
             await backend.close()
 
     split = asyncio.run(go())
-    full = [engine.infer(engine.preprocess(engine.decode(image))[np.newaxis])[0] for image in run.images]
-    diffs = [float(np.abs(a - b).max()) for a, b in zip(split, full, strict=True)]
-    agree = sum(int(a.argmax() == b.argmax()) for a, b in zip(split, full, strict=True))
-    return {"max_abs_diff": max(diffs), "top1_agreement": f"{agree}/{len(full)}"}
+    diffs = [float(np.abs(a - b).max()) for a, b in zip(split, references, strict=True)]
+    agree = sum(int(a.argmax() == b.argmax()) for a, b in zip(split, references, strict=True))
+    return {"max_abs_diff": max(diffs), "top1_agreement": f"{agree}/{len(references)}"}
 
 
 def _row(estimate: SplitEstimate, profile: LinkProfile, *, chosen: bool) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,8 @@ class TailEngine:
         stored = ModelRepository().get(model, precision)
         options = RuntimeOptions(threads=threads)
         self.runtime = open_runtime("onnxruntime", tail, options)
-        self._head = open_runtime("onnxruntime", head, options)
+        self._head_path = head
+        self._head: Any = None  # opened on the first whole image: tensors are what this model is for
         spec = self.runtime.inputs[0]
         self.config = replace(stored.config, name=name, inputs=(spec,))
         self._labels = load_labels(stored.config.labels, stored.directory)
@@ -66,10 +68,21 @@ class TailEngine:
         return decode_image(source)
 
     def preprocess(self, rgb: np.ndarray) -> np.ndarray:
-        """A whole image to this model's input: preprocess, run the head, encode for transport."""
+        """A whole image to this model's input: preprocess, run the head, encode for transport.
+
+        The head gets its own one-thread session outside the thread budget, which the tail holds:
+        it only runs for the odd whole image (the server warms its decoder with one)."""
+        if self._head is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._head = ort.InferenceSession(
+                str(self._head_path), options, providers=["CPUExecutionProvider"]
+            )
         x = self._preprocessor(rgb)[np.newaxis]
-        head_input = self._head.inputs[0].name
-        middle = next(iter(self._head.run({head_input: x}).values()))
+        middle = self._head.run(None, {self._head.get_inputs()[0].name: x})[0]
         sample: np.ndarray = encode(middle, self._transport, self._quantizer)[0]
         return sample
 
@@ -86,7 +99,6 @@ class TailEngine:
 
     def close(self) -> None:
         self.runtime.close()
-        self._head.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
