@@ -58,6 +58,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--max-request-bytes", type=int, default=None, help="largest request body accepted")
     parser.add_argument("--api-key-file", type=Path, default=None, help="file holding the API key")
     parser.add_argument("--home", dest="repository", type=Path, default=None, help="model repository root")
+    parser.add_argument(
+        "--stream", dest="streams", action="append", default=None, metavar="URI",
+        help="also classify this video source (file, rtsp://..., /dev/video0, image folder) on the first "
+        "model, looping files; per-stream figures appear in /metrics; repeat for several",
+    )  # fmt: skip
+    parser.add_argument("--stream-fps", type=float, default=None, help="frame rate for --stream sources")
     parser.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
     parser.set_defaults(handler=run)
 
@@ -65,7 +71,7 @@ def register(subparsers: Any) -> None:
 _OVERRIDES = (
     "models", "host", "http_port", "grpc_port", "grpc_enabled", "runtime", "precision", "max_batch_size",
     "max_queue_delay_us", "max_queue_size", "instances", "threads", "decode_threads", "default_timeout_ms",
-    "max_request_bytes", "api_key_file", "repository", "log_level",
+    "max_request_bytes", "api_key_file", "repository", "log_level", "streams", "stream_fps",
 )  # fmt: skip
 
 

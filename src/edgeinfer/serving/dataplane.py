@@ -150,6 +150,10 @@ class DataPlane:
         if servable is not None:
             _check_version(servable, version)
 
+    def engine(self, name: str) -> ModelEngine:
+        """The first engine instance of a loaded model (for in-server stream pipelines)."""
+        return self._servable(name, None).engine
+
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
         return self._servable(name, version).metadata()
 

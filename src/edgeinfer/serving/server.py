@@ -49,6 +49,12 @@ class InferenceServer:
         self._load_task: asyncio.Task[None] | None = None
         self._uvicorn: _Uvicorn | None = None
         self._stop_requested_ns: int | None = None
+        self.streams = None
+        if settings.streams:
+            from edgeinfer.serving.streaming import ServerStreams, StreamSettings
+
+            wanted = StreamSettings(settings.streams, settings.stream_fps)
+            self.streams = ServerStreams(wanted, self.metrics.registry)
 
     # -- lifespan hooks (called by the ASGI server) ---------------------------------------------
 
@@ -61,6 +67,8 @@ class InferenceServer:
         self.begin_shutdown()
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
+        if self.streams is not None:
+            await asyncio.to_thread(self.streams.stop)
         if self.grpc is not None:
             await self.grpc.stop(self._time_left_s())
         await self.plane.close()
@@ -82,6 +90,8 @@ class InferenceServer:
             log.exception("loading the models failed")
             self._request_exit()
         else:
+            if self.streams is not None:
+                self.streams.start(self.plane.engine(self.settings.models[0]))
             log.info(
                 "ready: http://%s:%d%s", self.settings.host, self.settings.http_port,
                 f", grpc {self.settings.host}:{self.grpc.port}" if self.grpc else "",

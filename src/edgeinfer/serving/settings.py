@@ -59,6 +59,8 @@ class ServeSettings:
     api_key_file: Path | None = None
     api_key: str | None = field(default=None, repr=False, compare=False)
     log_level: str = "warning"
+    streams: tuple[str, ...] = ()
+    stream_fps: float | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -79,6 +81,7 @@ class ServeSettings:
         for name in ("default_timeout_ms", "body_timeout_s", "shutdown_timeout_s"):
             if not getattr(self, name) > 0:
                 raise InvalidInput(f"{name} must be positive, got {getattr(self, name)}")
+        self._check_streams()
         if self.max_queue_size < self.max_batch_size:
             raise InvalidInput(
                 f"max_queue_size ({self.max_queue_size}) must be at least "
@@ -123,6 +126,12 @@ class ServeSettings:
         except TypeError as exc:
             raise InvalidInput(f"bad server setting: {exc}") from None
 
+    def _check_streams(self) -> None:
+        if self.stream_fps is not None and not self.stream_fps > 0:
+            raise InvalidInput(
+                f"stream_fps must be positive (or unset for each source's own rate), got {self.stream_fps}"
+            )
+
     def replace(self, **changes: Any) -> ServeSettings:
         return dataclasses.replace(self, **changes)
 
@@ -155,22 +164,25 @@ def _check_names(values: Mapping[str, Any], source: Path | None) -> None:
         raise InvalidInput(f"unknown server setting(s) {unknown}{where}; known: {', '.join(sorted(known))}")
 
 
+def _string_tuple(value: Any, message: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) and item for item in items):
+        raise InvalidInput(f"{message}, got {value!r}")
+    return tuple(items)
+
+
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
-    if "models" in out:
-        models = out["models"]
-        if isinstance(models, str):
-            models = [models]
-        if not isinstance(models, (list, tuple)) or not all(isinstance(m, str) and m for m in models):
-            raise InvalidInput(f"models must be a list of model names, got {models!r}")
-        out["models"] = tuple(models)
+    for name, what in (("models", "model names"), ("streams", "sources (files, URLs, devices)")):
+        if name in out:
+            out[name] = _string_tuple(out[name], f"{name} must be a list of {what}")
     for name in _PATH_FIELDS:
         if name in out and not isinstance(out[name], Path):
             out[name] = Path(str(out[name])).expanduser()
     for name in _OPTIONAL_INT_FIELDS:
         if out.get(name) == 0:
             out[name] = None
-    for name in ("default_timeout_ms", "body_timeout_s", "shutdown_timeout_s"):
+    for name in ("default_timeout_ms", "body_timeout_s", "shutdown_timeout_s", "stream_fps"):
         if name in out and isinstance(out[name], int) and not isinstance(out[name], bool):
             out[name] = float(out[name])
     return out
