@@ -67,3 +67,14 @@ def test_edge_estimate_counts_the_backlog() -> None:
     edge.on_done(10.0)
     edge.outstanding = 3
     assert edge.predict_ms() == pytest.approx(40.0)
+
+
+def test_before_a_line_is_fitted_the_upload_takes_the_blame() -> None:
+    """One answer: 100 kB took 100 ms beyond the RTT. Until sizes vary enough to fit a line, the
+    whole 100 ms is charged to the upload (an upper bound), so a 200 kB request is predicted at
+    twice that, and bytes queued ahead on the uplink are priced too."""
+    estimate = CloudEstimate()
+    estimate.on_probe(50.0)
+    estimate.on_response(100_000, 150.0)
+    assert estimate.ms_per_byte == pytest.approx(0.001)
+    assert estimate.predict_ms(200_000) == pytest.approx(50 + 200)

@@ -239,7 +239,8 @@ def build_report(run: CompareRun, command: tuple[str, ...] = ()) -> BenchReport:
     notes = [
         (
             f"The cloud was a stand-in: edgeinfer serve on this same machine ({run.cloud_url}), reached "
-            "through the emulated link; its compute ran on the device's own cores."
+            "through the emulated link; "
+            + ("on its own CPUs (below)." if run.cloud_cpus else "its compute ran on the device's own cores.")
         )
         if run.same_machine
         else f"The cloud was the remote server at {run.cloud_url}, reached through the emulated link.",

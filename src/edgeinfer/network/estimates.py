@@ -106,6 +106,7 @@ class CloudEstimate:
         self.rtt = Ewma(alpha, prior_rtt_ms)
         self._fit = DecayingLineFit(alpha)
         self._ms_per_byte: float | None = None if prior_up_mbps is None else 8e-3 / prior_up_mbps
+        self._fitted = prior_up_mbps is not None  # a prior is kept until a line is fitted
         self.probes = 0
 
     def on_probe(self, rtt_ms: float) -> None:
@@ -114,10 +115,17 @@ class CloudEstimate:
 
     def on_response(self, bytes_sent: int, total_ms: float) -> None:
         rtt = self.rtt.mean or 0.0
-        self._fit.add(float(bytes_sent), max(0.0, total_ms - rtt))
+        beyond_rtt = max(0.0, total_ms - rtt)
+        self._fit.add(float(bytes_sent), beyond_rtt)
         slope = self._fit.slope()
         if slope is not None and slope > 0:
+            self._fitted = True
             self._ms_per_byte = slope
+        elif not self._fitted and bytes_sent > 0:
+            # Until sizes vary enough to fit a line, charge everything beyond the RTT to the upload:
+            # an upper bound on the cost per byte, so a link that is slower than hoped (and the queue
+            # of bytes already in flight on it) is seen at once rather than after a line is fitted.
+            self._ms_per_byte = max(self._ms_per_byte or 0.0, beyond_rtt / bytes_sent)
 
     @property
     def responses(self) -> int:
