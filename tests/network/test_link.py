@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -211,3 +212,28 @@ def test_cli_rejects_bad_figures_with_a_clear_message(args: list[str], message: 
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.e2e
+def test_a_connection_cut_mid_upload_leaves_no_queue_behind(echo: EchoServer) -> None:
+    """A client cut in the middle of a big upload must not keep the shared uplink busy: the next
+    connection's round trip is the link's, not the dead upload's remaining bytes."""
+    profile = LinkProfile("slow-up", rtt_ms=20, up_mbps=2, down_mbps=50)
+    with BackgroundLink(profile, echo.address, seed=3) as link:
+        doomed = connect(link.address)
+
+        def upload() -> None:
+            with contextlib.suppress(OSError):
+                doomed.sendall(os.urandom(1_000_000))
+
+        threading.Thread(target=upload, daemon=True).start()
+        time.sleep(0.3)  # about 40 kB of it has crossed; the rest waits at the bottleneck
+        doomed.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        doomed.close()  # reset: the connection dies mid-upload
+        time.sleep(0.05)
+        start = time.perf_counter()
+        with connect(link.address) as sock:  # a new connection: handshake RTT, then one round trip
+            sock.sendall(b"x" * 32)
+            recv_exactly(sock, 32)
+        first_ms = (time.perf_counter() - start) * 1e3
+    assert first_ms < 2 * 20 + 60, first_ms  # 64 kB still queued would add 256 ms at 2 Mb/s

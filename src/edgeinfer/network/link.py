@@ -257,13 +257,15 @@ class LinkProxy:
                 await sleep_until_ns(not_before_ns)
                 step = direction.segment_bytes
                 segments = [data[i : i + step] for i in range(0, len(data), step)]
-                # Book the whole read back to back, so a late timer does not stretch the train; and
-                # if the bytes were already waiting when asked for, the sender never let the link
-                # idle, so the train goes on from where the link was however late this wake-up is.
-                now_ns = time.monotonic_ns()
-                backlog = now_ns - asked_ns < 200_000
-                releases = [direction.bucket.reserve(len(seg), now_ns, backlog=backlog) for seg in segments]
-                for segment, release_ns in zip(segments, releases, strict=True):
+                # One segment is booked at a time, so a connection never holds more than one segment
+                # of the shared link (a dead one leaves no phantom queue behind). If the bytes were
+                # already waiting when asked for, the sender never let the link idle: the train goes
+                # on from where the link was, however late this wake-up is.
+                waiting = time.monotonic_ns() - asked_ns < 200_000
+                for i, segment in enumerate(segments):
+                    release_ns = direction.bucket.reserve(
+                        len(segment), time.monotonic_ns(), backlog=waiting or i > 0
+                    )
                     await self._timer.sleep_until(release_ns)
                     losses_before = direction.delay.losses
                     line.put(release_ns + direction.delay.sample(len(segment), release_ns), segment)
