@@ -110,3 +110,45 @@ def test_compare_rejects_bad_arguments_before_measuring(
     done = _compare(tmp_path, *args)
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.e2e
+def test_sigterm_stops_the_run_and_its_processes(
+    engine: Engine, tmp_path: Path, photos: dict[str, Path]
+) -> None:
+    import signal
+    import time
+
+    import psutil
+
+    command = [
+        sys.executable,
+        "-m",
+        "edgeinfer.cli.main",
+        "compare",
+        "--runtime",
+        "onnxruntime",
+        "--threads",
+        "1",
+        "--profile",
+        "lte",
+        "--duration",
+        "30",
+        "--report",
+        str(tmp_path),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        children: list[psutil.Process] = []
+        while time.monotonic() < deadline and len(children) < 2:  # the server and a link are up
+            children = psutil.Process(proc.pid).children()
+            time.sleep(0.2)
+        assert len(children) >= 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, [c.cmdline() for c in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -103,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         isolate_cpus=args.isolate_cpus,
     )
-    result = run_compare(settings)
+    # SIGTERM unwinds like Ctrl-C, so the server and link processes this run started are stopped.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        result = run_compare(settings)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     paths = write(build_report(result, tuple(sys.argv)), args.report)
     for config in result.results:
         latency = config.trace.latencies_ns
@@ -112,3 +118,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{config.label:32s} n={config.trace.count:5d}  p50 {p50:8.1f} ms  errors {errors}")
     print(f"report: {paths[0]} and {paths[1]}")
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

@@ -199,7 +199,7 @@ def _run_all(run: CompareRun) -> None:
             run_split_paths(run, split_inputs, logs)
 
 
-def _target(url: str) -> tuple[str, int]:
+def target_of(url: str) -> tuple[str, int]:
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if not parts.hostname or parts.port is None:
         raise InvalidInput(f"the cloud URL must look like http://HOST:PORT, got {url!r}")
@@ -212,7 +212,7 @@ def _run_cloud_paths(run: CompareRun, local: ServerProcess, logs: Path) -> None:
     for profile in run.settings.profiles:
         with LinkProcess(
             profile,
-            _target(run.cloud_url),
+            target_of(run.cloud_url),
             logs / f"link-{profile.name}.log",
             seed=run.settings.seed,
             cpus=run.cloud_cpus,
@@ -232,14 +232,14 @@ def _measure(
     url: str,
 ) -> None:
     settings = run.settings
-    prepare, shape = (None, None) if upload == "jpeg" else _device_prepare(settings)
+    prepare, shape = (None, None) if upload == "jpeg" else device_prepare(settings)
     backend = CloudBackend(
         KServeClient(url), settings.model, upload=upload, prepare=prepare, sample_shape=shape
     )
     router = HybridRouter(RouterSettings(policy="cloud", cloud_timeout_ms=MEASURE_TIMEOUT_MS), None, backend)
     observe_server = run.same_machine or path == "edge-server"
     before = local.metrics() if observe_server else None
-    trace = _drive(router, run.images, settings.load)
+    trace = drive_router(router, run.images, settings.load)
     server = ServerWork.between(before, local.metrics()) if before is not None else None
     result = PathResult(path, trace, profile, upload, server, router.stats.as_dict())
     if path == "edge-server":
@@ -249,11 +249,11 @@ def _measure(
 
 def _measure_edge(run: CompareRun, engine: Engineish) -> None:
     router = HybridRouter(RouterSettings(policy="edge"), EdgeBackend(engine), None)
-    trace = _drive(router, run.images, run.settings.load)
+    trace = drive_router(router, run.images, run.settings.load)
     run.results.append(PathResult("edge", trace, upload=None, router_stats=router.stats.as_dict()))
 
 
-def _drive(router: HybridRouter, images: Sequence[bytes], load: Load) -> Trace:
+def drive_router(router: HybridRouter, images: Sequence[bytes], load: Load) -> Trace:
     async def go() -> Trace:
         await router.start()
         try:
@@ -264,7 +264,7 @@ def _drive(router: HybridRouter, images: Sequence[bytes], load: Load) -> Trace:
     return asyncio.run(go())
 
 
-def _device_prepare(settings: CompareSettings) -> tuple[Prepare, tuple[int, ...]]:
+def device_prepare(settings: CompareSettings) -> tuple[Prepare, tuple[int, ...]]:
     """Decode + preprocess on the device without loading the runtime (for tensor uploads)."""
     from edgeinfer.imaging.decode import decode_image
     from edgeinfer.imaging.preprocess import Preprocessor

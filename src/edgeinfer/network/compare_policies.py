@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgeinfer.network.backends import CloudBackend, EdgeBackend, Engineish
 from edgeinfer.network.client import KServeClient
-from edgeinfer.network.compare import MEASURE_TIMEOUT_MS, CompareRun, PathResult, _drive, _target
+from edgeinfer.network.compare import MEASURE_TIMEOUT_MS, CompareRun, PathResult, drive_router, target_of
 from edgeinfer.network.drive import Trace, drive_paired
 from edgeinfer.network.processes import LinkProcess, ServerProcess, ServerWork
 from edgeinfer.network.profiles import LinkProfile
@@ -26,7 +26,7 @@ def run_policy_paths(run: CompareRun, engine: Engineish, local: ServerProcess, l
     for profile in run.settings.profiles:
         log = logs / f"link-policies-{profile.name}.log"
         with LinkProcess(
-            profile, _target(run.cloud_url), log, seed=run.settings.seed, cpus=run.cloud_cpus
+            profile, target_of(run.cloud_url), log, seed=run.settings.seed, cpus=run.cloud_cpus
         ) as link:
             link.wait_ready()
             routers = [_router(run, engine, link.url, p, profile=profile, logs=logs) for p in POLICY_PATHS]
@@ -34,7 +34,7 @@ def run_policy_paths(run: CompareRun, engine: Engineish, local: ServerProcess, l
             if run.settings.load.rate_per_s is None:
                 traces = asyncio.run(_paired(routers, run))
             else:
-                traces = [_drive(router, run.images, run.settings.load) for router in routers]
+                traces = [drive_router(router, run.images, run.settings.load) for router in routers]
             server = ServerWork.between(before, local.metrics()) if before is not None else None
             for router, trace in zip(routers, traces, strict=True):
                 path = POLICY_PATHS[router.settings.policy]

@@ -26,9 +26,9 @@ from edgeinfer.network.compare import (
     CompareRun,
     CompareSettings,
     PathResult,
-    _device_prepare,
-    _drive,
-    _target,
+    device_prepare,
+    drive_router,
+    target_of,
 )
 from edgeinfer.network.compare_report import crossover_model
 from edgeinfer.network.processes import ChildProcess, LinkProcess, ServerProcess, free_port
@@ -132,7 +132,7 @@ class SplitInputs:
 
     @classmethod
     def from_engine(cls, run: CompareRun, engine: Any) -> SplitInputs:
-        prepare, _ = _device_prepare(run.settings)  # decode + preprocess, no runtime needed
+        prepare, _ = device_prepare(run.settings)  # decode + preprocess, no runtime needed
         references = [engine.infer(prepare(image)[np.newaxis])[0] for image in run.images]
         return cls(engine.stored.path, prepare, references)
 
@@ -241,12 +241,12 @@ def _measure_split(
         server.wait_ready()
         link_log = logs / f"link-split-{profile.name}.log"
         with LinkProcess(
-            profile, _target(server.url), link_log, seed=settings.seed, cpus=run.cloud_cpus
+            profile, target_of(server.url), link_log, seed=settings.seed, cpus=run.cloud_cpus
         ) as link:
             link.wait_ready()
             backend = SplitBackend(KServeClient(link.url), split, inputs.prepare, settings.threads)
             router = HybridRouter(RouterSettings(policy="cloud"), None, backend)
-            trace = _drive(router, run.images, settings.load)
+            trace = drive_router(router, run.images, settings.load)
         direct = SplitBackend(KServeClient(server.url), split, inputs.prepare, settings.threads)
         check = _equality(run, inputs.references, direct)
     upload = f"cut {split.cut.index} {split.transport}"
