@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from edgeinfer.engine.engine import Engine
 from edgeinfer.network.client import CloudError, KServeClient
-from edgeinfer.network.processes import ServerProcess, free_port
+from edgeinfer.network.processes import LinkProcess, ServerProcess, free_port
+from edgeinfer.network.profiles import LinkProfile
 from tests.network.servers import ScriptedCloud
 
 pytestmark = pytest.mark.e2e
@@ -89,3 +91,22 @@ def test_bad_urls_are_rejected() -> None:
     for url in ("ftp://host:1", "http://host", "nonsense"):
         with pytest.raises(InvalidInput):
             KServeClient(url)
+
+
+def test_the_probe_measures_the_path_not_the_connection_set_up(cloud: ServerProcess, tmp_path: Path) -> None:
+    """Through a 40 ms link a new connection's first exchange takes two round trips (the emulated
+    handshake, then the request); the probe reports the path's one."""
+    with LinkProcess(
+        LinkProfile("probe", rtt_ms=40.0), ("127.0.0.1", cloud.port), tmp_path / "l.log"
+    ) as link:
+        link.wait_ready()
+
+        async def go() -> float:
+            client = KServeClient(link.url)
+            try:
+                return await client.ready()
+            finally:
+                await client.close()
+
+        rtt_ms = asyncio.run(go())
+    assert 40 <= rtt_ms < 65

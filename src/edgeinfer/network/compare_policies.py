@@ -24,27 +24,45 @@ POLICY_PATHS: dict[Policy, str] = {"edge": "edge-only", "cloud": "cloud-only", "
 
 def run_policy_paths(run: CompareRun, engine: Engineish, local: ServerProcess, logs: Path) -> None:
     for profile in run.settings.profiles:
-        log = logs / f"link-policies-{profile.name}.log"
-        with LinkProcess(
-            profile, target_of(run.cloud_url), log, seed=run.settings.seed, cpus=run.cloud_cpus
-        ) as link:
-            link.wait_ready()
-            routers = [_router(run, engine, link.url, p, profile=profile, logs=logs) for p in POLICY_PATHS]
-            before = local.metrics() if run.same_machine else None
-            if run.settings.load.rate_per_s is None:
+        before = local.metrics() if run.same_machine else None
+        if run.settings.load.rate_per_s is None:
+            with _link(run, profile, logs, "paired") as link:
+                routers = [
+                    _router(run, engine, link.url, p, profile=profile, logs=logs) for p in POLICY_PATHS
+                ]
                 traces = asyncio.run(_paired(routers, run))
-            else:
-                traces = [drive_router(router, run.images, run.settings.load) for router in routers]
-            server = ServerWork.between(before, local.metrics()) if before is not None else None
-            for router, trace in zip(routers, traces, strict=True):
-                path = POLICY_PATHS[router.settings.policy]
-                upload = None if path == "edge-only" else "jpeg"
-                result = PathResult(path, trace, profile, upload, None, router.stats.as_dict())
-                result.extra["paired"] = run.settings.load.rate_per_s is None
-                result.extra["cloud_estimate"] = router.cloud_estimate.snapshot().__dict__
-                if server is not None:
-                    result.extra["server_work_all_policies"] = server.__dict__
-                run.results.append(result)
+        else:  # each policy on a fresh link: a queue left by the one before must not be inherited
+            routers, traces = [], []
+            for policy in POLICY_PATHS:
+                with _link(run, profile, logs, policy) as link:
+                    routers.append(_router(run, engine, link.url, policy, profile=profile, logs=logs))
+                    traces.append(drive_router(routers[-1], run.images, run.settings.load))
+        server = ServerWork.between(before, local.metrics()) if before is not None else None
+        for router, trace in zip(routers, traces, strict=True):
+            path = POLICY_PATHS[router.settings.policy]
+            upload = None if path == "edge-only" else "jpeg"
+            result = PathResult(path, trace, profile, upload, None, router.stats.as_dict())
+            result.extra["paired"] = run.settings.load.rate_per_s is None
+            result.extra["cloud_estimate"] = router.cloud_estimate.snapshot().__dict__
+            if server is not None:
+                result.extra["server_work_all_policies"] = server.__dict__
+            run.results.append(result)
+
+
+def _link(run: CompareRun, profile: LinkProfile, logs: Path, name: str) -> LinkProcess:
+    link = LinkProcess(
+        profile,
+        target_of(run.cloud_url),
+        logs / f"link-{name}-{profile.name}.log",
+        seed=run.settings.seed,
+        cpus=run.cloud_cpus,
+    )
+    try:
+        link.wait_ready()
+    except BaseException:
+        link.stop()
+        raise
+    return link
 
 
 def _router(
