@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from edgeinfer.errors import InvalidInput
+from edgeinfer.errors import InvalidInput, RuntimeUnavailable
 from edgeinfer.network.drive import Load
 from edgeinfer.network.profiles import PROFILES, parse_profiles
 from edgeinfer.network.router import POLICIES
@@ -69,6 +69,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        import hdrh  # noqa: F401 - the report's statistics
+        import uvicorn  # noqa: F401 - the stand-in cloud
+    except ModuleNotFoundError as exc:
+        raise RuntimeUnavailable(
+            f"edgeinfer compare needs {exc.name}: pip install 'edgeinfer[network]'"
+        ) from None
     from edgeinfer.network.compare import CompareSettings, run_compare
     from edgeinfer.network.compare_report import build_report, write
 
