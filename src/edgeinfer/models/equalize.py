@@ -159,8 +159,11 @@ def _clip_bounds(graph: onnx.GraphProto, activation: onnx.NodeProto) -> tuple[fl
     return low, bounds[1]
 
 
-def _channel_max(model: onnx.ModelProto, names: list[str], samples: np.ndarray) -> dict[str, np.ndarray]:
-    """Per output channel, the largest value each tensor in ``names`` takes on ``samples``."""
+def _channel_max(
+    model: onnx.ModelProto, names: list[str], samples: np.ndarray, *, magnitude: bool = False
+) -> dict[str, np.ndarray]:
+    """Per output channel, the largest value (``magnitude``: absolute value) each tensor in ``names``
+    takes on ``samples``."""
     import onnxruntime as ort
 
     probe = onnx.ModelProto()
@@ -173,7 +176,7 @@ def _channel_max(model: onnx.ModelProto, names: list[str], samples: np.ndarray) 
     for start in range(0, len(samples), 16):
         values = session.run(names, {input_name: samples[start : start + 16]})
         for name, value in zip(names, values, strict=True):
-            peak = value.max(axis=(0, 2, 3))
+            peak = (np.abs(value) if magnitude else value).max(axis=(0, 2, 3))
             found[name] = np.maximum(found[name], peak) if name in found else peak
     return found
 
@@ -276,18 +279,4 @@ def _joined_by_add(graph: onnx.GraphProto) -> list[set[str]]:
 
 def _channel_peak(model: onnx.ModelProto, names: list[str], samples: np.ndarray) -> dict[str, np.ndarray]:
     """Per channel, the largest magnitude each tensor in ``names`` takes on ``samples``."""
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    for name in names:
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    found: dict[str, np.ndarray] = {}
-    for start in range(0, len(samples), 16):
-        values = session.run(names, {input_name: samples[start : start + 16]})
-        for name, value in zip(names, values, strict=True):
-            peak = np.abs(value).max(axis=(0, 2, 3))
-            found[name] = np.maximum(found[name], peak) if name in found else peak
-    return found
+    return _channel_max(model, names, samples, magnitude=True)
