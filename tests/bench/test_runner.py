@@ -32,6 +32,9 @@ def test_every_figure_is_there(null_result: ConfigurationResult, bench_samples: 
     overhead = r.engine_overhead
     assert overhead is not None and overhead.e2e_p90_ms == r.scenarios[0].latency.p90_ms
     assert 0.5 < overhead.ratio_mean < 3.0  # decode + preprocess dominate on the Null runtime
+    paired = r.engine_overhead_paired
+    assert paired is not None and paired.method == "paired" and overhead.method == "single-stream"
+    assert 0.5 < paired.ratio_mean < 3.0
     assert r.resources and r.resources.rss_peak_mb > 10 and r.resources.cpu_ms > 0
     assert r.timeline and len(r.timeline.t_s) >= 5
     assert [name for _, name in r.timeline.marks][:2] == ["load", "warm-up"]

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from edgeinfer.bench.loading import ConfigurationSpec
 from edgeinfer.bench.report import BenchReport, ConfigurationResult
+from edgeinfer.bench.results import overhead_p90
 
 
 class RichProgress:
@@ -106,7 +107,7 @@ def _summary(report: BenchReport) -> Table:
             _f(res.rss_peak_mb if res else None, 0),
             _f(c.cold_start.load_ms if c.cold_start else None, 0),
             _f(c.cold_start.first_inference_ms if c.cold_start else None, 1),
-            _f(c.engine_overhead.ratio_p90 if c.engine_overhead else None),
+            _f(overhead_p90(c)),
             f"{agree:.0%}" if isinstance(agree, float) else "",
         )
     return table

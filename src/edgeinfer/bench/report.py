@@ -107,7 +107,7 @@ class Warmup:
 
 @dataclass(frozen=True)
 class ModelOnly:
-    """The runtime call alone on one fixed preprocessed batch (no decode, no labels)."""
+    """The runtime call alone on the samples' preprocessed tensors, batch 1 (no decode, no labels)."""
 
     batch_size: int
     call: str
@@ -116,11 +116,14 @@ class ModelOnly:
 
 @dataclass(frozen=True)
 class EngineOverhead:
-    """What the engine adds around the runtime, from SingleStream and the model-only timing.
+    """What the engine adds around the runtime: end-to-end latency over the sum of its parts.
 
-    ``parts`` is the model-only runtime call plus the measured decode and preprocess stages; the
-    ratio is end-to-end latency over it (1.0: the engine adds nothing). The p90 form sums three p90s,
-    which is at least the p90 of their sum, so it flatters nobody; the mean form is exact arithmetic.
+    ``parts`` is the raw runtime call plus the measured decode and preprocess stages; the ratio is
+    end-to-end latency over it (1.0: the engine adds nothing). The p90 form sums three p90s, which is
+    at least the p90 of their sum, so it flatters nobody; the mean form is exact arithmetic.
+    ``method`` says where the figures come from: ``single-stream`` (LoadGen's SingleStream latency
+    against the model-only phase, measured one after the other) or ``paired`` (``Engine.classify``
+    and the raw ``runtime.run`` alternated sample by sample in one loop, so both see the same load).
     """
 
     e2e_p90_ms: float
@@ -129,6 +132,7 @@ class EngineOverhead:
     e2e_mean_ms: float
     parts_mean_ms: float
     ratio_mean: float
+    method: str = "single-stream"
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,7 @@ class ConfigurationResult:
     scenarios: tuple[ScenarioResult, ...] = ()
     model_only: ModelOnly | None = None
     engine_overhead: EngineOverhead | None = None
+    engine_overhead_paired: EngineOverhead | None = None
     resources: ResourceSummary | None = None
     timeline: Timeline | None = None
     top1: dict[str, int] = field(default_factory=dict)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 
 from edgeinfer.bench.harness import HarnessRun
-from edgeinfer.bench.report import EngineOverhead, LoadGenResult, ModelOnly, ScenarioResult
+from edgeinfer.bench.report import (
+    ConfigurationResult,
+    EngineOverhead,
+    LoadGenResult,
+    ModelOnly,
+    ScenarioResult,
+)
 from edgeinfer.bench.resources import ResourceSummary
 from edgeinfer.bench.scenarios import Scenario, ScenarioSettings
 
@@ -126,3 +132,9 @@ def _number(text: str) -> float | None:
         return float(text.split(maxsplit=1)[0])
     except (ValueError, IndexError):
         return None
+
+
+def overhead_p90(config: ConfigurationResult) -> float | None:
+    """The engine-overhead ratio to show: the paired measurement when there is one."""
+    overhead = config.engine_overhead_paired or config.engine_overhead
+    return overhead.ratio_p90 if overhead else None

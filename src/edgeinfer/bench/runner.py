@@ -15,14 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgeinfer.bench.harness import HarnessRun, LoadGenHarness, Measurements, Pipeline, WorkItem
 from edgeinfer.bench.loading import ConfigurationSpec, LoadedEngine, ensure_built, load_engine, resolve_auto
+from edgeinfer.bench.paired import measure_paired
 from edgeinfer.bench.report import (
     ColdStart,
     ConfigurationResult,
-    ModelOnly,
     ScenarioResult,
     Timeline,
     Warmup,
@@ -32,7 +30,6 @@ from edgeinfer.bench.results import engine_overhead, scenario_result
 from edgeinfer.bench.samples import Sample
 from edgeinfer.bench.scenarios import Expectations, Scenario, ScenarioSettings
 from edgeinfer.bench.server_search import search_peak_qps
-from edgeinfer.bench.stats import LatencyRecorder
 from edgeinfer.bench.versions import runtime_version
 from edgeinfer.errors import EdgeInferError, ModelNotFound, RuntimeUnavailable
 
@@ -47,7 +44,7 @@ class RunOptions:
     batch_sizes: tuple[int, ...] = (1,)
     top_k: int = 5
     warmup_s: float = 1.0
-    model_only_s: float = 1.0
+    model_only_s: float = 3.0
     sample_interval_ms: int = 100
     log_root: Path | None = None
     repository: Path | None = None
@@ -119,7 +116,8 @@ def _measure(
                 _run_scenario(pipeline, settings.with_(batch_size=batch_size), rate, log_root, state)
     state.progress("model-only")
     state.sampler.mark("model-only")
-    model_only = _model_only(engine, samples[0].data, options.model_only_s)
+    paired = measure_paired(engine, samples, options.model_only_s)
+    model_only = paired.model_only if paired else None
     state.sampler.mark("end")
     resources = state.sampler.summarize(state.window)
     stored = getattr(engine, "stored", None)
@@ -150,6 +148,7 @@ def _measure(
         engine_overhead=engine_overhead(
             next((s for s in state.scenarios if s.scenario == "SingleStream"), None), model_only
         ),
+        engine_overhead_paired=paired.overhead if paired else None,
         resources=resources,
         timeline=_timeline(state.sampler),
         top1={samples[i].name: cls for i, cls in sorted(top1.items())},
@@ -233,26 +232,6 @@ def _capacity(done: list[ScenarioResult], expect: Expectations) -> float:
 
 def _with_trials(result: ScenarioResult, trials: tuple[Any, ...]) -> ScenarioResult:
     return replace(result, server_search=trials)
-
-
-def _model_only(engine: Any, first_sample: bytes, duration_s: float) -> ModelOnly | None:
-    """The runtime's own call on one preprocessed sample, repeated for ``duration_s``."""
-    if duration_s <= 0:
-        return None
-    batch = np.stack([engine.preprocess(engine.decode(first_sample))])
-    runtime = engine.runtime
-    feeds = {runtime.inputs[0].name: batch}
-    recorder = LatencyRecorder()
-    runtime.run(feeds)
-    deadline = time.perf_counter_ns() + int(duration_s * 1e9)
-    while True:
-        t0 = time.perf_counter_ns()
-        runtime.run(feeds)
-        t1 = time.perf_counter_ns()
-        recorder.record(t1 - t0)
-        if t1 >= deadline and recorder.count >= 10:
-            break
-    return ModelOnly(batch_size=1, call="runtime.run", latency=recorder.summary())
 
 
 def _timeline(sampler: ResourceSampler) -> Timeline:

@@ -96,8 +96,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--model-only",
         type=float,
-        default=1.0,
-        help="seconds timing the runtime call alone (default: %(default)s; 0: skip)",
+        default=3.0,
+        help="seconds alternating the engine's whole path with the runtime call alone, sample by "
+        "sample (model-only latency and engine overhead; default: %(default)s; 0: skip)",
     )
     parser.add_argument(
         "--top-k", "-k", type=int, default=5, help="labels per prediction (default: %(default)s)"
