@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def test_every_sample_is_used_and_zero_duration_skips(built_home: Path, bench_sa
     with Engine.load("mobilenet_v2", runtime="null", threads=1, repository=built_home) as engine:
         original = engine.runtime.run
 
-        def spy(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        def spy(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             seen.append(int(np.asarray(feeds[engine.runtime.inputs[0].name]).sum() * 1000) % 10**9)
             return original(feeds)
 
