@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40, help="calls per precision per round")
     parser.add_argument("--out", type=Path, default=Path("precision-report"))
     args = parser.parse_args()
-    images = [s.data for s in load_samples(32, seed=0)]
+    images = [s.data for s in load_samples(32, seed=0, encoding="jpeg")]
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_before = os.getloadavg()[0]
     results = []
