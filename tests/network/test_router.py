@@ -16,7 +16,7 @@ from edgeinfer.network.backends import CloudBackend, EdgeBackend
 from edgeinfer.network.client import CloudError, KServeClient
 from edgeinfer.network.processes import LinkProcess, ServerProcess, free_port
 from edgeinfer.network.profiles import LinkProfile
-from edgeinfer.network.router import HybridRouter, Routed, RouterSettings
+from edgeinfer.network.router import REASON_CODES, HybridRouter, Routed, RouterSettings
 from tests.network.servers import ScriptedCloud
 
 pytestmark = pytest.mark.e2e
@@ -115,6 +115,26 @@ def test_auto_offloads_part_of_a_backlog(
         assert result.probabilities.shape == (1000,) and abs(float(result.probabilities.sum()) - 1) < 1e-3
     log = (tmp_path / "decisions.jsonl").read_text().splitlines()
     assert len(log) == 20 and '"served_by"' in log[0]
+
+
+def test_an_image_the_cloud_cannot_decode_does_not_close_the_cloud(
+    engine: Engine, cloud: ServerProcess, jpegs: list[bytes]
+) -> None:
+    async def go() -> HybridRouter:
+        router = make_router(engine, cloud.url, policy="auto")
+        await router.start()
+        try:
+            with pytest.raises(InvalidInput):  # the device's own verdict on the image, after the cloud's 400
+                await router.classify(b"not an image at all")
+            routed = await router.classify(jpegs[0])
+            assert routed.decision.reason_code in REASON_CODES and routed.decision.reason_code != "cloud_down"
+            return router
+        finally:
+            await router.close()
+
+    router = asyncio.run(go())
+    assert router.stats.cloud_failures == {"http_400": 1} and router.stats.fallbacks == 1
+    assert router.cloud_up
 
 
 def test_auto_falls_back_when_the_link_is_cut_and_recovers(

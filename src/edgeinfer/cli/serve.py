@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.serving.settings import API_KEY_ENV, ServeSettings
+from edgeinfer.serving.settings import API_KEY_ENV, OFFLOAD_POLICIES, ServeSettings
 
 
 def register(subparsers: Any) -> None:
@@ -64,6 +64,7 @@ def register(subparsers: Any) -> None:
         "model, looping files; per-stream figures appear in /metrics; repeat for several",
     )  # fmt: skip
     parser.add_argument("--stream-fps", type=float, default=None, help="frame rate for --stream sources")
+    _offload_arguments(parser)
     parser.add_argument("--log-level", default=None, choices=("debug", "info", "warning", "error"))
     parser.set_defaults(handler=run)
 
@@ -72,7 +73,31 @@ _OVERRIDES = (
     "models", "host", "http_port", "grpc_port", "grpc_enabled", "runtime", "precision", "max_batch_size",
     "max_queue_delay_us", "max_queue_size", "instances", "threads", "decode_threads", "default_timeout_ms",
     "max_request_bytes", "api_key_file", "repository", "log_level", "streams", "stream_fps",
+    "offload", "cloud_url", "cloud_model", "bandwidth_cap_mbps", "cloud_timeout_ms",
 )  # fmt: skip
+
+
+def _offload_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "offload", "route image requests between this server and a KServe v2 server in the cloud"
+    )
+    group.add_argument(
+        "--offload", default=None, choices=OFFLOAD_POLICIES,
+        help="edge: always here (default); cloud: always the cloud server; auto: per request, "
+        "whichever is predicted faster (falls back here when the cloud fails)",
+    )  # fmt: skip
+    group.add_argument("--cloud-url", default=None, help="the cloud server, http://HOST:PORT")
+    group.add_argument(
+        "--cloud-model", default=None, help="the model's name on the cloud server (default: the same)"
+    )
+    group.add_argument(
+        "--bandwidth-cap-mbps", type=float, default=None, help="most uplink bandwidth offloading may use"
+    )
+    group.add_argument(
+        "--cloud-timeout-ms", type=float, default=None,
+        help="longest wait for the cloud on one request (default: 5000; auto waits less when the "
+        "device can still answer in time)",
+    )  # fmt: skip
 
 
 def settings_from_args(args: argparse.Namespace) -> ServeSettings:

@@ -53,6 +53,24 @@ class Engineish(Protocol):
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+class EdgePath(Protocol):
+    """Where the router runs an image on the device: :class:`EdgeBackend`, or the server's batcher
+    (:class:`edgeinfer.serving.offload.ServableEdge`)."""
+
+    name: str
+
+    async def run(self, image: bytes, timeout_ms: float | None = None) -> Answer:
+        """Classify on the device; ``timeout_ms`` is what is left of the request's deadline."""
+        ...
+
+    def predict_ms(self) -> float | None:
+        """Expected latency of an image admitted now, from the path's own figures (its queue and
+        measured compute); None: the router's own estimate (backlog x service time) applies."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class EdgeBackend:
     """The engine on the device, one request at a time on a dedicated worker thread."""
 
@@ -62,9 +80,13 @@ class EdgeBackend:
         self.engine = engine
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge")
 
-    async def run(self, image: bytes) -> Answer:
+    async def run(self, image: bytes, timeout_ms: float | None = None) -> Answer:
+        """One image in arrival order; the engine has no deadline to honour, so ``timeout_ms`` is unused."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._classify, image)
+
+    def predict_ms(self) -> float | None:
+        return None  # the router's backlog x service-time estimate fits a one-at-a-time engine
 
     def _classify(self, image: bytes) -> Answer:
         t0 = time.perf_counter_ns()

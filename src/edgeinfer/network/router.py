@@ -26,12 +26,17 @@ from typing import Literal
 import numpy as np
 
 from edgeinfer.errors import InvalidInput
-from edgeinfer.network.backends import Answer, EdgeBackend, Remote
+from edgeinfer.network.backends import Answer, EdgePath, Remote
 from edgeinfer.network.client import CloudError
 from edgeinfer.network.estimates import CloudEstimate, EdgeEstimate
 
 Policy = Literal["edge", "cloud", "auto"]
 POLICIES: tuple[Policy, ...] = ("edge", "cloud", "auto")
+#: Why a request went where it did: the policy forced it, the cloud was down, the bandwidth cap,
+#: a side with no estimate yet was tried, only one side meets the deadline, a stale cloud estimate
+#: was refreshed, or one side was predicted faster.
+REASON_CODES = ("policy", "cloud_down", "bandwidth_cap", "exploring", "estimating", "deadline", "refresh",
+                "faster")  # fmt: skip
 MAX_BACKOFF_S = 30.0
 
 
@@ -46,6 +51,9 @@ class RouterSettings:
     probe_timeout_ms: float = 1000.0
     first_backoff_s: float = 0.5
     refresh_after_s: float = 5.0
+    #: Under ``cloud``, give up on the remote at the request's deadline (a server does: its client
+    #: has stopped waiting); off, a late answer still counts (a comparison measures how late).
+    cloud_within_deadline: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -59,7 +67,11 @@ class RouterSettings:
 
 @dataclass(frozen=True)
 class Decision:
-    """Where one request went and why; ``served_by`` differs from ``route`` after a fallback."""
+    """Where one request went and why; ``served_by`` differs from ``route`` after a fallback.
+
+    ``reason`` is the sentence with the figures; ``reason_code`` its short, fixed name (one of
+    :data:`REASON_CODES`, for metrics and response headers).
+    """
 
     id: int
     t_ms: float
@@ -75,6 +87,7 @@ class Decision:
     fallback: str | None = None
     bytes_sent: int = 0
     bytes_received: int = 0
+    reason_code: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class Routed:
 class _Plan:
     start_ns: int
     route: str
+    code: str
     reason: str
     edge_ms: float | None
     cloud_ms: float | None
@@ -128,7 +142,7 @@ class HybridRouter:
     def __init__(
         self,
         settings: RouterSettings,
-        edge: EdgeBackend | None,
+        edge: EdgePath | None,
         cloud: Remote | None,
         *,
         cloud_estimate: CloudEstimate | None = None,
@@ -192,7 +206,7 @@ class HybridRouter:
         upload = self.cloud.upload_bytes(image) if self.cloud is not None else 0
         plan = self._plan(upload, deadline_ms, start_ns)
         if plan.route == "edge":
-            return self._finish(plan, "edge", await self._run_edge(image))
+            return self._finish(plan, "edge", await self._run_edge(image, plan))
         try:
             return self._finish(plan, "cloud", await self._run_cloud(image, upload, plan))
         except CloudError as exc:
@@ -200,20 +214,26 @@ class HybridRouter:
                 self._finish(plan, "cloud-failed", None, exc.reason)
                 raise
             self.stats.fallbacks += 1
-            return self._finish(plan, "edge", await self._run_edge(image), exc.reason)
+            return self._finish(plan, "edge", await self._run_edge(image, plan), exc.reason)
 
     def _plan(self, upload: int, deadline_ms: float | None, now_ns: int) -> _Plan:
-        edge_ms = self.edge_estimate.predict_ms() if self.edge is not None else None
+        edge_ms = self._predict_edge_ms()
         cloud_ms = self.cloud_estimate.predict_ms(upload) if self.cloud is not None else None
         per_byte = self.cloud_estimate.ms_per_byte
         if cloud_ms is not None and per_byte:  # the uplink is one queue: wait for what is ahead
             cloud_ms += per_byte * self._cloud_bytes_in_flight
         policy = self.settings.policy
         if policy == "auto":
-            route, reason = self._auto_route(upload, deadline_ms, now_ns, edge_ms, cloud_ms)
+            route, code, reason = self._auto_route(upload, deadline_ms, now_ns, edge_ms, cloud_ms)
         else:
-            route, reason = policy, f"policy {policy}"
-        return _Plan(now_ns, route, reason, edge_ms, cloud_ms, deadline_ms)
+            route, code, reason = policy, "policy", f"policy {policy}"
+        return _Plan(now_ns, route, code, reason, edge_ms, cloud_ms, deadline_ms)
+
+    def _predict_edge_ms(self) -> float | None:
+        if self.edge is None:
+            return None
+        own = self.edge.predict_ms()
+        return own if own is not None else self.edge_estimate.predict_ms()
 
     def _auto_route(
         self,
@@ -222,7 +242,7 @@ class HybridRouter:
         now_ns: int,
         edge_ms: float | None,
         cloud_ms: float | None,
-    ) -> tuple[str, str]:
+    ) -> tuple[str, str, str]:
         """The first rule that applies, in order: health, bandwidth cap, exploration, deadline, speed."""
         gated = self._gate(upload, now_ns, edge_ms, cloud_ms)
         if gated is not None:
@@ -234,30 +254,30 @@ class HybridRouter:
         )
         if deadline_ms is not None and (edge_ms <= deadline_ms) != (cloud_ms <= deadline_ms):
             winner = "edge" if edge_ms <= deadline_ms else "cloud"
-            return winner, f"only {winner} meets the {deadline_ms:g} ms deadline: {figures}"
+            return winner, "deadline", f"only {winner} meets the {deadline_ms:g} ms deadline: {figures}"
         stale = (now_ns - self._last_cloud_ns) / 1e9 > self.settings.refresh_after_s
         idle = self.edge_estimate.outstanding == 0
         if edge_ms <= cloud_ms < 1.5 * edge_ms and stale and idle:
-            return "cloud", f"refreshing a stale cloud estimate: {figures}"
+            return "cloud", "refresh", f"refreshing a stale cloud estimate: {figures}"
         winner = "cloud" if cloud_ms < edge_ms else "edge"
-        return winner, f"{winner} predicted faster: {figures}"
+        return winner, "faster", f"{winner} predicted faster: {figures}"
 
     def _gate(
         self, upload: int, now_ns: int, edge_ms: float | None, cloud_ms: float | None
-    ) -> tuple[str, str] | None:
+    ) -> tuple[str, str, str] | None:
         """A route forced by health, the bandwidth cap or a missing estimate; None when both compete."""
         if self._down_until_ns is not None:
-            return "edge", f"cloud down ({self._down_reason}); probing for recovery"
+            return "edge", "cloud_down", f"cloud down ({self._down_reason}); probing for recovery"
         cap = self._over_cap(upload, now_ns)
         if cap:
-            return "edge", cap
+            return "edge", "bandwidth_cap", cap
         if cloud_ms is None and self._cloud_in_flight == 0:
-            return "cloud", "exploring: no cloud estimate yet"
+            return "cloud", "exploring", "exploring: no cloud estimate yet"
         if edge_ms is None and self.edge_estimate.outstanding == 0:
-            return "edge", "exploring: no edge estimate yet"
+            return "edge", "exploring", "exploring: no edge estimate yet"
         if cloud_ms is None or edge_ms is None:  # the first answer from one side is on its way
             known = "edge" if cloud_ms is None else "cloud"
-            return known, f"only the {known} has an estimate yet"
+            return known, "estimating", f"only the {known} has an estimate yet"
         return None
 
     def _over_cap(self, upload: int, now_ns: int) -> str:
@@ -274,13 +294,16 @@ class HybridRouter:
             else ""
         )
 
-    async def _run_edge(self, image: bytes) -> Answer:
+    async def _run_edge(self, image: bytes, plan: _Plan) -> Answer:
         edge = self.edge
         if edge is None:
             raise InvalidInput("no device engine to run on")
+        left_ms = None
+        if plan.deadline_ms is not None:  # after a fallback, only what the cloud attempt left
+            left_ms = plan.deadline_ms - (time.perf_counter_ns() - plan.start_ns) / 1e6
         self.edge_estimate.outstanding += 1
         try:
-            answer = await edge.run(image)
+            answer = await edge.run(image, left_ms)
         finally:
             self.edge_estimate.outstanding -= 1
         self.edge_estimate.on_done(sum(answer.stages_ns.values()) / 1e6)
@@ -295,6 +318,8 @@ class HybridRouter:
                 timeout_ms = min(timeout_ms, max(3 * plan.cloud_ms + 100, 250))
             if plan.deadline_ms is not None and plan.edge_ms is not None:  # time for the device to take over
                 timeout_ms = min(timeout_ms, max(plan.deadline_ms - plan.edge_ms, 50))
+        elif plan.deadline_ms is not None and self.settings.cloud_within_deadline:
+            timeout_ms = min(timeout_ms, max(plan.deadline_ms, 1.0))  # a server's answer is void after it
         now = time.perf_counter_ns()
         self._last_cloud_ns = now
         self._sent_window.append((now, upload))
@@ -315,8 +340,11 @@ class HybridRouter:
 
     def _on_cloud_failure(self, exc: CloudError, upload: int, sent_ns: int, timeout_ms: float) -> None:
         """A late answer while others still come back is congestion: it teaches the estimate (the
-        wait is a lower bound of the cost) instead of closing the cloud. Anything else, or a time-out
-        with no answer for as long, is a failure: the cloud is marked down."""
+        wait is a lower bound of the cost) instead of closing the cloud. A 400 is the request's own
+        fault. Anything else, or a time-out with no answer for as long, is a failure: the cloud is
+        marked down."""
+        if exc.reason == "http_400":  # an image the remote cannot decode: the request's fault
+            return
         waited_ms = (time.perf_counter_ns() - sent_ns) / 1e6
         late = exc.reason in ("timeout", "http_504")
         answering = (time.perf_counter_ns() - self._last_success_ns) / 1e6 < max(timeout_ms, waited_ms)
@@ -337,6 +365,7 @@ class HybridRouter:
             route=plan.route,
             served_by=served,
             reason=plan.reason,
+            reason_code=plan.code,
             predicted_edge_ms=_round(plan.edge_ms),
             predicted_cloud_ms=_round(plan.cloud_ms),
             deadline_ms=plan.deadline_ms,

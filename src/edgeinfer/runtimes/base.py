@@ -6,10 +6,12 @@ It knows nothing about images, labels or serving: that is the engine's job.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
 
@@ -138,3 +140,44 @@ class RuntimeFactory(Protocol):
     def version(self) -> str | None: ...
 
     def load(self, model_path: Path, options: RuntimeOptions) -> Runtime: ...
+
+
+class ClosingRuntime:
+    """``with``-statement support for runtimes: leaving the block calls ``close``."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class PackagedFactory:
+    """Availability and version of a runtime shipped as Python packages, without importing them.
+
+    ``modules`` must all be importable for the runtime to be available; ``distributions`` are the
+    PyPI names whose installed versions make up :meth:`version` (the first found, or with
+    ``all_versions`` every one found, as ``"name version"`` joined by commas).
+    """
+
+    modules: tuple[str, ...] = ()
+    distributions: tuple[str, ...] = ()
+    all_versions: bool = False
+
+    def available(self) -> bool:
+        return all(importlib.util.find_spec(module) is not None for module in self.modules)
+
+    def version(self) -> str | None:
+        found: list[str] = []
+        for distribution in self.distributions:
+            try:
+                number = importlib.metadata.version(distribution)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            if not self.all_versions:
+                return number
+            found.append(f"{distribution} {number}")
+        return ", ".join(found) or None

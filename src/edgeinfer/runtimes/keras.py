@@ -16,8 +16,6 @@ state dict) with edgeinfer's safe loader; torch is never needed.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
 import threading
 from collections.abc import Mapping
@@ -27,7 +25,13 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.errors import IntegrityError, NotFound, NotReady, RuntimeUnavailable
-from edgeinfer.runtimes.base import RuntimeOptions, TensorSpec, check_feeds
+from edgeinfer.runtimes.base import (
+    ClosingRuntime,
+    PackagedFactory,
+    RuntimeOptions,
+    TensorSpec,
+    check_feeds,
+)
 from edgeinfer.system.threads import ThreadLease, process_budget
 
 NAME = "keras"
@@ -38,7 +42,7 @@ TORCHVISION_BN_EPS = 1e-5
 _KERAS_BLOCKS = 16
 
 
-class KerasMobileNetV2:
+class KerasMobileNetV2(ClosingRuntime):
     """``keras.applications.MobileNetV2`` with torchvision weights, run with ``model.predict``."""
 
     name = NAME
@@ -72,31 +76,17 @@ class KerasMobileNetV2:
         self._model = None
         self._release()
 
-    def __enter__(self) -> KerasMobileNetV2:
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class KerasFactory:
+class KerasFactory(PackagedFactory):
     """Registry entry. Its "format" is the model's source checkpoint, a torch state dict."""
 
     name = NAME
     formats: tuple[str, ...] = ("torch",)
     architectures: tuple[str, ...] = ("mobilenet_v2",)
 
-    def available(self) -> bool:
-        return all(importlib.util.find_spec(module) is not None for module in ("tensorflow", "keras"))
-
-    def version(self) -> str | None:
-        found = []
-        for distribution in ("tensorflow-cpu", "tensorflow", "keras"):
-            try:
-                found.append(f"{distribution} {importlib.metadata.version(distribution)}")
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return ", ".join(found) or None
+    modules = ("tensorflow", "keras")
+    distributions = ("tensorflow-cpu", "tensorflow", "keras")
+    all_versions = True
 
     def load(
         self, model_path: Path, options: RuntimeOptions, expected_sha256: str | None = None

@@ -12,8 +12,6 @@ inside it without LiteRT installed.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import threading
 import zipfile
 from collections.abc import Mapping
@@ -24,7 +22,15 @@ from typing import Any, Literal
 import numpy as np
 
 from edgeinfer.errors import IntegrityError, InvalidInput, NotFound, NotReady, RuntimeUnavailable
-from edgeinfer.runtimes.base import Quantization, RuntimeOptions, TensorSpec, batch_size, check_feeds
+from edgeinfer.runtimes.base import (
+    ClosingRuntime,
+    PackagedFactory,
+    Quantization,
+    RuntimeOptions,
+    TensorSpec,
+    batch_size,
+    check_feeds,
+)
 from edgeinfer.system.threads import ThreadLease, process_budget
 
 NAME = "litert"
@@ -81,7 +87,7 @@ class TfliteInfo:
         return scale, scale * first.quantization.zero_point, 1.0
 
 
-class LiteRtInterpreter:
+class LiteRtInterpreter(ClosingRuntime):
     """One ``.tflite`` model in a LiteRT ``Interpreter`` (XNNPACK on the CPU), float in and out."""
 
     name = NAME
@@ -138,27 +144,15 @@ class LiteRtInterpreter:
         self._interpreter = None
         self._release()
 
-    def __enter__(self) -> LiteRtInterpreter:
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class LiteRtFactory:
+class LiteRtFactory(PackagedFactory):
     """Registry entry: ``ai-edge-litert``, imported only when a model is loaded."""
 
     name = NAME
     formats: tuple[str, ...] = ("tflite",)
 
-    def available(self) -> bool:
-        return importlib.util.find_spec("ai_edge_litert") is not None
-
-    def version(self) -> str | None:
-        try:
-            return importlib.metadata.version("ai-edge-litert")
-        except importlib.metadata.PackageNotFoundError:
-            return None
+    modules = ("ai_edge_litert",)
+    distributions = ("ai-edge-litert",)
 
     def load(self, model_path: Path, options: RuntimeOptions) -> LiteRtInterpreter:
         if not model_path.is_file():

@@ -12,12 +12,19 @@ from pathlib import Path
 import numpy as np
 
 from edgeinfer.errors import IntegrityError, NotFound, NotReady
-from edgeinfer.runtimes.base import RuntimeOptions, TensorSpec, batch_size, check_feeds, model_format
+from edgeinfer.runtimes.base import (
+    ClosingRuntime,
+    RuntimeOptions,
+    TensorSpec,
+    batch_size,
+    check_feeds,
+    model_format,
+)
 
 NAME = "null"
 
 
-class NullRuntime:
+class NullRuntime(ClosingRuntime):
     """Zeros of each output's dtype and shape; a dynamic output dimension takes the input's batch."""
 
     name = NAME
@@ -53,12 +60,6 @@ class NullRuntime:
 
     def close(self) -> None:
         self._closed = True
-
-    def __enter__(self) -> NullRuntime:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 class NullFactory:

@@ -17,8 +17,6 @@ config key, for example ``{"session.intra_op.allow_spinning": "1"}``.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,11 +24,16 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.errors import IntegrityError, InvalidInput, NotFound, NotReady
-from edgeinfer.runtimes.base import RuntimeOptions, TensorSpec, check_feeds
+from edgeinfer.runtimes.base import (
+    ClosingRuntime,
+    PackagedFactory,
+    RuntimeOptions,
+    TensorSpec,
+    check_feeds,
+)
 from edgeinfer.system.threads import ThreadLease, process_budget
 
 NAME = "onnxruntime"
-_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-openvino", "onnxruntime-gpu", "onnxruntime-directml")
 
 DEFAULT_SESSION_CONFIG = {
     "session.intra_op.allow_spinning": "0",
@@ -58,7 +61,7 @@ _ORT_TYPES = {
 }
 
 
-class OnnxRuntimeSession:
+class OnnxRuntimeSession(ClosingRuntime):
     """One ONNX model in an ``onnxruntime.InferenceSession`` on the CPU execution provider."""
 
     name = NAME
@@ -108,29 +111,15 @@ class OnnxRuntimeSession:
         self._session = None
         self._release()
 
-    def __enter__(self) -> OnnxRuntimeSession:
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class OnnxRuntimeFactory:
+class OnnxRuntimeFactory(PackagedFactory):
     """Registry entry: availability and version from package metadata, import only on load."""
 
     name = NAME
     formats: tuple[str, ...] = ("onnx",)
 
-    def available(self) -> bool:
-        return importlib.util.find_spec("onnxruntime") is not None
-
-    def version(self) -> str | None:
-        for distribution in _DISTRIBUTIONS:
-            try:
-                return importlib.metadata.version(distribution)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return None
+    modules = ("onnxruntime",)
+    distributions = ("onnxruntime", "onnxruntime-openvino", "onnxruntime-gpu", "onnxruntime-directml")
 
     def load(self, model_path: Path, options: RuntimeOptions) -> OnnxRuntimeSession:
         if not model_path.is_file():

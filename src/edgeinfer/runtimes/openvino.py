@@ -11,8 +11,6 @@ override these defaults, for example ``{"INFERENCE_PRECISION_HINT": "bf16"}``.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,14 +19,20 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.errors import IntegrityError, InvalidInput, NotFound, NotReady, RuntimeUnavailable
-from edgeinfer.runtimes.base import RuntimeOptions, TensorSpec, check_feeds
+from edgeinfer.runtimes.base import (
+    ClosingRuntime,
+    PackagedFactory,
+    RuntimeOptions,
+    TensorSpec,
+    check_feeds,
+)
 from edgeinfer.system.threads import ThreadLease, process_budget
 
 NAME = "openvino"
 DEVICE = "CPU"
 
 
-class OpenVinoModel:
+class OpenVinoModel(ClosingRuntime):
     """One model compiled for OpenVINO's CPU plugin, with one reusable infer request."""
 
     name = NAME
@@ -104,27 +108,15 @@ class OpenVinoModel:
         self._compiled = None
         self._release()
 
-    def __enter__(self) -> OpenVinoModel:
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class OpenVinoFactory:
+class OpenVinoFactory(PackagedFactory):
     """Registry entry: ``openvino`` is imported only when a model is loaded."""
 
     name = NAME
     formats: tuple[str, ...] = ("onnx",)
 
-    def available(self) -> bool:
-        return importlib.util.find_spec("openvino") is not None
-
-    def version(self) -> str | None:
-        try:
-            return importlib.metadata.version("openvino")
-        except importlib.metadata.PackageNotFoundError:
-            return None
+    modules = ("openvino",)
+    distributions = ("openvino",)
 
     def load(self, model_path: Path, options: RuntimeOptions) -> OpenVinoModel:
         if not model_path.is_file():

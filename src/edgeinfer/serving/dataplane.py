@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from edgeinfer import __version__
 from edgeinfer.errors import EdgeInferError, ModelNotFound, NotFound, NotReady
@@ -26,6 +26,9 @@ from edgeinfer.serving.protocol import (
 )
 from edgeinfer.serving.servable import ModelEngine, Servable
 from edgeinfer.serving.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from edgeinfer.serving.offload import ServerOffload
 
 log = logging.getLogger("edgeinfer.serving")
 
@@ -76,6 +79,7 @@ class DataPlane:
         self.metrics = metrics or ServerMetrics()
         self._loader = loader
         self._models: dict[str, Servable] = {}
+        self._offload: ServerOffload | None = None  # routes image requests unless offload = "edge"
         self._draining = False
         self._decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_workers, thread_name_prefix="decode"
@@ -105,6 +109,11 @@ class DataPlane:
                 name, servable.version, servable.engine.runtime.name, (time.monotonic_ns() - started) / 1e9,
                 {b: round(ns / 1e6, 2) for b, ns in servable.batcher.profile.snapshot().items()},
             )  # fmt: skip
+        if self.settings.offload != "edge":
+            from edgeinfer.serving.offload import ServerOffload
+
+            self._offload = ServerOffload(self.settings, self.metrics.registry)
+            await self._offload.start(self._models)
 
     def begin_shutdown(self) -> None:
         """Stop admitting new work (ready turns false); what was admitted still finishes."""
@@ -113,6 +122,8 @@ class DataPlane:
     async def close(self) -> None:
         self._draining = True
         timeout = self.settings.shutdown_timeout_s
+        if self._offload is not None:
+            await self._offload.close()
         await asyncio.gather(*(m.close(timeout) for m in self._models.values()))
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -130,6 +141,7 @@ class DataPlane:
             not self._draining
             and len(self._models) == len(self.settings.models)
             and all(m.ready for m in self._models.values())
+            and (self.settings.offload == "edge" or self._offload is not None)
         )
 
     def server_metadata(self) -> ServerMetadata:
@@ -162,14 +174,26 @@ class DataPlane:
     async def infer(self, request: InferRequest, protocol: str) -> InferResponse:
         servable = self._servable(request.model, request.version, protocol)
         deadline = self._deadline_ns(request.arrival_ns, request.timeout_ns)
-        return await self._observed(servable, protocol, request.arrival_ns, servable.infer(request, deadline))
+        offload = self._offload
+        work = (
+            servable.infer(request, deadline)
+            if offload is None
+            else offload.infer(servable, request, deadline)
+        )
+        return await self._observed(servable, protocol, request.arrival_ns, work)
 
     async def classify(
         self, model: str, image: bytes, top_k: int, *, protocol: str, arrival_ns: int, timeout_ns: int | None
     ) -> ClassifyResponse:
         servable = self._servable(model, None, protocol)
         deadline = self._deadline_ns(arrival_ns, timeout_ns)
-        return await self._observed(servable, protocol, arrival_ns, servable.classify(image, top_k, deadline))
+        offload = self._offload
+        work = (
+            servable.classify(image, top_k, deadline)
+            if offload is None
+            else offload.classify(servable, image, top_k, deadline)
+        )
+        return await self._observed(servable, protocol, arrival_ns, work)
 
     def count_failure(self, model: str, protocol: str, error: EdgeInferError) -> None:
         """Count a request that failed before reaching a model (bad body, unknown model...)."""

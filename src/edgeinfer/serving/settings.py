@@ -8,6 +8,9 @@ A TOML file holds the same names as the fields below, at the top level or under 
     max_batch_size = 8
     max_queue_delay_us = 2000
 
+With ``offload = "auto"`` (or ``"cloud"``) and a ``cloud_url``, image requests are routed per request
+between this server's own batcher and a KServe v2 server in the cloud (see docs/SERVING.md).
+
 The API key never appears in the file or on the command line: it comes from ``api_key_file`` or the
 ``EDGEINFER_API_KEY`` environment variable.
 """
@@ -21,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 from edgeinfer.errors import InvalidInput, NotFound
 from edgeinfer.system.threads import usable_cores
@@ -28,6 +32,7 @@ from edgeinfer.system.threads import usable_cores
 API_KEY_ENV = "EDGEINFER_API_KEY"
 _PATH_FIELDS = ("api_key_file", "repository")
 _OPTIONAL_INT_FIELDS = ("threads", "decode_threads")
+OFFLOAD_POLICIES = ("edge", "cloud", "auto")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,11 @@ class ServeSettings:
     log_level: str = "warning"
     streams: tuple[str, ...] = ()
     stream_fps: float | None = None
+    offload: str = "edge"
+    cloud_url: str | None = None
+    cloud_model: str | None = None
+    bandwidth_cap_mbps: float | None = None
+    cloud_timeout_ms: float = 5000.0
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -82,6 +92,7 @@ class ServeSettings:
             if not getattr(self, name) > 0:
                 raise InvalidInput(f"{name} must be positive, got {getattr(self, name)}")
         self._check_streams()
+        self._check_offload()
         if self.max_queue_size < self.max_batch_size:
             raise InvalidInput(
                 f"max_queue_size ({self.max_queue_size}) must be at least "
@@ -132,6 +143,28 @@ class ServeSettings:
                 f"stream_fps must be positive (or unset for each source's own rate), got {self.stream_fps}"
             )
 
+    def _check_offload(self) -> None:
+        if self.offload not in OFFLOAD_POLICIES:
+            raise InvalidInput(f"offload must be one of {', '.join(OFFLOAD_POLICIES)}, got {self.offload!r}")
+        if self.offload != "edge" and not self.cloud_url:
+            raise InvalidInput(
+                f"offload {self.offload!r} needs the cloud server: give --cloud-url http://HOST:PORT"
+            )
+        if self.cloud_url is not None:
+            parts = urlsplit(self.cloud_url)
+            if parts.scheme != "http" or not parts.hostname or _port(parts) is None:
+                raise InvalidInput(
+                    f"cloud_url must be http://HOST:PORT of a KServe v2 server, got {self.cloud_url!r}"
+                )
+        if self.cloud_model is not None and len(self.models) > 1:
+            raise InvalidInput("cloud_model renames one model; with several models each keeps its own name")
+        if self.bandwidth_cap_mbps is not None and not self.bandwidth_cap_mbps > 0:
+            raise InvalidInput(
+                f"bandwidth_cap_mbps must be positive (or unset for no cap), got {self.bandwidth_cap_mbps}"
+            )
+        if not self.cloud_timeout_ms > 0:
+            raise InvalidInput(f"cloud_timeout_ms must be positive, got {self.cloud_timeout_ms}")
+
     def replace(self, **changes: Any) -> ServeSettings:
         return dataclasses.replace(self, **changes)
 
@@ -141,6 +174,13 @@ def _at_least(settings: ServeSettings, minimum: int, *names: str) -> None:
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise InvalidInput(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:  # not a number, or out of range
+        return None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -182,7 +222,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     for name in _OPTIONAL_INT_FIELDS:
         if out.get(name) == 0:
             out[name] = None
-    for name in ("default_timeout_ms", "body_timeout_s", "shutdown_timeout_s", "stream_fps"):
+    for name in ("default_timeout_ms", "body_timeout_s", "shutdown_timeout_s", "stream_fps",
+                 "bandwidth_cap_mbps", "cloud_timeout_ms"):  # fmt: skip
         if name in out and isinstance(out[name], int) and not isinstance(out[name], bool):
             out[name] = float(out[name])
     return out

@@ -128,7 +128,20 @@ def response_to_proto(response: InferResponse) -> pb.ModelInferResponse:
         entry = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.shape))
         del entry  # filled by name/datatype/shape; the data goes in raw_output_contents
         message.raw_output_contents.append(tensor_to_raw(tensor))
+    for key, value in response.parameters.items():
+        _set_parameter(message.parameters[key], value)
     return message
+
+
+def _set_parameter(target: pb.InferParameter, value: ParamValue) -> None:
+    if isinstance(value, bool):
+        target.bool_param = value
+    elif isinstance(value, int):
+        target.int64_param = value
+    elif isinstance(value, float):
+        target.double_param = value
+    else:
+        target.string_param = str(value)
 
 
 def server_metadata_to_proto(metadata: ServerMetadata) -> pb.ServerMetadataResponse:

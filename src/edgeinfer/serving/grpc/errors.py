@@ -12,6 +12,7 @@ from edgeinfer.errors import (
     NotReady,
     Overloaded,
     Unauthenticated,
+    UpstreamError,
 )
 from edgeinfer.serving.batching.batcher import retry_after_header
 
@@ -22,6 +23,7 @@ _CODES: dict[type[EdgeInferError], grpc.StatusCode] = {
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     NotReady: grpc.StatusCode.UNAVAILABLE,
+    UpstreamError: grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -20,6 +20,7 @@ from edgeinfer.serving.codecs import rest as codec
 from edgeinfer.serving.dataplane import DataPlane
 from edgeinfer.serving.deadlines import TIMEOUT_HEADER, timeout_from_header
 from edgeinfer.serving.metrics import CONTENT_TYPE as METRICS_TYPE
+from edgeinfer.serving.offload import RoutedClassifyResponse, route_headers
 from edgeinfer.serving.rest.body import ClientDisconnected, read_body
 from edgeinfer.serving.rest.errors import (
     MethodNotAllowed,
@@ -154,8 +155,9 @@ class RestApp:
             header_timeout_ns=timeout_from_header(request.headers.get(TIMEOUT_HEADER)),
             arrival_ns=request.arrival_ns,
         )
-        encoded = codec.encode_infer_response(await self.plane.infer(infer_request, PROTOCOL))
-        headers = []
+        response = await self.plane.infer(infer_request, PROTOCOL)
+        encoded = codec.encode_infer_response(response)
+        headers = route_headers(response.parameters) if response.parameters else []
         if encoded.header_length is not None:
             headers.append((codec.HEADER_LENGTH.encode(), str(encoded.header_length).encode()))
         return Response(encoded.body, content_type=encoded.content_type, headers=headers)
@@ -177,7 +179,8 @@ class RestApp:
             arrival_ns=request.arrival_ns,
             timeout_ns=timeout_from_header(request.headers.get(TIMEOUT_HEADER)),
         )
-        return Response(codec.encode_classify_response(result))
+        headers = route_headers(result.parameters) if isinstance(result, RoutedClassifyResponse) else []
+        return Response(codec.encode_classify_response(result), headers=headers)
 
     async def metrics(self, request: Request) -> Response:
         return Response(self.plane.metrics.exposition(), content_type=METRICS_TYPE.encode())

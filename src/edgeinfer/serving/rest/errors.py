@@ -11,6 +11,7 @@ from edgeinfer.errors import (
     NotReady,
     Overloaded,
     Unauthenticated,
+    UpstreamError,
 )
 from edgeinfer.serving.batching.batcher import retry_after_header
 from edgeinfer.serving.codecs.rest import error_body
@@ -49,6 +50,7 @@ _STATUS: dict[type[EdgeInferError], int] = {
     Overloaded: 429,
     DeadlineExceeded: 504,
     NotReady: 503,
+    UpstreamError: 502,
 }
 
 
