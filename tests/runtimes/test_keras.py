@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,13 @@ def test_keras_is_never_auto_and_needs_a_known_architecture(tmp_path: Path) -> N
     assert "keras" not in registry.auto_candidates("onnx")
     with pytest.raises(RuntimeUnavailable, match="needs the model's source weights"):
         registry.open_runtime("keras", tmp_path / "model.onnx")
+
+
+def test_keras_refuses_a_build_it_would_not_really_run(mobilenet: StoredModel) -> None:
+    """Keras rebuilds the network from the FP32 checkpoint, so an INT8 build is refused, not faked."""
+    int8 = replace(mobilenet, config=replace(mobilenet.config, precision="int8"))
+    with pytest.raises(RuntimeUnavailable, match="FP32 source weights only, not a int8 build"):
+        registry.open_runtime("keras", int8, RuntimeOptions(threads=1))
 
 
 def test_a_checkpoint_with_the_wrong_checksum_is_refused(mobilenet: StoredModel) -> None:

@@ -353,6 +353,8 @@ class _ConfigLike(Protocol):
     def outputs(self) -> tuple[TensorSpec, ...]: ...
     @property
     def provenance(self) -> _ProvenanceLike: ...
+    @property
+    def precision(self) -> str: ...
 
 
 class StoredModelLike(Protocol):
@@ -404,6 +406,11 @@ def _keras_checkpoint(stored: StoredModelLike | None) -> Path:
     if config.name not in KerasFactory.architectures:
         raise RuntimeUnavailable(
             f"the keras baseline runs {', '.join(KerasFactory.architectures)} only, not {config.name!r}"
+        )
+    if config.precision != "fp32":
+        raise RuntimeUnavailable(
+            f"the keras baseline runs the FP32 source weights only, not a {config.precision} build; "
+            "use onnxruntime or openvino for that precision"
         )
     return _source_file(config.provenance.source_package, config.provenance.source_file)
 
