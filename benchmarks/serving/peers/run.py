@@ -61,11 +61,14 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def _edgeinfer(instances: int, threads: int) -> Callable[[int, Path], list[str]]:
+def _edgeinfer(instances: int | None, threads: int | None) -> Callable[[int, Path], list[str]]:
+    """``edgeinfer serve``; instances/threads None: the default (adaptive) instance shape."""
+
     def command(port: int, python: Path) -> list[str]:
+        shape = [] if instances is None else ["--instances", str(instances), "--threads", str(threads)]
         return [
             str(python), "-m", "edgeinfer.cli.main", "serve", "--model", MODEL, "--runtime", "onnxruntime",
-            "--http-port", str(port), "--no-grpc", "--instances", str(instances), "--threads", str(threads),
+            "--http-port", str(port), "--no-grpc", *shape,
             "--max-batch-size", str(BATCH), "--max-queue-delay-us", str(int(BATCH_WAIT_S * 1e6)),
             "--log-level", "warning",
         ]  # fmt: skip
@@ -74,8 +77,14 @@ def _edgeinfer(instances: int, threads: int) -> Callable[[int, Path], list[str]]
 
 
 STACKS = {
-    "edgeinfer": Stack("edgeinfer", _edgeinfer(1, 2), "/v2/health/ready", f"/v1/models/{MODEL}/classify"),
-    # not in the default set: two single-threaded runtime instances instead of one with two threads
+    # the default shape: one 2-thread runtime, single-thread runs side by side while requests queue
+    "edgeinfer": Stack(
+        "edgeinfer", _edgeinfer(None, None), "/v2/health/ready", f"/v1/models/{MODEL}/classify"
+    ),
+    # not in the default set: fixed shapes (the default before the adaptive one; two 1-thread instances)
+    "edgeinfer_1x2": Stack(
+        "edgeinfer_1x2", _edgeinfer(1, 2), "/v2/health/ready", f"/v1/models/{MODEL}/classify"
+    ),
     "edgeinfer_2x1": Stack(
         "edgeinfer_2x1", _edgeinfer(2, 1), "/v2/health/ready", f"/v1/models/{MODEL}/classify"
     ),
@@ -510,7 +519,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    default_stacks = ",".join(name for name in STACKS if name != "edgeinfer_2x1")
+    default_stacks = ",".join(name for name in STACKS if name not in ("edgeinfer_1x2", "edgeinfer_2x1"))
     parser.add_argument("--stacks", default=default_stacks, help="comma-separated, in round-1 order")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk cell")
     parser.add_argument("--rounds", type=int, default=2)

@@ -5,6 +5,10 @@ decoded and preprocessed here on a thread pool while other batches infer, or an 
 preprocessed tensor on the runtime's own input (for example ``input``, FP32 [-1, 3, 224, 224]).
 A request sends exactly one of the two. Its output is the probability tensor, or with Triton's
 classification extension the top classes as ``"score:index:label"`` strings.
+
+The default instance shape (:func:`load_adaptive`) is one runtime holding every core plus one
+single-thread runtime of the same model that the batcher runs on several threads side by side
+while requests queue up (see :class:`edgeinfer.serving.batching.batcher.SplitLanes`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import base64
 import binascii
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -24,7 +29,7 @@ from edgeinfer.engine.results import Prediction
 from edgeinfer.errors import EdgeInferError, InvalidInput
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.runtimes.base import Runtime
-from edgeinfer.serving.batching.batcher import Batcher, BatcherSettings
+from edgeinfer.serving.batching.batcher import Batcher, BatcherSettings, SplitLanes
 from edgeinfer.serving.metrics import ModelMetrics
 from edgeinfer.serving.protocol import (
     ClassifyResponse,
@@ -38,8 +43,12 @@ from edgeinfer.serving.protocol import (
     TensorMetadata,
     datatype_of,
 )
+from edgeinfer.system.threads import ThreadLease, process_budget
 
 IMAGE_INPUT = "image"
+# Runtimes whose one loaded model may run from several threads at once, each call computing on its
+# caller's thread when loaded with one thread (ONNX Runtime sessions are documented thread-safe).
+CONCURRENT_RUNTIMES = frozenset({"onnxruntime"})
 
 
 class ModelEngine(Protocol):
@@ -62,27 +71,71 @@ class ModelEngine(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class EngineSet:
+    """A model's loaded runtimes: ``instances`` run side by side; ``split``, when set, is a
+    single-thread runtime run on ``split_lanes`` threads at once in place of the one instance."""
+
+    instances: Sequence[ModelEngine]
+    split: ModelEngine | None = None
+    split_lanes: int = 0
+
+
+def load_adaptive(load: Callable[[int], ModelEngine], threads: int) -> EngineSet:
+    """One instance with ``threads`` threads plus its single-thread twin for ``threads`` split lanes.
+
+    ``load(n)`` opens the model with ``n`` compute threads from the process thread budget. The twin
+    is loaded first and hands its lease back: the batcher never runs it while the wide instance
+    runs, and runs it on at most ``threads`` threads, so the wide instance's lease covers both.
+    Falls back to the wide instance alone where the runtime cannot run one model from several
+    threads or the budget did not grant ``threads`` threads.
+    """
+    split = load(1)
+    if split.runtime.name not in CONCURRENT_RUNTIMES or threads < 2:
+        split.close()
+        return EngineSet([load(threads)])
+    try:
+        lease = getattr(split.runtime, "lease", None)
+        if isinstance(lease, ThreadLease):
+            process_budget().release(lease)
+        wide = load(threads)
+    except BaseException:
+        split.close()
+        raise
+    if wide.runtime.threads < 2:
+        split.close()
+        return EngineSet([wide])
+    return EngineSet([wide], split, wide.runtime.threads)
+
+
 class Servable:
     """A loaded model with its batcher; every method raises only :class:`EdgeInferError` kinds."""
 
     def __init__(
         self,
         name: str,
-        engines: Sequence[ModelEngine],
+        engines: Sequence[ModelEngine] | EngineSet,
         batching: BatcherSettings,
         metrics: ModelMetrics,
         *,
         decode_pool: Executor,
         decode_workers: int = 1,
     ) -> None:
-        if not engines:
+        loaded = engines if isinstance(engines, EngineSet) else EngineSet(engines)
+        if not loaded.instances:
             raise ValueError("a servable needs at least one engine instance")
         self.name = name
-        self.engines = list(engines)
-        self.engine = engines[0]
+        self.engines = list(loaded.instances)
+        self.split_engine = loaded.split
+        self.engine = self.engines[0]
         self.version = self.engine.config.version
         self.metrics = metrics
-        self.batcher = Batcher([e.infer for e in engines], batching, name=name, observer=metrics)
+        split = None
+        if loaded.split is not None:
+            split = SplitLanes(loaded.split.infer, loaded.split_lanes)
+        self.batcher = Batcher(
+            [e.infer for e in self.engines], batching, name=name, observer=metrics, split=split
+        )
         self._decode_pool = decode_pool
         self._decode_workers = max(1, decode_workers)
         self._decode_ns_per_image = 0.0  # service time on a decode thread, queueing excluded
@@ -113,6 +166,8 @@ class Servable:
         await self.batcher.close(timeout_s)
         for engine in self.engines:
             engine.close()
+        if self.split_engine is not None:
+            self.split_engine.close()
 
     def metadata(self) -> ModelMetadata:
         return ModelMetadata(

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from edgeinfer.errors import DeadlineExceeded, EdgeInferError, InvalidInput, NotReady, Overloaded
-from edgeinfer.serving.batching.batcher import Batcher, BatcherSettings, retry_after_header
+from edgeinfer.serving.batching.batcher import Batcher, BatcherSettings, SplitLanes, retry_after_header
 
 T = TypeVar("T")
 MS = 1_000_000
@@ -251,6 +251,82 @@ def test_admission_learns_how_late_requests_really_finish() -> None:
             await batcher.run(ticket, sample(1))
         with pytest.raises(DeadlineExceeded, match="as measured"):
             batcher.admit(1, deadline_in(12))
+        await batcher.close()
+
+    run(main())
+
+
+class IntervalModel(SlowModel):
+    """A SlowModel that also records when each call ran, and on which kind of lane."""
+
+    def __init__(self, kind: str, log: list[tuple[str, float, float]], ms_per_batch: float) -> None:
+        super().__init__(ms_per_batch)
+        self.kind = kind
+        self.log = log
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        begin = time.monotonic()
+        out = super().__call__(batch)
+        with self.lock:
+            self.log.append((self.kind, begin, time.monotonic()))
+        return out
+
+
+def _overlap(a: tuple[str, float, float], b: tuple[str, float, float]) -> bool:
+    return a[1] < b[2] and b[1] < a[2]
+
+
+def test_split_lanes_take_a_backlog_side_by_side_and_never_run_with_the_wide_instance() -> None:
+    log: list[tuple[str, float, float]] = []
+    wide = IntervalModel("wide", log, ms_per_batch=10)
+    narrow = IntervalModel("split", log, ms_per_batch=15)
+    split = SplitLanes(narrow, lanes=2)
+
+    async def main() -> None:
+        batcher = Batcher([wide], BatcherSettings(1, 0, 32), split=split)
+        await batcher.warm_up((2,), np.dtype(np.float32), runs=1)
+        batcher.start()
+        log.clear()
+        for value in range(3):  # one at a time: the wide instance, fastest for a single request
+            out = await batcher.infer(sample(value), deadline_in(5_000))
+            assert float(out[0, 0]) == value * 10
+        assert [kind for kind, _, _ in log] == ["wide"] * 3
+        log.clear()
+        outs = await asyncio.gather(*(batcher.infer(sample(v), deadline_in(5_000)) for v in range(8)))
+        assert [float(o[0, 0]) for o in outs] == [v * 10.0 for v in range(8)]
+        assert batcher.batches_run() == {"wide": 3, "split": sum(1 for k, _, _ in log if k == "split")}
+        await batcher.close()
+
+    run(main())
+    splits = [entry for entry in log if entry[0] == "split"]
+    assert len(splits) >= 6  # the backlog went to the split lanes ...
+    assert any(_overlap(a, b) for i, a in enumerate(splits) for b in splits[i + 1 :])  # ... side by side
+    wides = [entry for entry in log if entry[0] == "wide"]
+    assert not any(_overlap(w, s) for w in wides for s in splits)  # never both kinds at once
+
+
+def test_split_lanes_need_a_single_instance_and_two_lanes() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        Batcher([lambda b: b, lambda b: b], BatcherSettings(2, 0, 4), split=SplitLanes(lambda b: b, 2))
+    with pytest.raises(ValueError, match=">= 2"):
+        SplitLanes(lambda b: b, lanes=1)
+
+
+def test_admission_estimate_counts_the_split_lanes_capacity() -> None:
+    wide = SlowModel(ms_per_batch=10)
+    narrow = SlowModel(ms_per_batch=10)
+
+    async def main() -> None:
+        batcher = Batcher([wide], BatcherSettings(1, 0, 32), split=SplitLanes(narrow, lanes=2))
+        await batcher.warm_up((2,), np.dtype(np.float32), runs=1)
+        batcher.start()
+        tickets = [batcher.admit(1, deadline_in(5_000)) for _ in range(8)]
+        # 8 samples ahead on two 10 ms lanes: about 40 ms of wait + 10 of its own, not one lane's 90
+        tickets.append(batcher.admit(1, deadline_in(70)))
+        with pytest.raises(DeadlineExceeded, match="9 samples ahead"):
+            batcher.admit(1, deadline_in(35))
+        for ticket in tickets:
+            batcher.cancel(ticket)
         await batcher.close()
 
     run(main())

@@ -7,12 +7,20 @@ Life of a request:
    own compute cannot finish before its deadline (:class:`DeadlineExceeded`).
 2. The caller prepares its samples (decode + preprocess, on other threads), then ``run`` puts them in
    the earliest-deadline-first queue and awaits the result.
-3. A worker per instance takes the earliest-deadline requests that fit ``max_batch_size``. It waits
+3. A worker per lane takes the earliest-deadline requests that fit ``max_batch_size``. It waits
    for more only when more are known to be on their way (admitted, still decoding), never longer
    than ``max_queue_delay_us``, the head's slack, or the time batching would save by the measured
    profile; an idle runtime never waits for nothing.
 4. Before running, requests that cannot finish in time by the measured compute time of the batch's
    size are failed with :class:`DeadlineExceeded` instead of wasting compute and delaying others.
+
+Lanes: one per runtime instance, all running side by side. With :class:`SplitLanes` the batcher
+also has an adaptive shape: one multi-thread instance (the "wide" lane) while few samples wait, and
+``lanes`` single-thread runs side by side (the "split" lanes) when more wait, chosen per batch from
+the backlog. The two kinds never run at once, so no more compute threads run than the wide instance
+holds: a multi-thread runtime is fastest for one image, single-thread runs side by side keep every
+core busy under load (its parallel operators leave cores idle at batch 1 and larger batches are no
+cheaper per image on small CPUs).
 
 Every pending future is completed on every path (result, error, shutdown).
 """
@@ -68,14 +76,49 @@ class Ticket:
     open: bool = field(default=True)
 
 
+@dataclass(frozen=True)
+class SplitLanes:
+    """Single-thread runs that replace the wide instance while ``min_backlog`` or more samples wait.
+
+    ``infer_fn`` must be safe to call from ``lanes`` threads at once (one single-thread ONNX Runtime
+    session is: each call computes on its caller's thread). ``warm_sizes`` batch sizes are warmed and
+    measured (larger ones are scaled from them): on CPUs where batching does not pay the split lanes
+    run batches of 1-2, so warming more would only grow the runtime's memory arena.
+    """
+
+    infer_fn: InferFn
+    lanes: int
+    min_backlog: int = 2
+    warm_sizes: int = 2
+
+    def __post_init__(self) -> None:
+        if self.lanes < 2:
+            raise ValueError(f"split lanes must be >= 2 to be worth having, got {self.lanes}")
+        if self.min_backlog < 1 or self.warm_sizes < 1:
+            raise ValueError("min_backlog and warm_sizes must be >= 1")
+
+
 @dataclass
 class _Running:
     size: int
     started_ns: int
 
 
+@dataclass
+class _Lane:
+    """One thread that runs batches: its function, executor, profile and what it runs now."""
+
+    index: int
+    fn: InferFn
+    executor: ThreadPoolExecutor
+    profile: ComputeProfile
+    split: bool
+    running: _Running | None = None
+
+
 class Batcher:
-    """Forms batches for ``instances`` workers, each running ``infer_fns[i]`` on its own thread."""
+    """Forms batches for one lane per instance (each running ``infer_fns[i]`` on its own thread),
+    plus the ``split`` lanes that replace a single wide instance under load."""
 
     def __init__(
         self,
@@ -84,31 +127,50 @@ class Batcher:
         *,
         name: str = "model",
         observer: BatchObserver | None = None,
+        split: SplitLanes | None = None,
     ) -> None:
         if not infer_fns:
             raise ValueError("a batcher needs at least one instance")
+        if split is not None and len(infer_fns) != 1:
+            raise ValueError("split lanes replace a single (multi-thread) instance; give exactly one")
         self.name = name
         self.settings = settings
+        self.split = split
         self.profile = ComputeProfile(settings.max_batch_size)
-        self._fns = list(infer_fns)
+        self.split_profile = ComputeProfile(settings.max_batch_size) if split is not None else None
         self._observer = observer or NullObserver()
         self._queue = EdfQueue()
         self._incoming = 0
         self._seq = 0
-        self._running: list[_Running | None] = [None] * len(self._fns)
-        self._executors = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}-{i}")
-            for i in range(len(self._fns))
-        ]
+        self._lanes = [self._lane(i, fn, self.profile, False) for i, fn in enumerate(infer_fns)]
+        if split is not None and self.split_profile is not None:
+            first = len(self._lanes)
+            self._lanes += [
+                self._lane(first + i, split.infer_fn, self.split_profile, True) for i in range(split.lanes)
+            ]
         self._workers: list[asyncio.Task[None]] = []
         self._wake: asyncio.Event | None = None
         self._accepting = False
         self._closing = False
         self._slack = 1.0  # measured (actual / estimated) time to answer; see _calibrate
+        self._batch_counts = {"wide": 0, "split": 0}
+
+    def _lane(self, index: int, fn: InferFn, profile: ComputeProfile, split: bool) -> _Lane:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}-{index}")
+        return _Lane(index, fn, executor, profile, split)
 
     @property
     def instances(self) -> int:
-        return len(self._fns)
+        """Runtime instances that run side by side (the split lanes replace the one instance)."""
+        return sum(1 for lane in self._lanes if not lane.split)
+
+    @property
+    def lanes(self) -> int:
+        return len(self._lanes)
+
+    def batches_run(self) -> dict[str, int]:
+        """Batches run so far by lane kind (``wide``/``split``), for tests and logs."""
+        return dict(self._batch_counts)
 
     @property
     def queued_samples(self) -> int:
@@ -125,16 +187,33 @@ class Batcher:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def warm_up(self, sample_shape: tuple[int, ...], dtype: np.dtype, runs: int = 2) -> None:
-        """Run every batch size on every instance; the last run of each size seeds the profile."""
+        """Run every batch size on every instance; the last run of each size seeds the profile.
+
+        Split lanes run their ``warm_sizes`` all at once, as they will under load, so their profile
+        holds the side-by-side cost (and the runtime's memory holds concurrent runs from the start).
+        """
         loop = asyncio.get_running_loop()
-        for executor, fn in zip(self._executors, self._fns, strict=True):
+        for lane in (lane for lane in self._lanes if not lane.split):
             for size in range(1, self.settings.max_batch_size + 1):
                 batch = np.zeros((size, *sample_shape), dtype=dtype)
                 for _ in range(max(1, runs)):
                     started = time.monotonic_ns()
-                    await loop.run_in_executor(executor, fn, batch)
+                    await loop.run_in_executor(lane.executor, lane.fn, batch)
                     elapsed = time.monotonic_ns() - started
                 self.profile.observe(size, elapsed)
+        split = [lane for lane in self._lanes if lane.split]
+        if self.split is None or self.split_profile is None:
+            return
+        for size in range(1, min(self.split.warm_sizes, self.settings.max_batch_size) + 1):
+            batch = np.zeros((size, *sample_shape), dtype=dtype)
+            for _ in range(max(1, runs)):
+                times = await asyncio.gather(*(self._timed(lane, batch) for lane in split))
+            self.split_profile.observe(size, max(times))
+
+    async def _timed(self, lane: _Lane, batch: np.ndarray) -> int:
+        started = time.monotonic_ns()
+        await asyncio.get_running_loop().run_in_executor(lane.executor, lane.fn, batch)
+        return time.monotonic_ns() - started
 
     def start(self) -> None:
         """Start the workers (from the event loop) and begin admitting requests."""
@@ -142,8 +221,8 @@ class Batcher:
             return
         self._wake = asyncio.Event()
         self._workers = [
-            asyncio.create_task(self._worker(i), name=f"batcher-{self.name}-{i}")
-            for i in range(self.instances)
+            asyncio.create_task(self._worker(lane), name=f"batcher-{self.name}-{lane.index}")
+            for lane in self._lanes
         ]
         self._accepting = True
 
@@ -159,8 +238,8 @@ class Batcher:
                 task.cancel()
             for item in self._queue.drain():
                 _fail(item, NotReady(f"model {self.name!r} shut down before this request ran"))
-        for executor in self._executors:
-            executor.shutdown(wait=False, cancel_futures=True)
+        for lane in self._lanes:
+            lane.executor.shutdown(wait=False, cancel_futures=True)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -186,7 +265,7 @@ class Batcher:
                 retry_after_s=retry,
             )
         now = time.monotonic_ns()
-        wait_ns, compute = self._wait_estimate_ns(deadline_ns, now), self.profile.compute_ns(samples)
+        wait_ns, compute = self._estimate_ns(deadline_ns, now, samples)
         raw_ns = prep_ns + wait_ns + compute
         finish_ns = now + int(raw_ns * self._slack)
         if finish_ns > deadline_ns:
@@ -216,7 +295,7 @@ class Batcher:
             raise InvalidInput(f"admitted {ticket.samples} samples but got {samples.shape[0]}")
         self.cancel(ticket)  # the claim becomes a queue entry (or nothing)
         now = time.monotonic_ns()
-        need = self.profile.compute_ns(ticket.samples)
+        need = self._fastest_ns(ticket.samples)
         if now + need > ticket.deadline_ns:
             self._observer.on_deadline_missed()
             raise DeadlineExceeded(
@@ -250,52 +329,100 @@ class Batcher:
     def drain_estimate_s(self) -> float:
         """Seconds until what is waiting now has run: the basis of a Retry-After hint."""
         waiting = self._queue.samples + self._incoming
-        return max(0.001, waiting * self.profile.per_sample_ns() / self.instances / 1e9)
+        per_sample = self.profile.per_sample_ns() / self.instances
+        if self.split is not None and self.split_profile is not None:
+            per_sample = min(per_sample, self.split_profile.per_sample_ns() / self.split.lanes)
+        return max(0.001, waiting * per_sample / 1e9)
 
     # -- scheduling -----------------------------------------------------------------------------
 
-    def _wait_estimate_ns(self, deadline_ns: int, now: int) -> int:
-        """Time until a new request with this deadline would start, by EDF and the profile."""
-        ahead = self._queue.samples_due_by(deadline_ns) + self._incoming
-        size = self.profile.best_batch_size(ahead)
-        full, rest = divmod(ahead, size)
-        work = full * self.profile.compute_ns(size) + (self.profile.compute_ns(rest) if rest else 0)
-        busy = [r for r in self._running if r is not None]
-        running_left = 0
-        if len(busy) == self.instances:
-            running_left = min(max(0, self.profile.compute_ns(r.size) - (now - r.started_ns)) for r in busy)
-        return work // self.instances + running_left
+    def _fastest_ns(self, samples: int) -> int:
+        """The least time a batch of ``samples`` can take on any lane."""
+        profiles = [self.profile] if self.split_profile is None else [self.profile, self.split_profile]
+        return min(profile.compute_ns(samples) for profile in profiles)
 
-    async def _worker(self, index: int) -> None:
+    def _lanes_for(self, backlog: int) -> list[_Lane]:
+        """The lanes that serve a backlog of ``backlog`` waiting samples."""
+        split = self.split is not None and backlog >= self.split.min_backlog
+        return [lane for lane in self._lanes if lane.split == split]
+
+    def _any_running(self, split: bool) -> bool:
+        return any(lane.running is not None for lane in self._lanes if lane.split == split)
+
+    def _blocked(self, lane: _Lane) -> bool:
+        """Busy, or kept idle because lanes of the other kind are running (the threads are theirs)."""
+        if lane.running is not None:
+            return True
+        return self.split is not None and self._any_running(not lane.split)
+
+    def _may_start(self, lane: _Lane) -> bool:
+        """Whether ``lane`` may take a batch now: the shape follows the backlog, kinds never overlap."""
+        if self._blocked(lane):
+            return False
+        if self.split is None:
+            return True
+        backlog = self._queue.samples + self._incoming
+        if lane.split:  # once split, an idle split lane helps out while its sibling still runs
+            return backlog >= self.split.min_backlog or self._any_running(True)
+        return backlog < self.split.min_backlog
+
+    def _estimate_ns(self, deadline_ns: int, now: int, samples: int) -> tuple[int, int]:
+        """Wait until a new request with this deadline would start (by EDF, the shape the backlog
+        will get and the profile) and its own compute time."""
+        ahead = self._queue.samples_due_by(deadline_ns) + self._incoming
+        lanes = self._lanes_for(ahead + samples)
+        profile = lanes[0].profile
+        size = profile.best_batch_size(ahead)
+        full, rest = divmod(ahead, size)
+        work = full * profile.compute_ns(size) + (profile.compute_ns(rest) if rest else 0)
+        running_left = 0
+        busy = [lane for lane in self._lanes if lane.running is not None]
+        if busy and all(self._blocked(lane) for lane in lanes):
+            running_left = min(
+                max(0, lane.profile.compute_ns(lane.running.size) - (now - lane.running.started_ns))
+                for lane in busy
+                if lane.running is not None
+            )
+        return work // len(lanes) + running_left, profile.compute_ns(samples)
+
+    async def _worker(self, lane: _Lane) -> None:
         while True:
-            items = await self._next_batch()
+            items = await self._next_batch(lane)
             if items is None:
                 return
-            await self._execute(index, items)
+            await self._execute(lane, items)
 
-    async def _next_batch(self) -> list[Pending] | None:
+    async def _next_batch(self, lane: _Lane) -> list[Pending] | None:
         assert self._wake is not None
         while True:
             head = self._queue.peek()
-            if head is None:
-                if self._closing and self._incoming == 0:
+            if head is None or not self._may_start(lane):
+                if head is None and self._closing and self._incoming == 0:
                     return None
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            wait_ns = self._batch_wait_ns(head)
+            wait_ns = self._batch_wait_ns(head, lane.profile)
             if wait_ns > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), wait_ns / 1e9)
                 continue
-            size = self.profile.best_batch_size(self._queue.samples)
+            size = lane.profile.best_batch_size(self._share(lane))
             items = [i for i in self._queue.pop_batch(max(size, head.count)) if not i.future.done()]
-            items = self._drop_late(items)
+            items = self._drop_late(items, lane.profile)
             if items:
                 return items
 
-    def _batch_wait_ns(self, head: Pending) -> int:
+    def _share(self, lane: _Lane) -> int:
+        """Queued samples this lane may take: split lanes share the queue with their idle siblings."""
+        queued = self._queue.samples
+        if not lane.split:
+            return queued
+        idle = sum(1 for o in self._lanes if o.split and o.running is None)
+        return -(-queued // max(1, idle))
+
+    def _batch_wait_ns(self, head: Pending, profile: ComputeProfile) -> int:
         """How long to hold a partial batch for samples known to be on their way (0: run now)."""
         size = self.settings.max_batch_size
         queued = self._queue.samples
@@ -303,18 +430,17 @@ class Batcher:
             return 0
         now = time.monotonic_ns()
         target = min(size, queued + self._incoming)
-        profile = self.profile
         saving = profile.compute_ns(queued) + profile.compute_ns(target - queued) - profile.compute_ns(target)
         oldest = self._queue.oldest_enqueued_ns() or now
         delay_left = oldest + self.settings.max_queue_delay_us * 1000 - now
         slack = head.deadline_ns - now - profile.compute_ns(target)
         return max(0, min(delay_left, slack, saving))
 
-    def _drop_late(self, items: list[Pending]) -> list[Pending]:
+    def _drop_late(self, items: list[Pending], profile: ComputeProfile) -> list[Pending]:
         """Fail the requests that cannot finish in time at this batch size; keep the rest."""
         while items:
             now = time.monotonic_ns()
-            need = self.profile.compute_ns(sum(i.count for i in items))
+            need = profile.compute_ns(sum(i.count for i in items))
             late = [i for i in items if i.deadline_ns < now + need]
             if not late:
                 return items
@@ -330,25 +456,28 @@ class Batcher:
             items = [i for i in items if i.deadline_ns >= now + need]
         return items
 
-    async def _execute(self, index: int, items: list[Pending]) -> None:
+    async def _execute(self, lane: _Lane, items: list[Pending]) -> None:
         loop = asyncio.get_running_loop()
         batch = items[0].samples if len(items) == 1 else np.concatenate([i.samples for i in items])
         size = int(batch.shape[0])
         started = time.monotonic_ns()
         for item in items:
             self._observer.on_queued(started - item.enqueued_ns)
-        self._running[index] = _Running(size, started)
+        lane.running = _Running(size, started)
+        self._batch_counts["split" if lane.split else "wide"] += 1
         try:
-            output = await loop.run_in_executor(self._executors[index], self._fns[index], batch)
+            output = await loop.run_in_executor(lane.executor, lane.fn, batch)
         except Exception as exc:  # every pending future must hear about it
             error = exc if isinstance(exc, EdgeInferError) else EdgeInferError(f"inference failed: {exc!r}")
             for item in items:
                 _fail(item, error)
             return
         finally:
-            self._running[index] = None
+            lane.running = None
+            if self.split is not None and self._wake is not None:
+                self._wake.set()  # the other kind of lane may start now
         elapsed = time.monotonic_ns() - started
-        self.profile.observe(size, elapsed)
+        lane.profile.observe(size, elapsed)
         self._observer.on_batch(size, elapsed)
         if output.shape[0] != size:
             error = EdgeInferError(f"the runtime returned {output.shape[0]} rows for a batch of {size}")
