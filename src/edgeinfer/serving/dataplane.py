@@ -24,7 +24,7 @@ from edgeinfer.serving.protocol import (
     ModelMetadata,
     ServerMetadata,
 )
-from edgeinfer.serving.servable import ModelEngine, Servable
+from edgeinfer.serving.servable import EngineSet, ModelEngine, Servable, load_adaptive
 from edgeinfer.serving.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -36,16 +36,28 @@ SERVER_NAME = "edgeinfer"
 EXTENSIONS = ("binary_tensor_data", "classification", "edgeinfer_classify", "edgeinfer_deadlines")
 
 T = TypeVar("T")
-EngineLoader = Callable[[str, ServeSettings], Sequence[ModelEngine]]
+EngineLoader = Callable[[str, ServeSettings], Sequence[ModelEngine] | EngineSet]
 
 
-def load_engines(name: str, settings: ServeSettings) -> list[ModelEngine]:
-    """One engine per instance, each with its share of the cores (blocking: run it off the loop)."""
+def load_engines(name: str, settings: ServeSettings) -> list[ModelEngine] | EngineSet:
+    """One engine per instance, each with its share of the cores (blocking: run it off the loop).
+
+    The default shape (one instance, threads not set) is adaptive: see :func:`load_adaptive`.
+    """
     from edgeinfer.engine.engine import Engine, EngineOptions
 
     options = EngineOptions(
         max_image_pixels=settings.max_image_pixels, max_image_bytes=settings.max_image_bytes
     )
+    if settings.instances == 1 and settings.threads is None and settings.threads_per_instance >= 2:
+
+        def load(threads: int) -> ModelEngine:
+            return Engine.load(
+                name, runtime=settings.runtime, precision=settings.precision, threads=threads,
+                repository=settings.repository, options=options,
+            )  # fmt: skip
+
+        return load_adaptive(load, settings.threads_per_instance)
     engines: list[ModelEngine] = []
     try:
         for _ in range(settings.instances):
