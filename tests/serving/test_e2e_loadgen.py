@@ -72,3 +72,17 @@ def test_parse_metrics_sums_every_series() -> None:
         "edgeinfer_batch_size_sum": 15.0,
         "process_resident_memory_bytes": 104857600.0,
     }
+
+
+def test_parse_metrics_keeps_the_end_to_end_buckets_per_bound() -> None:
+    text = (
+        'edgeinfer_request_seconds_bucket{model="a",protocol="http",le="0.25"} 90.0\n'
+        'edgeinfer_request_seconds_bucket{model="b",protocol="http",le="0.25"} 5.0\n'
+        'edgeinfer_request_seconds_bucket{model="a",protocol="http",le="+Inf"} 100.0\n'
+        'edgeinfer_request_seconds_count{model="a",protocol="http"} 100.0\n'
+    )
+    assert parse_metrics(text) == {
+        "edgeinfer_request_seconds_bucket|0.25": 95.0,
+        "edgeinfer_request_seconds_bucket|+Inf": 100.0,
+        "edgeinfer_request_seconds_count": 100.0,
+    }

@@ -12,7 +12,9 @@ Life of a request:
    than ``max_queue_delay_us``, the head's slack, or the time batching would save by the measured
    profile; an idle runtime never waits for nothing.
 4. Before running, requests that cannot finish in time by the measured compute time of the batch's
-   size are failed with :class:`DeadlineExceeded` instead of wasting compute and delaying others.
+   size, plus the measured lateness of recent answers (``tail_ns``: how much later than the profile
+   said results really reached their request, under contention), are failed with
+   :class:`DeadlineExceeded` instead of wasting compute, delaying others and answering late.
 
 Lanes: one per runtime instance, all running side by side. With :class:`SplitLanes` the batcher
 also has an adaptive shape: one multi-thread instance (the "wide" lane) while few samples wait, and
@@ -47,17 +49,24 @@ InferFn = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class BatcherSettings:
-    """``max_queue_size`` counts samples (admitted, decoding or queued) across the model."""
+    """``max_queue_size`` counts samples (admitted, decoding or queued) across the model.
+
+    ``answer_margin_us`` is kept in hand before every deadline for what happens after the batcher
+    and outside the server's clock: writing the answer, the network, a busy client reading it.
+    """
 
     max_batch_size: int = 8
     max_queue_delay_us: int = 2000
     max_queue_size: int = 64
+    answer_margin_us: int = 5000
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if self.max_queue_delay_us < 0:
             raise ValueError(f"max_queue_delay_us must be >= 0, got {self.max_queue_delay_us}")
+        if self.answer_margin_us < 0:
+            raise ValueError(f"answer_margin_us must be >= 0, got {self.answer_margin_us}")
         if self.max_queue_size < self.max_batch_size:
             raise ValueError(
                 f"max_queue_size ({self.max_queue_size}) must be at least "
@@ -153,6 +162,8 @@ class Batcher:
         self._accepting = False
         self._closing = False
         self._slack = 1.0  # measured (actual / estimated) time to answer; see _calibrate
+        self._margin_ns = settings.answer_margin_us * 1000
+        self.tail_ns = 0  # measured lateness of results beyond the profile's compute time; see _learn_tail
         self._batch_counts = {"wide": 0, "split": 0}
 
     def _lane(self, index: int, fn: InferFn, profile: ComputeProfile, split: bool) -> _Lane:
@@ -267,13 +278,14 @@ class Batcher:
         now = time.monotonic_ns()
         wait_ns, compute = self._estimate_ns(deadline_ns, now, samples)
         raw_ns = prep_ns + wait_ns + compute
-        finish_ns = now + int(raw_ns * self._slack)
+        finish_ns = now + int(raw_ns * self._slack) + self.tail_ns + self._margin_ns
         if finish_ns > deadline_ns:
             self._observer.on_rejected("deadline")
             raise DeadlineExceeded(
                 f"cannot finish before the deadline: {(deadline_ns - now) / 1e6:.1f} ms left, about "
                 f"{(finish_ns - now) / 1e6:.1f} ms needed (prepare {prep_ns / 1e6:.1f}, "
-                f"wait {wait_ns / 1e6:.1f}, compute {compute / 1e6:.1f}, x{self._slack:.2f} as measured; "
+                f"wait {wait_ns / 1e6:.1f}, compute {compute / 1e6:.1f}, x{self._slack:.2f} "
+                f"+ {(self.tail_ns + self._margin_ns) / 1e6:.1f} as measured and kept in hand; "
                 f"{held} samples ahead); "
                 "allow a longer timeout or retry later"
             )
@@ -295,7 +307,7 @@ class Batcher:
             raise InvalidInput(f"admitted {ticket.samples} samples but got {samples.shape[0]}")
         self.cancel(ticket)  # the claim becomes a queue entry (or nothing)
         now = time.monotonic_ns()
-        need = self._fastest_ns(ticket.samples)
+        need = self._fastest_ns(ticket.samples) + self.tail_ns + self._margin_ns
         if now + need > ticket.deadline_ns:
             self._observer.on_deadline_missed()
             raise DeadlineExceeded(
@@ -304,10 +316,13 @@ class Batcher:
             )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._seq += 1
-        self._queue.push(Pending(ticket.deadline_ns, self._seq, samples, future, now))
+        item = Pending(ticket.deadline_ns, self._seq, samples, future, now)
+        self._queue.push(item)
         assert self._wake is not None
         self._wake.set()
         result = await future
+        if item.due_ns > 0:
+            self._learn_tail(time.monotonic_ns() - item.due_ns)
         if ticket.estimate_ns > 0:
             self._calibrate((time.monotonic_ns() - ticket.admitted_ns) / ticket.estimate_ns)
         return result
@@ -320,6 +335,17 @@ class Batcher:
         """
         rate = 0.2 if ratio > self._slack else 0.01
         self._slack = min(4.0, max(1.0, self._slack + rate * (ratio - self._slack)))
+
+    def _learn_tail(self, late_ns: int) -> None:
+        """Track the late tail of results (resumed request minus the batch's expected end).
+
+        Like ``_slack``: up quickly, down slowly, so it follows roughly the worst few percent. The
+        deadline checks keep this much in hand, so an admitted request is answered in time even when
+        its batch runs slow (cores shared with decoding, other processes) or the loop is busy.
+        """
+        late_ns = max(0, late_ns)
+        rate = 0.2 if late_ns > self.tail_ns else 0.01
+        self.tail_ns = int(min(1e9, self.tail_ns + rate * (late_ns - self.tail_ns)))
 
     async def infer(self, samples: np.ndarray, deadline_ns: int) -> np.ndarray:
         """``admit`` + ``run`` for samples that are ready now."""
@@ -440,7 +466,7 @@ class Batcher:
         """Fail the requests that cannot finish in time at this batch size; keep the rest."""
         while items:
             now = time.monotonic_ns()
-            need = profile.compute_ns(sum(i.count for i in items))
+            need = profile.compute_ns(sum(i.count for i in items)) + self.tail_ns + self._margin_ns
             late = [i for i in items if i.deadline_ns < now + need]
             if not late:
                 return items
@@ -464,6 +490,9 @@ class Batcher:
         for item in items:
             self._observer.on_queued(started - item.enqueued_ns)
         lane.running = _Running(size, started)
+        due = started + lane.profile.compute_ns(size)
+        for item in items:
+            item.due_ns = due
         self._batch_counts["split" if lane.split else "wide"] += 1
         try:
             output = await loop.run_in_executor(lane.executor, lane.fn, batch)

@@ -22,6 +22,7 @@ class Pending:
     samples: np.ndarray = field(compare=False)
     future: asyncio.Future[np.ndarray] = field(compare=False)
     enqueued_ns: int = field(compare=False)
+    due_ns: int = field(default=0, compare=False)  # when its batch should end, by the profile
 
     @property
     def count(self) -> int:

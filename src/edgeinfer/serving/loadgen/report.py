@@ -59,6 +59,7 @@ def scenario_result(result: RunResult) -> ScenarioResult:
         "errors_by_kind": dict(result.errors),
         "latency_answered": _brief(result.ok_latency.summary()),
         "latency_failed": _brief(result.failed_latency.summary()),
+        "send_lag": _brief(result.send_lag.summary()) if result.send_lag.count else None,
     }
     if result.mode == "closed":
         settings["concurrency"] = int(result.level)

@@ -1,4 +1,5 @@
-"""The server's own view of a load run, read from its ``/metrics``: CPU, RSS over time, batch sizes."""
+"""The server's own view of a load run, read from its ``/metrics``: CPU, RSS over time, batch sizes,
+and its end-to-end time histogram (arrival in the server to answer), to set against the client's."""
 
 from __future__ import annotations
 
@@ -15,20 +16,29 @@ _WATCHED = (
     "edgeinfer_rejected_total",
     "edgeinfer_deadline_missed_total",
 )
+_E2E_BUCKET = "edgeinfer_request_seconds_bucket"
+_E2E_COUNT = "edgeinfer_request_seconds_count"
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Sum every series of the watched families (all models) from Prometheus text format."""
+    """Sum every series of the watched families (all models) from Prometheus text format.
+
+    The end-to-end histogram's cumulative buckets are kept per bound, as ``"<bucket name>|<le>"``.
+    """
     totals: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
         name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in _WATCHED:
-            try:
-                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-            except ValueError:
-                continue
+        if name == _E2E_BUCKET and 'le="' in line:
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            name = f"{name}|{bound}"
+        elif name not in _WATCHED and name != _E2E_COUNT:
+            continue
+        try:
+            totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        except ValueError:
+            continue
     return totals
 
 
@@ -46,6 +56,16 @@ class ServerUsage:
     refused_at_admission: int = 0
     deadline_missed_after_admission: int = 0
     rss_timeline: tuple[tuple[float, float], ...] = field(default=())
+    e2e_buckets: tuple[tuple[float, int], ...] = field(default=())  # (upper bound s, cumulative count)
+    e2e_count: int = 0
+
+    def slower_than(self, seconds: float) -> int | None:
+        """Requests (answered or failed) that took longer than ``seconds`` in the server, by its own
+        clock from arrival to answer; None where no bucket bound equals ``seconds``."""
+        for bound, count in self.e2e_buckets:
+            if abs(bound - seconds) < 1e-9:
+                return self.e2e_count - count
+        return None
 
 
 class ServerSampler:
@@ -115,8 +135,18 @@ class ServerSampler:
             refused_at_admission=int(_delta(first, last, "edgeinfer_rejected_total")),
             deadline_missed_after_admission=int(_delta(first, last, "edgeinfer_deadline_missed_total")),
             rss_timeline=tuple(self._timeline),
+            e2e_buckets=_bucket_deltas(first, last),
+            e2e_count=int(_delta(first, last, _E2E_COUNT)),
         )
 
 
 def _delta(first: dict[str, float], last: dict[str, float], name: str) -> float:
     return last.get(name, 0.0) - first.get(name, 0.0)
+
+
+def _bucket_deltas(first: dict[str, float], last: dict[str, float]) -> tuple[tuple[float, int], ...]:
+    prefix = f"{_E2E_BUCKET}|"
+    bounds = sorted(
+        (float(key[len(prefix) :]), key) for key in last if key.startswith(prefix) and "Inf" not in key
+    )
+    return tuple((bound, int(_delta(first, last, key))) for bound, key in bounds)
