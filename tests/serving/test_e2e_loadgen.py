@@ -53,6 +53,11 @@ def test_open_loop_over_grpc_counts_deadline_errors_by_kind(server: ServerProces
     assert scenario.errors == scenario.samples > 0  # 0.5 ms is never enough: every request refused at once
     assert set(scenario.settings["errors_by_kind"]) == {"deadline_exceeded"}
     assert scenario.latency.errors == scenario.samples
+    lag = scenario.settings["send_lag"]  # the client's own delay, kept apart from the server's
+    assert lag["count"] == scenario.samples and 0 <= lag["p50_ms"] <= lag["p99_ms"] < 1000
+    server_side = scenario.settings["server"]
+    assert server_side["e2e_count"] >= scenario.samples  # the server's own e2e histogram, scraped
+    assert any(bound == 0.25 for bound, _ in server_side["e2e_buckets"])
 
 
 def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:

@@ -330,3 +330,45 @@ def test_admission_estimate_counts_the_split_lanes_capacity() -> None:
         await batcher.close()
 
     run(main())
+
+
+def test_answer_margin_is_kept_in_hand_before_every_deadline() -> None:
+    model = SlowModel(ms_per_batch=5)
+
+    async def main() -> None:
+        settings = BatcherSettings(max_batch_size=1, max_queue_delay_us=0, answer_margin_us=30_000)
+        batcher = Batcher([model], settings)
+        await batcher.warm_up((2,), np.dtype(np.float32), runs=1)
+        batcher.start()
+        with pytest.raises(DeadlineExceeded, match="kept in hand"):
+            batcher.admit(1, deadline_in(20))  # 5 ms of compute fits, 5 + 30 does not
+        out = await batcher.infer(sample(2), deadline_in(60))
+        assert float(out[0, 0]) == 20.0
+        await batcher.close()
+
+    run(main())
+    with pytest.raises(ValueError, match="answer_margin_us"):
+        BatcherSettings(answer_margin_us=-1)
+
+
+def test_results_that_reach_their_request_late_raise_the_margin() -> None:
+    model = SlowModel(ms_per_batch=2)
+
+    async def main() -> None:
+        batcher = await started(model, max_batch_size=1, max_queue_delay_us=0, max_queue_size=8)
+        busy = True
+
+        async def hog() -> None:  # another task that holds the event loop 20 ms at a time
+            while busy:
+                await asyncio.sleep(0.001)
+                time.sleep(0.02)
+
+        hogging = asyncio.create_task(hog())
+        for value in range(12):
+            await batcher.infer(sample(value), deadline_in(5_000))
+        busy = False
+        await hogging
+        assert batcher.tail_ns > 2 * MS  # answers resumed well after their batch ended
+        await batcher.close()
+
+    run(main())
