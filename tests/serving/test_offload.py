@@ -124,13 +124,19 @@ def test_cloud_policy_is_served_by_the_cloud_and_reports_its_failures(
         assert answer.get_response().parameters["served_by"].string_param == "cloud"
         np.testing.assert_allclose(answer.as_numpy("probabilities"), expected, atol=1e-5)
 
+        pair = thttp.InferInput("image", [2], "BYTES")
+        pair.set_data_from_numpy(np.array([image, images["coffee"]], dtype=object), binary_data=True)
+        both = thttp.InferenceServerClient(edge.http_url).infer(MODEL, [pair])
+        assert both.get_response()["parameters"]["served_by"] == "cloud,cloud"
+        np.testing.assert_allclose(both.as_numpy("probabilities")[0], expected[0], atol=1e-5)
+
         # A preprocessed tensor stays on the device, even under the cloud policy.
         tensor_in = thttp.InferInput("input", [1, 3, 224, 224], "FP32")
         tensor_in.set_data_from_numpy(engine.preprocess(engine.decode(image))[np.newaxis])
         plain = thttp.InferenceServerClient(edge.http_url).infer(MODEL, [tensor_in])
         assert "parameters" not in plain.get_response()
-        assert cloud.requests() - before == 3  # the cloud's own count: the three image requests
-        assert offload_counts(edge)[("cloud", "policy")] == 3
+        assert cloud.requests() - before == 5  # the cloud's own count: one request per image
+        assert offload_counts(edge)[("cloud", "policy")] == 5
 
         link.kill()  # the path to the cloud is cut: the client hears 502 (HTTP) / UNAVAILABLE (gRPC)
         status, _, body = edge.request("POST", CLASSIFY, image)

@@ -126,11 +126,11 @@ class OffloadMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
-            "edgeinfer_offload_requests", "Routed image requests by the path that served them and why",
+            "edgeinfer_offload_requests", "Routed images by the path that served them and why",
             ["model", "path", "reason"], registry=registry,
         )  # fmt: skip
         self.cloud_failures = Counter(
-            "edgeinfer_offload_cloud_failures", "Requests the cloud failed (refused, timeout, reset...)",
+            "edgeinfer_offload_cloud_failures", "Images the cloud failed (refused, timeout, reset...)",
             ["model", "reason"], registry=registry,
         )  # fmt: skip
         self.cloud_up = Gauge(
