@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edgeinfer.engine.engine import Engine
-from edgeinfer.errors import InvalidInput
-from edgeinfer.network.backends import CloudBackend, EdgeBackend
+from edgeinfer.errors import InvalidInput, Overloaded
+from edgeinfer.network.backends import Answer, CloudBackend, EdgeBackend
 from edgeinfer.network.client import CloudError, KServeClient
 from edgeinfer.network.processes import LinkProcess, ServerProcess, free_port
 from edgeinfer.network.profiles import LinkProfile
@@ -256,3 +256,76 @@ def test_settings_are_checked() -> None:
         HybridRouter(RouterSettings(policy="auto"), None, None)
     with pytest.raises(InvalidInput, match="cloud URL"):
         HybridRouter(RouterSettings(policy="cloud"), None, None)
+
+
+class FullEdge:
+    """A device whose queue is always full: every run is refused, as the server's batcher does."""
+
+    name = "edge"
+
+    def __init__(self) -> None:
+        self.refused = 0
+
+    async def run(self, image: bytes, timeout_ms: float | None = None) -> Answer:
+        self.refused += 1
+        raise Overloaded("queue full", retry_after_s=0.5)
+
+    def predict_ms(self) -> float | None:
+        return 1.0  # looks fast, so auto plans the edge once the cloud has an estimate
+
+    def close(self) -> None:
+        pass
+
+
+def _full_edge_router(url: str, **settings: object) -> tuple[FullEdge, HybridRouter]:
+    edge = FullEdge()
+    cloud = CloudBackend(KServeClient(url), "mobilenet_v2")
+    return edge, HybridRouter(RouterSettings(**{**FAST_PROBES, **settings}), edge, cloud)  # type: ignore[arg-type]
+
+
+def test_auto_sends_what_the_full_device_refuses_to_the_cloud(
+    engine: Engine, cloud: ServerProcess, jpegs: list[bytes]
+) -> None:
+    async def go() -> tuple[list[Routed], FullEdge, HybridRouter]:
+        edge, router = _full_edge_router(cloud.url, policy="auto")
+        await router.start()
+        try:
+            return [await router.classify(j, deadline_ms=5000) for j in jpegs], edge, router
+        finally:
+            await router.close()
+
+    results, edge, router = asyncio.run(go())
+    assert served(results) == {"cloud": len(jpegs)}  # no request refused, none lost
+    spilled = [r for r in results if r.decision.reason_code == "edge_full"]
+    assert len(spilled) == edge.refused >= len(jpegs) - 1  # the first may explore the cloud directly
+    assert router.stats.spills == len(spilled) and "queue full" in spilled[0].decision.reason
+    for jpeg, r in zip(jpegs, results, strict=True):
+        expected = engine.infer(engine.preprocess(engine.decode(jpeg))[np.newaxis])[0]
+        np.testing.assert_allclose(r.probabilities, expected, atol=1e-5)
+
+
+def test_a_refusal_stands_when_the_cloud_cannot_take_it(cloud: ServerProcess, jpegs: list[bytes]) -> None:
+    """Policy edge, a cloud that is down, a deadline the cloud cannot meet: the client gets the 429."""
+
+    async def refusal(url: str, *, teach: bool, deadline_ms: float | None, **settings: object) -> int:
+        _, router = _full_edge_router(url, **settings)
+        await router.start()
+        try:
+            if teach:  # one answer from the cloud, so it has an estimate to compare with the deadline
+                await router.classify(jpegs[0], deadline_ms=5000)
+            with pytest.raises(Overloaded, match="queue full"):
+                await router.classify(jpegs[0], deadline_ms=deadline_ms)
+            return router.stats.spills
+        finally:
+            await router.close()
+
+    async def go() -> None:
+        # policy edge never offloads, not even a refused request
+        assert await refusal(cloud.url, teach=False, deadline_ms=None, policy="edge") == 0
+        # nothing listens there: the first probe marks the cloud down
+        down = f"http://127.0.0.1:{free_port()}"
+        assert await refusal(down, teach=False, deadline_ms=5000, policy="auto") == 0
+        # no cloud answers within 0.5 ms: refusing at once beats a late answer
+        assert await refusal(cloud.url, teach=True, deadline_ms=0.5, policy="auto") == 0
+
+    asyncio.run(go())

@@ -19,13 +19,13 @@ import itertools
 import json
 import time
 from collections import Counter, deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from edgeinfer.errors import InvalidInput
+from edgeinfer.errors import InvalidInput, Overloaded
 from edgeinfer.network.backends import Answer, EdgePath, Remote
 from edgeinfer.network.client import CloudError
 from edgeinfer.network.estimates import CloudEstimate, EdgeEstimate
@@ -35,8 +35,10 @@ POLICIES: tuple[Policy, ...] = ("edge", "cloud", "auto")
 #: Why a request went where it did: the policy forced it, the cloud was down, the bandwidth cap,
 #: a side with no estimate yet was tried, only one side meets the deadline, a stale cloud estimate
 #: was refreshed, or one side was predicted faster.
+#: ``edge_full``: under ``auto`` the device refused the request (its queue was full) and the cloud,
+#: up and predicted to meet the deadline, took it instead of the client getting a refusal.
 REASON_CODES = ("policy", "cloud_down", "bandwidth_cap", "exploring", "estimating", "deadline", "refresh",
-                "faster")  # fmt: skip
+                "faster", "edge_full")  # fmt: skip
 MAX_BACKOFF_S = 30.0
 
 
@@ -115,6 +117,7 @@ class RouterStats:
     requests: int = 0
     served: Counter[str] = field(default_factory=Counter)
     fallbacks: int = 0
+    spills: int = 0
     cloud_failures: Counter[str] = field(default_factory=Counter)
     probe_failures: int = 0
     recoveries: int = 0
@@ -127,6 +130,7 @@ class RouterStats:
             "requests": self.requests,
             "served": dict(self.served),
             "fallbacks": self.fallbacks,
+            "spills": self.spills,
             "cloud_failures": dict(self.cloud_failures),
             "probe_failures": self.probe_failures,
             "recoveries": self.recoveries,
@@ -206,7 +210,14 @@ class HybridRouter:
         upload = self.cloud.upload_bytes(image) if self.cloud is not None else 0
         plan = self._plan(upload, deadline_ms, start_ns)
         if plan.route == "edge":
-            return self._finish(plan, "edge", await self._run_edge(image, plan))
+            try:
+                answer = await self._run_edge(image, plan)
+            except Overloaded:
+                spill = self._spill_plan(plan, upload)
+                if spill is None:
+                    raise
+                return await self._spill(image, upload, spill)
+            return self._finish(plan, "edge", answer)
         try:
             return self._finish(plan, "cloud", await self._run_cloud(image, upload, plan))
         except CloudError as exc:
@@ -215,6 +226,33 @@ class HybridRouter:
                 raise
             self.stats.fallbacks += 1
             return self._finish(plan, "edge", await self._run_edge(image, plan), exc.reason)
+
+    def _spill_plan(self, plan: _Plan, upload: int) -> _Plan | None:
+        """Under ``auto``, a request the device refused goes to a cloud that can still answer in time."""
+        if self.settings.policy != "auto" or self.cloud is None or not self.cloud_up:
+            return None
+        now_ns = time.perf_counter_ns()
+        if self._over_cap(upload, now_ns):
+            return None
+        cloud_ms = self.cloud_estimate.predict_ms(upload)
+        left_ms = None
+        if plan.deadline_ms is not None:
+            left_ms = plan.deadline_ms - (now_ns - plan.start_ns) / 1e6
+            if cloud_ms is None or cloud_ms > left_ms:
+                return None
+        shown = "unknown" if cloud_ms is None else f"{cloud_ms:.1f} ms"
+        reason = f"the device refused it (queue full); the cloud ({shown}) took it"
+        return replace(plan, route="cloud", code="edge_full", reason=reason, edge_ms=None, cloud_ms=cloud_ms)
+
+    async def _spill(self, image: bytes, upload: int, plan: _Plan) -> Routed:
+        self.stats.spills += 1
+        try:
+            return self._finish(plan, "cloud", await self._run_cloud(image, upload, plan))
+        except CloudError as exc:
+            raise Overloaded(
+                f"the device's queue is full and the cloud failed too ({exc.reason}); retry later",
+                retry_after_s=1.0,
+            ) from exc
 
     def _plan(self, upload: int, deadline_ms: float | None, now_ns: int) -> _Plan:
         edge_ms = self._predict_edge_ms()
@@ -318,6 +356,9 @@ class HybridRouter:
                 timeout_ms = min(timeout_ms, max(3 * plan.cloud_ms + 100, 250))
             if plan.deadline_ms is not None and plan.edge_ms is not None:  # time for the device to take over
                 timeout_ms = min(timeout_ms, max(plan.deadline_ms - plan.edge_ms, 50))
+            elif plan.deadline_ms is not None:  # a spill: no device to take over, the deadline is the end
+                left_ms = plan.deadline_ms - (time.perf_counter_ns() - plan.start_ns) / 1e6
+                timeout_ms = min(timeout_ms, max(left_ms, 1.0))
         elif plan.deadline_ms is not None and self.settings.cloud_within_deadline:
             timeout_ms = min(timeout_ms, max(plan.deadline_ms, 1.0))  # a server's answer is void after it
         now = time.perf_counter_ns()
