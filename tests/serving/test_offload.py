@@ -223,6 +223,41 @@ def test_auto_loses_nothing_when_the_cloud_dies_and_recovers_when_it_returns(
 
 
 @pytest.mark.e2e
+def test_auto_sends_what_a_full_queue_refuses_to_the_cloud_instead_of_429(
+    cloud: Cloud, images: dict[str, bytes], tmp_path: Path
+) -> None:
+    """A queue of 2 under a burst of 16: the device refuses most, the cloud (40 ms away, so never
+    the router's first choice) takes them, and no client sees a 429."""
+    link = LinkProcess(LinkProfile("far", rtt_ms=40.0), ("127.0.0.1", cloud.port), tmp_path / "link.log")
+    link.wait_ready()
+    edge = start_server(
+        tmp_path, *SMALL, "--max-queue-size", "2", "--offload", "auto", "--cloud-url", link.url
+    )
+    try:
+        names = sorted(images)
+
+        def one(index: int) -> tuple[int, dict[str, str]]:
+            status, headers, _ = edge.request("POST", CLASSIFY, images[names[index % len(names)]])
+            return status, headers
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = [a for _ in range(3) for a in pool.map(one, range(16))]
+        statuses = Counter(status for status, _ in answers)
+        reasons = Counter(h.get("edgeinfer-offload-reason") for _, h in answers)
+        assert statuses == {200: len(answers)}, statuses
+        assert reasons["edge_full"] >= 1, reasons
+        assert all(
+            h["edgeinfer-served-by"] == "cloud"
+            for _, h in answers
+            if h.get("edgeinfer-offload-reason") == "edge_full"
+        )
+        assert offload_counts(edge)[("cloud", "edge_full")] == reasons["edge_full"]
+    finally:
+        edge.stop()
+        link.stop()
+
+
+@pytest.mark.e2e
 def test_edge_default_is_unchanged(server: ServerProcess, images: dict[str, bytes]) -> None:
     scores, parameters = infer_image(thttp.InferenceServerClient(server.http_url), images["coffee"])
     assert scores.shape == (1, 1000) and parameters == {}

@@ -235,11 +235,9 @@ class HybridRouter:
         if self._over_cap(upload, now_ns):
             return None
         cloud_ms = self.cloud_estimate.predict_ms(upload)
-        left_ms = None
-        if plan.deadline_ms is not None:
-            left_ms = plan.deadline_ms - (now_ns - plan.start_ns) / 1e6
-            if cloud_ms is None or cloud_ms > left_ms:
-                return None
+        left_ms = None if plan.deadline_ms is None else plan.deadline_ms - (now_ns - plan.start_ns) / 1e6
+        if left_ms is not None and cloud_ms is not None and cloud_ms > left_ms:
+            return None  # with no estimate yet it is tried: the deadline bounds the wait
         shown = "unknown" if cloud_ms is None else f"{cloud_ms:.1f} ms"
         reason = f"the device refused it (queue full); the cloud ({shown}) took it"
         return replace(plan, route="cloud", code="edge_full", reason=reason, edge_ms=None, cloud_ms=cloud_ms)
