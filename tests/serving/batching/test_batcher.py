@@ -323,6 +323,7 @@ def test_admission_estimate_counts_the_split_lanes_capacity() -> None:
         tickets = [batcher.admit(1, deadline_in(5_000)) for _ in range(8)]
         # 8 samples ahead on two 10 ms lanes: about 40 ms of wait + 10 of its own, not one lane's 90
         tickets.append(batcher.admit(1, deadline_in(70)))
+        assert 3 * MS < batcher.per_sample_ns() < 7 * MS  # two 10 ms lanes: about 5 ms per sample
         with pytest.raises(DeadlineExceeded, match="9 samples ahead"):
             batcher.admit(1, deadline_in(35))
         for ticket in tickets:

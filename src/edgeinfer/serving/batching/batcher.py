@@ -352,13 +352,18 @@ class Batcher:
         ticket = self.admit(int(samples.shape[0]), deadline_ns)
         return await self.run(ticket, samples)
 
-    def drain_estimate_s(self) -> float:
-        """Seconds until what is waiting now has run: the basis of a Retry-After hint."""
-        waiting = self._queue.samples + self._incoming
+    def per_sample_ns(self) -> float:
+        """Nanoseconds per sample when busy, over all lanes: the model's best drain rate under load
+        (the split lanes side by side where the shape is adaptive, else the instances together)."""
         per_sample = self.profile.per_sample_ns() / self.instances
         if self.split is not None and self.split_profile is not None:
             per_sample = min(per_sample, self.split_profile.per_sample_ns() / self.split.lanes)
-        return max(0.001, waiting * per_sample / 1e9)
+        return per_sample
+
+    def drain_estimate_s(self) -> float:
+        """Seconds until what is waiting now has run: the basis of a Retry-After hint."""
+        waiting = self._queue.samples + self._incoming
+        return max(0.001, waiting * self.per_sample_ns() / 1e9)
 
     # -- scheduling -----------------------------------------------------------------------------
 
