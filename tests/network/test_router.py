@@ -329,3 +329,54 @@ def test_a_refusal_stands_when_the_cloud_cannot_take_it(cloud: ServerProcess, jp
         assert await refusal(cloud.url, teach=True, deadline_ms=0.5, policy="auto") == 0
 
     asyncio.run(go())
+
+
+class FifoUplink:
+    """A remote behind one FIFO uplink of ``ms_per_byte``, plus a fixed 5 ms: no network needed."""
+
+    name = "cloud"
+
+    def __init__(self, ms_per_byte: float) -> None:
+        self.ms_per_byte = ms_per_byte
+        self._busy_until = 0.0
+
+    def upload_bytes(self, image: bytes) -> int:
+        return len(image)
+
+    async def run(self, image: bytes, timeout_s: float) -> Answer:
+        loop = asyncio.get_running_loop()
+        start = max(loop.time(), self._busy_until)
+        self._busy_until = start + len(image) * self.ms_per_byte / 1e3
+        sent = loop.time()
+        await asyncio.sleep(self._busy_until - sent + 0.005)
+        elapsed_ns = int((loop.time() - sent) * 1e9)
+        return Answer(np.zeros(1000, np.float32), {"remote": elapsed_ns}, bytes_sent=len(image))
+
+    async def probe(self, timeout_s: float) -> float:
+        return 0.5
+
+    async def close(self) -> None:
+        pass
+
+
+def test_the_uplink_is_learnt_from_the_bytes_each_request_waited_behind() -> None:
+    """A big image goes first, small ones queue behind it: against their own size alone the small
+    ones look slow and the big one fast (a falling line); against the bytes ahead plus their own the
+    true rate shows."""
+    ms_per_byte = 0.0004  # 20 Mb/s
+    uplink = FifoUplink(ms_per_byte)
+    router = HybridRouter(RouterSettings(policy="cloud", **FAST_PROBES), None, uplink)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        await router.start()
+        try:
+            for _ in range(6):
+                big = asyncio.create_task(router.classify(b"b" * 60_000))
+                await asyncio.sleep(0)  # the big one is on the uplink first
+                await asyncio.gather(big, *(router.classify(b"s" * 8_000) for _ in range(4)))
+        finally:
+            await router.close()
+
+    asyncio.run(go())
+    learnt = router.cloud_estimate.up_mbps
+    assert learnt is not None and 14 < learnt < 27, learnt  # the true 20 Mb/s, within the 5 ms noise

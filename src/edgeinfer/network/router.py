@@ -234,7 +234,7 @@ class HybridRouter:
         now_ns = time.perf_counter_ns()
         if self._over_cap(upload, now_ns):
             return None
-        cloud_ms = self.cloud_estimate.predict_ms(upload)
+        cloud_ms = self.cloud_estimate.predict_ms(upload + self._cloud_bytes_in_flight)
         left_ms = None if plan.deadline_ms is None else plan.deadline_ms - (now_ns - plan.start_ns) / 1e6
         if left_ms is not None and cloud_ms is not None and cloud_ms > left_ms:
             return None  # with no estimate yet it is tried: the deadline bounds the wait
@@ -254,10 +254,9 @@ class HybridRouter:
 
     def _plan(self, upload: int, deadline_ms: float | None, now_ns: int) -> _Plan:
         edge_ms = self._predict_edge_ms()
-        cloud_ms = self.cloud_estimate.predict_ms(upload) if self.cloud is not None else None
-        per_byte = self.cloud_estimate.ms_per_byte
-        if cloud_ms is not None and per_byte:  # the uplink is one queue: wait for what is ahead
-            cloud_ms += per_byte * self._cloud_bytes_in_flight
+        cloud_ms = None
+        if self.cloud is not None:  # the uplink is one queue: what is in flight goes first
+            cloud_ms = self.cloud_estimate.predict_ms(upload + self._cloud_bytes_in_flight)
         policy = self.settings.policy
         if policy == "auto":
             route, code, reason = self._auto_route(upload, deadline_ms, now_ns, edge_ms, cloud_ms)
@@ -362,22 +361,26 @@ class HybridRouter:
         now = time.perf_counter_ns()
         self._last_cloud_ns = now
         self._sent_window.append((now, upload))
+        # The estimate learns each request's time against the bytes it waited behind plus its own:
+        # against its own size alone, a small image sent into a busy uplink would look like a fast link.
+        ahead = self._cloud_bytes_in_flight
         self._cloud_in_flight += 1
         self._cloud_bytes_in_flight += upload
         try:
             answer = await cloud.run(image, timeout_ms / 1e3)
         except CloudError as exc:
             self.stats.cloud_failures[exc.reason] += 1
-            self._on_cloud_failure(exc, upload, now, timeout_ms)
+            self._on_cloud_failure(exc, upload + ahead, now, timeout_ms)
             raise
         finally:
             self._cloud_in_flight -= 1
             self._cloud_bytes_in_flight -= upload
         self._last_success_ns = time.perf_counter_ns()
-        self.cloud_estimate.on_response(answer.bytes_sent, answer.stages_ns.get("remote", 0) / 1e6)
+        remote_ms = answer.stages_ns.get("remote", 0) / 1e6
+        self.cloud_estimate.on_response(answer.bytes_sent + ahead, remote_ms)
         return answer
 
-    def _on_cloud_failure(self, exc: CloudError, upload: int, sent_ns: int, timeout_ms: float) -> None:
+    def _on_cloud_failure(self, exc: CloudError, queued: int, sent_ns: int, timeout_ms: float) -> None:
         """A late answer while others still come back is congestion: it teaches the estimate (the
         wait is a lower bound of the cost) instead of closing the cloud. A 400 is the request's own
         fault. Anything else, or a time-out with no answer for as long, is a failure: the cloud is
@@ -388,7 +391,7 @@ class HybridRouter:
         late = exc.reason in ("timeout", "http_504")
         answering = (time.perf_counter_ns() - self._last_success_ns) / 1e6 < max(timeout_ms, waited_ms)
         if late:
-            self.cloud_estimate.on_response(upload, waited_ms)
+            self.cloud_estimate.on_response(queued, waited_ms)
         if not (late and answering):
             self._mark_down(exc.reason)
 
