@@ -199,3 +199,29 @@ def test_metrics_count_requests_and_describe_the_process(
         if x.startswith(f'edgeinfer_requests_total{{model="{MODEL}",protocol="http"}}')
     )
     assert float(line.split()[-1]) >= 1
+
+
+def test_a_failed_request_is_counted_once(server: ServerProcess) -> None:
+    """A corrupt image fails inside the model (counted there); the protocol edge must not add it again."""
+
+    def figures() -> tuple[float, float]:
+        _, _, raw = server.request("GET", "/metrics")
+        failures = histogram = 0.0
+        for line in raw.decode().splitlines():
+            if "{" not in line or line.startswith("#"):
+                continue
+            name, rest = line.split("{", 1)
+            labels = dict(item.split("=", 1) for item in rest[: rest.index("}")].split(","))
+            if labels.get("model") != f'"{MODEL}"' or labels.get("protocol") != '"http"':
+                continue
+            if name == "edgeinfer_request_failures_total":
+                failures += float(line.split()[-1])
+            elif name == "edgeinfer_request_seconds_count":
+                histogram += float(line.split()[-1])
+        return failures, histogram
+
+    before = figures()
+    status, _, _ = server.request("POST", f"/v1/models/{MODEL}/classify", b"\xff\xd8 not a jpeg")
+    assert status == 400
+    after = figures()
+    assert (after[0] - before[0], after[1] - before[1]) == (1.0, 1.0)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from edgeinfer.serving.offload import ServerOffload
 
 log = logging.getLogger("edgeinfer.serving")
+#: Set on an error the model's own metrics have counted, so the protocol edge does not again.
+_COUNTED = "_edgeinfer_counted"
 
 SERVER_NAME = "edgeinfer"
 EXTENSIONS = ("binary_tensor_data", "classification", "edgeinfer_classify", "edgeinfer_deadlines")
@@ -208,7 +210,10 @@ class DataPlane:
         return await self._observed(servable, protocol, arrival_ns, work)
 
     def count_failure(self, model: str, protocol: str, error: EdgeInferError) -> None:
-        """Count a request that failed before reaching a model (bad body, unknown model...)."""
+        """Count a request that failed before reaching a model (bad body, unknown model...); one the
+        model already counted (it failed inside :meth:`_observed`) is not counted twice."""
+        if getattr(error, _COUNTED, False):
+            return
         if model in self._models:
             self._models[model].metrics.on_request(protocol)
             self._models[model].metrics.on_answer(protocol, 0, error.kind)
@@ -223,11 +228,14 @@ class DataPlane:
             return result
         except EdgeInferError as exc:
             kind = exc.kind
+            setattr(exc, _COUNTED, True)
             raise
         except Exception as exc:
             kind = "internal"
             log.exception("internal error in model %s", servable.name)
-            raise EdgeInferError(f"internal error: {exc!r}") from exc
+            internal = EdgeInferError(f"internal error: {exc!r}")
+            setattr(internal, _COUNTED, True)
+            raise internal from exc
         finally:
             metrics.on_answer(protocol, time.monotonic_ns() - arrival_ns, kind)
 
