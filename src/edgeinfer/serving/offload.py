@@ -42,7 +42,7 @@ from edgeinfer.serving.protocol import (
     RequestedOutput,
     Tensor,
 )
-from edgeinfer.serving.servable import Servable, _image_bytes
+from edgeinfer.serving.servable import Servable, image_bytes
 from edgeinfer.serving.settings import ServeSettings
 
 #: Response parameters (v2) that say where a request was served; also sent as HTTP headers.
@@ -115,7 +115,7 @@ class ServableEdge:
     def _backlog_ms(self) -> float:
         batcher = self.servable.batcher
         ahead = max(batcher.waiting_samples(), float(self._in_flight))  # waiting misses the running
-        return ahead * batcher.profile.per_sample_ns() / batcher.instances / 1e6
+        return ahead * batcher.per_sample_ns() / 1e6  # all lanes: the adaptive shape drains faster
 
     def close(self) -> None:
         """Nothing to close: the servable belongs to the data plane."""
@@ -179,11 +179,11 @@ class ServerOffload:
         if router is None or images is None:
             return await servable.infer(request, deadline_ns)
         # The servable's own output handling, so a routed answer reads exactly like an edge one.
-        wanted = servable._wanted_outputs(request)
-        raw = [_image_bytes(item) for item in images]
+        wanted = servable.wanted_outputs(request)
+        raw = [image_bytes(item) for item in images]
         routed = await asyncio.gather(*(self._route(router, servable.name, r, deadline_ns) for r in raw))
         scores = np.stack([r.probabilities for r in routed])
-        outputs = tuple(servable._output(scores, want) for want in wanted)
+        outputs = tuple(servable.output_tensor(scores, want) for want in wanted)
         return InferResponse(
             servable.name, servable.version, outputs, request.id, request_parameters(list(routed))
         )

@@ -182,7 +182,7 @@ class Servable:
 
     async def infer(self, request: InferRequest, deadline_ns: int) -> InferResponse:
         tensor = self._one_input(request.inputs)
-        wanted = self._wanted_outputs(request)
+        wanted = self.wanted_outputs(request)
         is_image = tensor.name == self.image_input.name
         count = tensor.shape[0]
         ticket = self.batcher.admit(count, deadline_ns, self._prepare_estimate_ns(count) if is_image else 0)
@@ -192,7 +192,7 @@ class Servable:
             self.batcher.cancel(ticket)
             raise
         scores = await self.batcher.run(ticket, samples)
-        outputs = tuple(self._output(scores, want) for want in wanted)
+        outputs = tuple(self.output_tensor(scores, want) for want in wanted)
         return InferResponse(self.name, self.version, outputs, request.id)
 
     async def classify(self, image: bytes, top_k: int, deadline_ns: int) -> ClassifyResponse:
@@ -258,7 +258,8 @@ class Servable:
                 f"input {want.name!r} must have shape {list(want.shape)} (-1: any >= 1), got {list(shape)}"
             )
 
-    def _wanted_outputs(self, request: InferRequest) -> list[RequestedOutput]:
+    def wanted_outputs(self, request: InferRequest) -> list[RequestedOutput]:
+        """The outputs a request asked for (all, when it names none), checked against the model's."""
         if not request.outputs:
             return [RequestedOutput(self.output.name, request.binary_output)]
         names = [o.name for o in request.outputs]
@@ -297,7 +298,7 @@ class Servable:
         samples = []
         for index, item in enumerate(images):
             try:
-                raw = _image_bytes(item)
+                raw = image_bytes(item)
                 samples.append(self.engine.preprocess(self.engine.decode(raw)))
             except EdgeInferError as exc:
                 where = f"image {index}: " if len(images) > 1 else ""
@@ -315,7 +316,8 @@ class Servable:
 
     # -- outputs --------------------------------------------------------------------------------
 
-    def _output(self, scores: np.ndarray, want: RequestedOutput) -> OutputTensor:
+    def output_tensor(self, scores: np.ndarray, want: RequestedOutput) -> OutputTensor:
+        """Probabilities as the requested output: the tensor, or the top classes as strings."""
         binary = bool(want.binary)
         if want.class_count == 0:
             tensor = Tensor(self.output.name, "FP32", tuple(scores.shape), scores)
@@ -329,7 +331,7 @@ class Servable:
         return OutputTensor(Tensor(self.output.name, "BYTES", tuple(data.shape), data), binary)
 
 
-def _image_bytes(item: object) -> bytes:
+def image_bytes(item: object) -> bytes:
     """An element of the image input: raw bytes (binary / gRPC) or a base64 string (JSON)."""
     if isinstance(item, bytes):
         return item
