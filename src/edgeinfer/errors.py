@@ -95,3 +95,9 @@ class UpstreamError(EdgeInferError):
     """A remote (cloud) server that refused, stalled or answered nonsense."""
 
     kind = "upstream"
+
+
+class CloudTimedOut(DeadlineExceeded):
+    """A request the server sent to its cloud (offload policy ``cloud``) was not answered in time."""
+
+    kind = "upstream_timeout"

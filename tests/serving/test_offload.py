@@ -305,3 +305,12 @@ def test_offload_settings_from_toml(tmp_path: Path) -> None:
     assert ServeSettings().offload == "edge" and ServeSettings().cloud_url is None
     with pytest.raises(InvalidInput, match="several models"):
         ServeSettings(models=("a", "b"), offload="auto", cloud_url="http://h:1", cloud_model="c")
+
+
+def test_a_server_built_without_a_router_refuses_an_offload_policy() -> None:
+    """The serving layer knows no router of its own: ``edgeinfer serve`` passes the network layer's."""
+    from edgeinfer.serving.dataplane import DataPlane
+
+    with pytest.raises(InvalidInput, match="needs a router: run `edgeinfer serve`"):
+        DataPlane(ServeSettings(offload="auto", cloud_url="http://127.0.0.1:9"))
+    DataPlane(ServeSettings())  # the edge default needs none

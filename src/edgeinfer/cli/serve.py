@@ -111,4 +111,9 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("edgeinfer").setLevel(min(logging.INFO, level))  # start-up and ready lines
     from edgeinfer.serving.server import InferenceServer
 
-    return InferenceServer(settings).run()
+    offload_factory = None
+    if settings.offload != "edge":  # the network layer's router, only when asked for
+        from edgeinfer.network.serve_offload import ServerOffload
+
+        offload_factory = ServerOffload
+    return InferenceServer(settings, offload_factory=offload_factory).run()

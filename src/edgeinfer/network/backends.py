@@ -55,7 +55,7 @@ class Engineish(Protocol):
 
 class EdgePath(Protocol):
     """Where the router runs an image on the device: :class:`EdgeBackend`, or the server's batcher
-    (:class:`edgeinfer.serving.offload.ServableEdge`)."""
+    (:class:`edgeinfer.network.serve_offload.ServableEdge`)."""
 
     name: str
 

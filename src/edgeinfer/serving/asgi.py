@@ -5,7 +5,8 @@
 
 Models load in the ASGI lifespan (ready after warm-up) and the gRPC listener starts with them unless
 the config says ``grpc_enabled = false``. ``edgeinfer serve`` is the supported way to run; this
-exists so other HTTP servers can be measured against it on the same application.
+exists so other HTTP servers can be measured against it on the same application. An offload policy
+other than ``edge`` needs ``edgeinfer serve`` (which brings the network layer's router).
 """
 
 from __future__ import annotations

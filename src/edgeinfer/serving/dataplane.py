@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from edgeinfer import __version__
-from edgeinfer.errors import EdgeInferError, ModelNotFound, NotFound, NotReady
+from edgeinfer.errors import EdgeInferError, InvalidInput, ModelNotFound, NotFound, NotReady
 from edgeinfer.serving.batching.batcher import BatcherSettings
 from edgeinfer.serving.metrics import ServerMetrics
 from edgeinfer.serving.protocol import (
@@ -28,7 +28,7 @@ from edgeinfer.serving.servable import EngineSet, ModelEngine, Servable, load_ad
 from edgeinfer.serving.settings import ServeSettings
 
 if TYPE_CHECKING:
-    from edgeinfer.serving.offload import ServerOffload
+    from edgeinfer.serving.routing import Offload, OffloadFactory
 
 log = logging.getLogger("edgeinfer.serving")
 #: Set on an error the model's own metrics have counted, so the protocol edge does not again.
@@ -88,12 +88,19 @@ class DataPlane:
         settings: ServeSettings,
         metrics: ServerMetrics | None = None,
         loader: EngineLoader = load_engines,
+        offload_factory: OffloadFactory | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or ServerMetrics()
         self._loader = loader
         self._models: dict[str, Servable] = {}
-        self._offload: ServerOffload | None = None  # routes image requests unless offload = "edge"
+        if settings.offload != "edge" and offload_factory is None:
+            raise InvalidInput(
+                f"offload policy {settings.offload!r} needs a router: run `edgeinfer serve`, which "
+                "provides one (this server was built without)"
+            )
+        self._offload_factory = offload_factory if settings.offload != "edge" else None
+        self._offload: Offload | None = None  # routes image requests unless offload = "edge"
         self._draining = False
         self._decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_workers, thread_name_prefix="decode"
@@ -123,10 +130,8 @@ class DataPlane:
                 name, servable.version, servable.engine.runtime.name, (time.monotonic_ns() - started) / 1e9,
                 {b: round(ns / 1e6, 2) for b, ns in servable.batcher.profile.snapshot().items()},
             )  # fmt: skip
-        if self.settings.offload != "edge":
-            from edgeinfer.serving.offload import ServerOffload
-
-            self._offload = ServerOffload(self.settings, self.metrics.registry)
+        if self._offload_factory is not None:
+            self._offload = self._offload_factory(self.settings, self.metrics.registry)
             await self._offload.start(self._models)
 
     def begin_shutdown(self) -> None:

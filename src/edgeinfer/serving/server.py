@@ -23,6 +23,7 @@ from edgeinfer.errors import EdgeInferError
 from edgeinfer.serving.dataplane import DataPlane, EngineLoader, load_engines
 from edgeinfer.serving.metrics import ServerMetrics
 from edgeinfer.serving.rest.app import RestApp
+from edgeinfer.serving.routing import OffloadFactory
 from edgeinfer.serving.settings import ServeSettings
 
 log = logging.getLogger("edgeinfer.serving")
@@ -35,10 +36,15 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 class InferenceServer:
     """Owns the data plane and both transports for the life of the process."""
 
-    def __init__(self, settings: ServeSettings, loader: EngineLoader = load_engines) -> None:
+    def __init__(
+        self,
+        settings: ServeSettings,
+        loader: EngineLoader = load_engines,
+        offload_factory: OffloadFactory | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = ServerMetrics()
-        self.plane = DataPlane(settings, self.metrics, loader)
+        self.plane = DataPlane(settings, self.metrics, loader, offload_factory)
         self.app = RestApp(self.plane, settings, on_startup=self.startup, on_shutdown=self.shutdown)
         self.grpc = None
         if settings.grpc_enabled:

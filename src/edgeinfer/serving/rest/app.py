@@ -20,7 +20,6 @@ from edgeinfer.serving.codecs import rest as codec
 from edgeinfer.serving.dataplane import DataPlane
 from edgeinfer.serving.deadlines import TIMEOUT_HEADER, timeout_from_header
 from edgeinfer.serving.metrics import CONTENT_TYPE as METRICS_TYPE
-from edgeinfer.serving.offload import RoutedClassifyResponse, route_headers
 from edgeinfer.serving.rest.body import ClientDisconnected, read_body
 from edgeinfer.serving.rest.errors import (
     MethodNotAllowed,
@@ -29,6 +28,7 @@ from edgeinfer.serving.rest.errors import (
     error_payload,
     status_of,
 )
+from edgeinfer.serving.routing import RoutedClassifyResponse, route_headers
 from edgeinfer.serving.settings import ServeSettings
 
 log = logging.getLogger("edgeinfer.serving.rest")

@@ -1,5 +1,8 @@
 """Serving with an offload policy: each image request runs on this server's own batcher or on a
 KServe v2 server in the cloud, as the hybrid router (:mod:`edgeinfer.network.router`) decides.
+``edgeinfer serve`` hands :class:`ServerOffload` to the server as its
+:data:`~edgeinfer.serving.routing.OffloadFactory`; the serving layer itself knows only
+:mod:`edgeinfer.serving.routing`.
 
 Routed: the BYTES input ``image`` of a v2 request (HTTP or gRPC; each image of a request on its own)
 and ``/v1/models/{m}/classify``. A preprocessed tensor request always runs here: the cloud would
@@ -22,12 +25,11 @@ import asyncio
 import functools
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from edgeinfer.errors import DeadlineExceeded, EdgeInferError, InvalidInput, UpstreamError
+from edgeinfer.errors import CloudTimedOut, EdgeInferError, InvalidInput, UpstreamError
 from edgeinfer.network.backends import Answer, CloudBackend
 from edgeinfer.network.client import CloudError, KServeClient
 from edgeinfer.network.estimates import Ewma
@@ -37,40 +39,13 @@ from edgeinfer.serving.protocol import (
     InferRequest,
     InferResponse,
     Label,
-    Parameters,
     ParamValue,
     RequestedOutput,
     Tensor,
 )
+from edgeinfer.serving.routing import RoutedClassifyResponse
 from edgeinfer.serving.servable import Servable, image_bytes
 from edgeinfer.serving.settings import ServeSettings
-
-#: Response parameters (v2) that say where a request was served; also sent as HTTP headers.
-ROUTE_HEADERS = {
-    "served_by": b"edgeinfer-served-by",
-    "offload_reason": b"edgeinfer-offload-reason",
-    "offload_fallback": b"edgeinfer-offload-fallback",
-}
-
-
-class CloudTimedOut(DeadlineExceeded):
-    """Under policy ``cloud``: the cloud server did not answer in time (HTTP 504)."""
-
-    kind = "upstream_timeout"
-
-
-@dataclass(frozen=True)
-class RoutedClassifyResponse(ClassifyResponse):
-    """A ``/v1/.../classify`` answer with the route it took (sent as headers; the body is unchanged)."""
-
-    parameters: Parameters = field(default_factory=dict)
-
-
-def route_headers(parameters: Parameters) -> list[tuple[bytes, bytes]]:
-    """The HTTP headers of the route parameters present in a response."""
-    return [
-        (header, str(parameters[key]).encode()) for key, header in ROUTE_HEADERS.items() if key in parameters
-    ]
 
 
 class ServableEdge:
