@@ -61,7 +61,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def _edgeinfer(instances: int | None, threads: int | None) -> Callable[[int, Path], list[str]]:
+def _edgeinfer(instances: int | None, threads: int | None, *extra: str) -> Callable[[int, Path], list[str]]:
     """``edgeinfer serve``; instances/threads None: the default (adaptive) instance shape."""
 
     def command(port: int, python: Path) -> list[str]:
@@ -70,7 +70,7 @@ def _edgeinfer(instances: int | None, threads: int | None) -> Callable[[int, Pat
             str(python), "-m", "edgeinfer.cli.main", "serve", "--model", MODEL, "--runtime", "onnxruntime",
             "--http-port", str(port), "--no-grpc", *shape,
             "--max-batch-size", str(BATCH), "--max-queue-delay-us", str(int(BATCH_WAIT_S * 1e6)),
-            "--log-level", "warning",
+            "--log-level", "warning", *extra,
         ]  # fmt: skip
 
     return command
@@ -87,6 +87,19 @@ STACKS = {
     ),
     "edgeinfer_2x1": Stack(
         "edgeinfer_2x1", _edgeinfer(2, 1), "/v2/health/ready", f"/v1/models/{MODEL}/classify"
+    ),
+    # the default shape with 4 and with 1 image decode threads (the default is the cores: 2)
+    "edgeinfer_d4": Stack(
+        "edgeinfer_d4",
+        _edgeinfer(None, None, "--decode-threads", "4"),
+        "/v2/health/ready",
+        f"/v1/models/{MODEL}/classify",
+    ),
+    "edgeinfer_d1": Stack(
+        "edgeinfer_d1",
+        _edgeinfer(None, None, "--decode-threads", "1"),
+        "/v2/health/ready",
+        f"/v1/models/{MODEL}/classify",
     ),
     "fastapi": Stack(
         "fastapi",
@@ -519,7 +532,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    default_stacks = ",".join(name for name in STACKS if name not in ("edgeinfer_1x2", "edgeinfer_2x1"))
+    variants = ("edgeinfer_1x2", "edgeinfer_2x1", "edgeinfer_d4", "edgeinfer_d1")
+    default_stacks = ",".join(name for name in STACKS if name not in variants)
     parser.add_argument("--stacks", default=default_stacks, help="comma-separated, in round-1 order")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk cell")
     parser.add_argument("--rounds", type=int, default=2)
