@@ -65,11 +65,11 @@ def main() -> None:
 
     print(f"{'image':28s} {'Pillow':>8s} {'turbo':>8s} {'turbo/DCT':>9s} {'preproc':>8s}  speed-up")
     for label, data in jpeg_samples().items():
-        t_pil = median_ms(lambda: pillow(data), args.repeats)
-        t_turbo = median_ms(lambda: decode_bytes(data), args.repeats)
-        t_scaled = median_ms(lambda: decode_bytes(data, scaled), args.repeats)
+        t_pil = median_ms(lambda data=data: pillow(data), args.repeats)
+        t_turbo = median_ms(lambda data=data: decode_bytes(data), args.repeats)
+        t_scaled = median_ms(lambda data=data: decode_bytes(data, scaled), args.repeats)
         rgb = decode_bytes(data)
-        t_pre = median_ms(lambda: pre(rgb), args.repeats)
+        t_pre = median_ms(lambda rgb=rgb: pre(rgb), args.repeats)
         print(
             f"{label:28s} {t_pil:8.2f} {t_turbo:8.2f} {t_scaled:9.2f} {t_pre:8.2f}  "
             f"{t_pil / t_turbo:.2f}x / {t_pil / t_scaled:.2f}x"
