@@ -50,13 +50,25 @@ class ComputeProfile:
         The moving average while it is fresh, else the best time seen. Sizes never measured are
         scaled from the nearest measured size, assuming linear cost.
         """
+        size = max(1, min(batch_size, self.max_batch_size))
         now = time.monotonic_ns()
         with self._lock:
-            current = [
-                ewma if ewma is not None and now - seen <= self._fresh_ns else best
-                for ewma, best, seen in zip(self._ns, self._best, self._seen_ns, strict=True)
-            ]
-        return _scaled(current, batch_size, self.max_batch_size)
+            exact = self._current(size, now)  # the usual case: one lookup, not the whole table
+            if exact is not None:
+                return int(exact)
+            table = [self._current(b, now) for b in range(self.max_batch_size + 1)]
+        return _scaled(table, size, self.max_batch_size)
+
+    def _current(self, size: int, now: int) -> float | int | None:
+        ewma = self._ns[size]
+        return ewma if ewma is not None and now - self._seen_ns[size] <= self._fresh_ns else self._best[size]
+
+    def _costs_per_sample(self, limit: int) -> list[float]:
+        """Estimated cost per sample of each batch size 1..limit, from one snapshot of the table."""
+        now = time.monotonic_ns()
+        with self._lock:
+            table = [self._current(b, now) for b in range(self.max_batch_size + 1)]
+        return [_scaled(table, b, self.max_batch_size) / b for b in range(1, limit + 1)]
 
     def best_ns(self, batch_size: int) -> int:
         """The fastest this size ever ran (its uncontended cost), scaled like :meth:`compute_ns`."""
@@ -68,14 +80,15 @@ class ComputeProfile:
         within ``tolerance`` of the cheapest. On CPUs where batching does not pay this stays small, so
         no request waits for a big batch that is no faster per image."""
         limit = max(1, min(available, self.max_batch_size))
-        costs = [self.compute_ns(b) / b for b in range(1, limit + 1)]
+        if limit == 1:
+            return 1
+        costs = self._costs_per_sample(limit)
         cheapest = min(costs)
         return next(b for b, cost in enumerate(costs, start=1) if cost <= cheapest * (1 + tolerance))
 
     def per_sample_ns(self) -> int:
         """The cheapest per-sample cost over all sizes: the best the batcher can do under load."""
-        costs = [self.compute_ns(b) / b for b in range(1, self.max_batch_size + 1)]
-        return int(min(costs))
+        return int(min(self._costs_per_sample(self.max_batch_size)))
 
     def snapshot(self) -> dict[int, int]:
         """Measured sizes and their current estimates, for logs and metadata."""
