@@ -2,8 +2,9 @@
 
 - :class:`Ewma`: an exponentially weighted mean and deviation of one quantity.
 - :class:`CloudEstimate`: what a cloud request will cost. The link's round trip comes from light
-  probes (``GET /v2/health/ready``); every cloud response adds a point ``(bytes sent, time - RTT)``
-  to a line fitted with exponential forgetting, whose slope is the uplink's time per byte (its
+  probes (``GET /v2/health/ready``); every cloud response adds a point ``(bytes, time - RTT)`` to a
+  line fitted with exponential forgetting (the router passes the request's own bytes plus those
+  in flight ahead of it on the uplink), whose slope is the uplink's time per byte (its
   inverse, the bandwidth) and whose intercept is the fixed cost of a request: remote queue and
   compute, the response's transfer, HTTP. When the sizes seen do not vary enough to tell slope from
   intercept (every request the same size) the slope stays at its last good value or the prior.
