@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.bench.report import EngineOverhead, ModelOnly
+from edgeinfer.bench.results import overhead_of
 from edgeinfer.bench.samples import Sample
 from edgeinfer.bench.stats import LatencyRecorder
 
@@ -62,24 +63,6 @@ def measure_paired(
         second(index)
         rounds += 1
     model_only = ModelOnly(batch_size=1, call="runtime.run", latency=raw.summary())
-    return PairedResult(model_only, _overhead(e2e, raw, decode, preprocess))
-
-
-def _overhead(
-    e2e: LatencyRecorder, raw: LatencyRecorder, decode: LatencyRecorder, preprocess: LatencyRecorder
-) -> EngineOverhead | None:
-    whole, model = e2e.summary(), raw.summary()
-    dec, pre = decode.summary(), preprocess.summary()
-    parts_p90 = model.p90_ms + dec.p90_ms + pre.p90_ms
-    parts_mean = model.mean_ms + dec.mean_ms + pre.mean_ms
-    if parts_p90 <= 0 or parts_mean <= 0:
-        return None
-    return EngineOverhead(
-        e2e_p90_ms=whole.p90_ms,
-        parts_p90_ms=parts_p90,
-        ratio_p90=whole.p90_ms / parts_p90,
-        e2e_mean_ms=whole.mean_ms,
-        parts_mean_ms=parts_mean,
-        ratio_mean=whole.mean_ms / parts_mean,
-        method="paired",
-    )
+    parts = (model_only.latency, decode.summary(), preprocess.summary())
+    overhead = overhead_of(e2e.summary(), *parts, "paired")
+    return PairedResult(model_only, overhead)

@@ -14,6 +14,7 @@ from edgeinfer.bench.report import (
 )
 from edgeinfer.bench.resources import ResourceSummary
 from edgeinfer.bench.scenarios import Scenario, ScenarioSettings
+from edgeinfer.bench.stats import LatencySummary
 
 _PERCENTILE_KEY = re.compile(r"^\d+(\.\d+)?th percentile latency \(ns\)$")
 _CONSTRAINTS = {
@@ -81,18 +82,32 @@ def engine_overhead(
     """End to end against runtime call + decode + preprocess (see :class:`EngineOverhead`)."""
     if single_stream is None or model_only is None or not single_stream.latency.count:
         return None
-    stages, model = single_stream.stages, model_only.latency
-    parts_p90 = model.p90_ms + stages["decode"].p90_ms + stages["preprocess"].p90_ms
-    parts_mean = model.mean_ms + stages["decode"].mean_ms + stages["preprocess"].mean_ms
+    stages = single_stream.stages
+    return overhead_of(
+        single_stream.latency, model_only.latency, stages["decode"], stages["preprocess"], "single-stream"
+    )
+
+
+def overhead_of(
+    whole: LatencySummary,
+    model: LatencySummary,
+    decode: LatencySummary,
+    preprocess: LatencySummary,
+    method: str,
+) -> EngineOverhead | None:
+    """``whole`` against the sum of its parts, at p90 and on average; None when the parts are empty."""
+    parts_p90 = model.p90_ms + decode.p90_ms + preprocess.p90_ms
+    parts_mean = model.mean_ms + decode.mean_ms + preprocess.mean_ms
     if parts_p90 <= 0 or parts_mean <= 0:
         return None
     return EngineOverhead(
-        e2e_p90_ms=single_stream.latency.p90_ms,
+        e2e_p90_ms=whole.p90_ms,
         parts_p90_ms=parts_p90,
-        ratio_p90=single_stream.latency.p90_ms / parts_p90,
-        e2e_mean_ms=single_stream.latency.mean_ms,
+        ratio_p90=whole.p90_ms / parts_p90,
+        e2e_mean_ms=whole.mean_ms,
         parts_mean_ms=parts_mean,
-        ratio_mean=single_stream.latency.mean_ms / parts_mean,
+        ratio_mean=whole.mean_ms / parts_mean,
+        method=method,
     )
 
 
