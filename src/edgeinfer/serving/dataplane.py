@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from edgeinfer import __version__
 from edgeinfer.errors import EdgeInferError, InvalidInput, ModelNotFound, NotFound, NotReady
 from edgeinfer.serving.batching.batcher import BatcherSettings
+from edgeinfer.serving.lone_client import LoneClient
 from edgeinfer.serving.metrics import ServerMetrics
 from edgeinfer.serving.protocol import (
     ClassifyResponse,
@@ -102,6 +103,7 @@ class DataPlane:
         self._offload_factory = offload_factory if settings.offload != "edge" else None
         self._offload: Offload | None = None  # routes image requests unless offload = "edge"
         self._draining = False
+        self._lone = LoneClient()  # one keep-alive HTTP client and nobody else: run inline when idle
         self._decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_workers, thread_name_prefix="decode"
         )
@@ -109,6 +111,7 @@ class DataPlane:
             max_batch_size=settings.max_batch_size,
             max_queue_delay_us=settings.max_queue_delay_us,
             max_queue_size=settings.max_queue_size,
+            idle_fast_path=settings.idle_fast_path,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -190,25 +193,29 @@ class DataPlane:
 
     # -- inference ------------------------------------------------------------------------------
 
-    async def infer(self, request: InferRequest, protocol: str) -> InferResponse:
+    async def infer(self, request: InferRequest, protocol: str, peer: object | None = None) -> InferResponse:
+        """``peer``: the client's connection (address), when it sends one request at a time."""
         servable = self._servable(request.model, request.version, protocol)
         deadline = self._deadline_ns(request.arrival_ns, request.timeout_ns)
         offload = self._offload
+        alone = self._lone.seen(peer)
         work = (
-            servable.infer(request, deadline)
+            servable.infer(request, deadline, inline=alone)
             if offload is None
             else offload.infer(servable, request, deadline)
         )
         return await self._observed(servable, protocol, request.arrival_ns, work)
 
     async def classify(
-        self, model: str, image: bytes, top_k: int, *, protocol: str, arrival_ns: int, timeout_ns: int | None
+        self, model: str, image: bytes, top_k: int, *, protocol: str, arrival_ns: int, timeout_ns: int | None,
+        peer: object | None = None,
     ) -> ClassifyResponse:
         servable = self._servable(model, None, protocol)
         deadline = self._deadline_ns(arrival_ns, timeout_ns)
         offload = self._offload
+        alone = self._lone.seen(peer)
         work = (
-            servable.classify(image, top_k, deadline)
+            servable.classify(image, top_k, deadline, inline=alone)
             if offload is None
             else offload.classify(servable, image, top_k, deadline)
         )

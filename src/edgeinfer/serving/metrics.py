@@ -2,7 +2,8 @@
 
 Per model: requests and failures (by protocol and error kind), end-to-end, preparation (decode +
 preprocess), queue and compute time, batch sizes, admissions refused (queue full / deadline) and
-admitted requests that missed their deadline. The process collector adds CPU seconds and RSS.
+admitted requests that missed their deadline, requests run inline for a lone client. The process
+collector adds CPU seconds and RSS.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class ServerMetrics:
             "edgeinfer_deadline_missed", "Admitted requests failed because they could not finish in time",
             ["model"], registry=r,
         )  # fmt: skip
+        self.inline = Counter(
+            "edgeinfer_inline_requests", "Requests of a lone client run on the event-loop thread (no hops)",
+            ["model"], registry=r,
+        )  # fmt: skip
         self.queue_depth = Gauge(
             "edgeinfer_queue_samples", "Samples admitted and not yet running", ["model"], registry=r
         )
@@ -89,6 +94,7 @@ class ModelMetrics:
         self._compute = metrics.compute_seconds.labels(model)
         self._batch = metrics.batch_size.labels(model)
         self._missed = metrics.deadline_missed.labels(model)
+        self._inline = metrics.inline.labels(model)
         self.queue_depth = metrics.queue_depth.labels(model)
 
     def on_request(self, protocol: str) -> None:
@@ -98,6 +104,9 @@ class ModelMetrics:
         self._metrics.request_seconds.labels(self.model, protocol).observe(elapsed_ns / 1e9)
         if error_kind is not None:
             self._metrics.failures.labels(self.model, protocol, error_kind).inc()
+
+    def on_inline(self) -> None:
+        self._inline.inc()
 
     def on_prepared(self, elapsed_ns: int) -> None:
         self._prepare.observe(elapsed_ns / 1e9)

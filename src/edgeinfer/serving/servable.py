@@ -29,7 +29,7 @@ from edgeinfer.engine.results import Prediction
 from edgeinfer.errors import EdgeInferError, InvalidInput
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.runtimes.base import Runtime
-from edgeinfer.serving.batching.batcher import Batcher, BatcherSettings, SplitLanes
+from edgeinfer.serving.batching.batcher import Batcher, BatcherSettings, SplitLanes, Ticket
 from edgeinfer.serving.metrics import ModelMetrics
 from edgeinfer.serving.protocol import (
     ClassifyResponse,
@@ -180,35 +180,50 @@ class Servable:
 
     # -- requests -------------------------------------------------------------------------------
 
-    async def infer(self, request: InferRequest, deadline_ns: int) -> InferResponse:
+    async def infer(self, request: InferRequest, deadline_ns: int, *, inline: bool = False) -> InferResponse:
+        """Run a v2 request; ``inline``: the caller is a lone client (see ``_run``)."""
         tensor = self._one_input(request.inputs)
         wanted = self.wanted_outputs(request)
         is_image = tensor.name == self.image_input.name
         count = tensor.shape[0]
         ticket = self.batcher.admit(count, deadline_ns, self._prepare_estimate_ns(count) if is_image else 0)
-        try:
-            samples = await self._prepare(tensor.data.reshape(count)) if is_image else tensor.data
-        except BaseException:
-            self.batcher.cancel(ticket)
-            raise
-        scores = await self.batcher.run(ticket, samples)
+        data = tensor.data.reshape(count) if is_image else tensor.data
+        scores = await self._run(ticket, data, is_image, inline)
         outputs = tuple(self.output_tensor(scores, want) for want in wanted)
         return InferResponse(self.name, self.version, outputs, request.id)
 
-    async def classify(self, image: bytes, top_k: int, deadline_ns: int) -> ClassifyResponse:
+    async def classify(
+        self, image: bytes, top_k: int, deadline_ns: int, *, inline: bool = False
+    ) -> ClassifyResponse:
         """One encoded image to its top-k labels (the ``/v1/.../classify`` route)."""
         if not 1 <= top_k <= self.classes:
             raise InvalidInput(f"top_k must be between 1 and {self.classes}, got {top_k}")
         ticket = self.batcher.admit(1, deadline_ns, self._prepare_estimate_ns(1))
-        try:
-            samples = await self._prepare(np.array([image], dtype=object))
-        except BaseException:
-            self.batcher.cancel(ticket)
-            raise
-        scores = await self.batcher.run(ticket, samples)
+        scores = await self._run(ticket, np.array([image], dtype=object), True, inline)
         top = self.engine.postprocess(scores[0], top_k)
         labels = tuple(Label(p.index, p.label, p.score) for p in top)
         return ClassifyResponse(self.name, self.version, labels)
+
+    async def _run(self, ticket: Ticket, data: np.ndarray, is_image: bool, inline: bool) -> np.ndarray:
+        """Prepare (images) and compute an admitted request: on this thread when ``inline`` (a lone
+        client, so nothing else can be waiting) and the model is idle, else decoded on the decode
+        pool and queued for a batch."""
+        try:
+            if inline:
+                prepare = (lambda: self._decode_batch(data)[0]) if is_image else (lambda: data)
+                done = self.batcher.run_inline(ticket, prepare)
+                if done is not None:
+                    scores, prepare_ns = done
+                    self.metrics.on_inline()
+                    if is_image:
+                        self.metrics.on_prepared(prepare_ns)
+                        self._learn_decode(prepare_ns / len(data))
+                    return scores
+            samples = await self._prepare(data) if is_image else data
+        except BaseException:
+            self.batcher.cancel(ticket)
+            raise
+        return await self.batcher.run(ticket, samples)
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -287,10 +302,12 @@ class Servable:
         started = time.monotonic_ns()
         batch, service_ns = await loop.run_in_executor(self._decode_pool, self._decode_batch, images)
         self.metrics.on_prepared(time.monotonic_ns() - started)
-        per_image = service_ns / len(images)
-        previous = self._decode_ns_per_image
-        self._decode_ns_per_image = per_image if previous == 0 else previous + 0.2 * (per_image - previous)
+        self._learn_decode(service_ns / len(images))
         return batch
+
+    def _learn_decode(self, per_image_ns: float) -> None:
+        old = self._decode_ns_per_image
+        self._decode_ns_per_image = per_image_ns if old == 0 else old + 0.2 * (per_image_ns - old)
 
     def _decode_batch(self, images: np.ndarray) -> tuple[np.ndarray, int]:
         """Runs on the decode pool: encoded images to one batch of preprocessed samples (and its time)."""

@@ -49,6 +49,7 @@ class ServeSettings:
     max_batch_size: int = 8
     max_queue_delay_us: int = 2000
     max_queue_size: int = 64
+    idle_fast_path: bool = True
     instances: int = 1
     threads: int | None = None
     decode_threads: int | None = None

@@ -6,7 +6,10 @@ Life of a request:
    (:class:`Overloaded`, with a retry hint) or when the work already ahead of it under EDF plus its
    own compute cannot finish before its deadline (:class:`DeadlineExceeded`).
 2. The caller prepares its samples (decode + preprocess, on other threads), then ``run`` puts them in
-   the earliest-deadline-first queue and awaits the result.
+   the earliest-deadline-first queue and awaits the result. For a lone client (see
+   :mod:`edgeinfer.serving.lone_client`) on an idle model, ``run_inline`` instead prepares and
+   computes the request on the event-loop thread: nothing could share its batch, and each hop
+   between threads is latency that client sees.
 3. A worker per lane takes the earliest-deadline requests that fit ``max_batch_size``. It waits
    for more only when more are known to be on their way (admitted, still decoding), never longer
    than ``max_queue_delay_us``, the head's slack, or the time batching would save by the measured
@@ -53,12 +56,16 @@ class BatcherSettings:
 
     ``answer_margin_us`` is kept in hand before every deadline for what happens after the batcher
     and outside the server's clock: writing the answer, the network, a busy client reading it.
+    ``idle_fast_path`` lets ``run_inline`` run a lone client's request on the event-loop thread
+    while the model is idle and its batch takes at most ``inline_max_us``.
     """
 
     max_batch_size: int = 8
     max_queue_delay_us: int = 2000
     max_queue_size: int = 64
     answer_margin_us: int = 5000
+    idle_fast_path: bool = True
+    inline_max_us: int = 50_000
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -82,6 +89,7 @@ class Ticket:
     deadline_ns: int
     admitted_ns: int = 0
     estimate_ns: int = 0
+    prep_ns: int = 0
     open: bool = field(default=True)
 
 
@@ -164,7 +172,7 @@ class Batcher:
         self._slack = 1.0  # measured (actual / estimated) time to answer; see _calibrate
         self._margin_ns = settings.answer_margin_us * 1000
         self.tail_ns = 0  # measured lateness of results beyond the profile's compute time; see _learn_tail
-        self._batch_counts = {"wide": 0, "split": 0}
+        self._batch_counts = {"wide": 0, "split": 0, "inline": 0}
 
     def _lane(self, index: int, fn: InferFn, profile: ComputeProfile, split: bool) -> _Lane:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}-{index}")
@@ -180,7 +188,7 @@ class Batcher:
         return len(self._lanes)
 
     def batches_run(self) -> dict[str, int]:
-        """Batches run so far by lane kind (``wide``/``split``), for tests and logs."""
+        """Batches run so far by kind (``wide``, ``split``, ``inline``: on the loop), for tests and logs."""
         return dict(self._batch_counts)
 
     @property
@@ -290,7 +298,7 @@ class Batcher:
                 "allow a longer timeout or retry later"
             )
         self._incoming += samples
-        return Ticket(samples, deadline_ns, now, raw_ns)
+        return Ticket(samples, deadline_ns, now, raw_ns, prep_ns)
 
     def cancel(self, ticket: Ticket) -> None:
         """Give back a ticket whose samples will never come (decoding failed, client left)."""
@@ -326,6 +334,65 @@ class Batcher:
         if ticket.estimate_ns > 0:
             self._calibrate((time.monotonic_ns() - ticket.admitted_ns) / ticket.estimate_ns)
         return result
+
+    def run_inline(self, ticket: Ticket, prepare: Callable[[], np.ndarray]) -> tuple[np.ndarray, int] | None:
+        """Prepare and compute an idle model's request here, on the calling (event-loop) thread.
+
+        Only for a caller that knows no other request can be waiting (a lone client): the loop is
+        blocked meanwhile. Returns the output rows and the nanoseconds ``prepare`` took, or ``None``
+        (the ticket still open, nothing run) when the model is not idle or its batch would take
+        longer than ``inline_max_us``: then the caller prepares and calls ``run``.
+        """
+        lane = self._idle_lane(ticket)
+        if lane is None:
+            return None
+        size = ticket.samples
+        if ticket.prep_ns + lane.profile.compute_ns(size) > self.settings.inline_max_us * 1000:
+            return None
+        self.cancel(ticket)  # the claim becomes the running batch
+        need_ns = lane.profile.compute_ns(size) + self.tail_ns + self._margin_ns
+        self._batch_counts["inline"] += 1
+        self._observer.on_queued(0)
+        job = _InlineJob(prepare, lane.fn, size, ticket.deadline_ns, need_ns)
+        lane.running = _Running(size, time.monotonic_ns() + ticket.prep_ns)
+        try:
+            output = job()
+        except EdgeInferError:
+            raise
+        except Exception as exc:
+            raise EdgeInferError(f"inference failed: {exc!r}") from exc
+        finally:
+            lane.running = None
+            if self._wake is not None:
+                self._wake.set()
+        if job.late:
+            self._observer.on_deadline_missed()
+            raise DeadlineExceeded(
+                f"request cannot finish before its deadline after preparing its inputs: "
+                f"{(ticket.deadline_ns - job.prepared_ns) / 1e6:.1f} ms left, running it needs about "
+                f"{need_ns / 1e6:.1f} ms"
+            )
+        compute_ns = job.done_ns - job.prepared_ns
+        lane.profile.observe(size, compute_ns)
+        self._observer.on_batch(size, compute_ns)
+        if output.shape[0] != size:
+            raise EdgeInferError(f"the runtime returned {output.shape[0]} rows for a batch of {size}")
+        if ticket.estimate_ns > 0:
+            self._calibrate((time.monotonic_ns() - ticket.admitted_ns) / ticket.estimate_ns)
+        return output, job.prepared_ns - job.started_ns
+
+    def _idle_lane(self, ticket: Ticket) -> _Lane | None:
+        """A lane that may run ``ticket`` now with nothing else admitted, queued or running."""
+        if not self.settings.idle_fast_path:
+            return None
+        if not (ticket.open and self._accepting) or self._queue.samples or self._incoming != ticket.samples:
+            return None
+        if any(lane.running is not None for lane in self._lanes):
+            return None
+        for lane in self._lanes:
+            if not lane.split:
+                return lane
+        return None
 
     def _calibrate(self, ratio: float) -> None:
         """Learn how optimistic the admission estimate is (event-loop lag, decode contention...).
@@ -523,6 +590,30 @@ class Batcher:
             if not item.future.done():
                 item.future.set_result(output[offset : offset + item.count])
             offset += item.count
+
+
+class _InlineJob:
+    """``run_inline``'s work: prepare, check the deadline, compute."""
+
+    def __init__(self, prepare: Callable[[], np.ndarray], fn: InferFn, size: int, deadline_ns: int,
+                 need_ns: int) -> None:  # fmt: skip
+        self.prepare, self.fn, self.size = prepare, fn, size
+        self.deadline_ns, self.need_ns = deadline_ns, need_ns
+        self.started_ns = self.prepared_ns = self.done_ns = 0
+        self.late = False
+
+    def __call__(self) -> np.ndarray:
+        self.started_ns = time.monotonic_ns()
+        samples = self.prepare()
+        self.prepared_ns = time.monotonic_ns()
+        if samples.shape[0] != self.size:
+            raise InvalidInput(f"admitted {self.size} samples but got {samples.shape[0]}")
+        if self.prepared_ns + self.need_ns > self.deadline_ns:
+            self.late = True
+            return samples
+        output = self.fn(samples)
+        self.done_ns = time.monotonic_ns()
+        return output
 
 
 def _fail(item: Pending, error: BaseException) -> None:

@@ -155,7 +155,7 @@ class RestApp:
             header_timeout_ns=timeout_from_header(request.headers.get(TIMEOUT_HEADER)),
             arrival_ns=request.arrival_ns,
         )
-        response = await self.plane.infer(infer_request, PROTOCOL)
+        response = await self.plane.infer(infer_request, PROTOCOL, _peer(request.scope))
         encoded = codec.encode_infer_response(response)
         headers = route_headers(response.parameters) if response.parameters else []
         if encoded.header_length is not None:
@@ -178,6 +178,7 @@ class RestApp:
             protocol=PROTOCOL,
             arrival_ns=request.arrival_ns,
             timeout_ns=timeout_from_header(request.headers.get(TIMEOUT_HEADER)),
+            peer=_peer(request.scope),
         )
         headers = route_headers(result.parameters) if isinstance(result, RoutedClassifyResponse) else []
         return Response(codec.encode_classify_response(result), headers=headers)
@@ -241,6 +242,15 @@ def _health(ok: bool, what: str) -> Response:
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _peer(scope: Scope) -> object | None:
+    """The client's connection, when it cannot have two requests in flight (HTTP/1.x, no pipelining
+    by any client we know of); None for HTTP/2 or an unknown address."""
+    client = scope.get("client")
+    if client is None or scope.get("http_version") not in ("1.0", "1.1"):
+        return None
+    return tuple(client)
 
 
 def _query_int(scope: Scope, name: str, default: int) -> int:

@@ -1,0 +1,73 @@
+"""A lone keep-alive client runs inline on the real server; a second client or gRPC ends that.
+
+Inline answers must equal the in-process engine's, and the switch back to the decode pool and the
+batch queue must lose nothing. ``edgeinfer_inline_requests_total`` says which path each took.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as tgrpc
+
+from edgeinfer.engine.engine import Engine
+from edgeinfer.serving.lone_client import DEFAULT_WINDOW_S
+from tests.serving.conftest import ServerProcess
+
+pytestmark = pytest.mark.e2e
+MODEL = "mobilenet_v2"
+
+
+def _inline_count(server: ServerProcess) -> float:
+    _, _, raw = server.request("GET", "/metrics")  # metrics do not count as a client
+    prefix = f'edgeinfer_inline_requests_total{{model="{MODEL}"}}'
+    return sum(float(line.split()[-1]) for line in raw.decode().splitlines() if line.startswith(prefix))
+
+
+def _classify(conn: http.client.HTTPConnection, image: bytes) -> list[int]:
+    conn.request("POST", f"/v1/models/{MODEL}/classify?top_k=3", body=image,
+                 headers={"Content-Type": "image/jpeg"})  # fmt: skip
+    response = conn.getresponse()
+    body = response.read()
+    assert response.status == 200, body
+    return [p["index"] for p in json.loads(body)["predictions"]]
+
+
+def test_a_lone_client_runs_inline_until_someone_else_comes(
+    server: ServerProcess, engine: Engine, images: dict[str, bytes]
+) -> None:
+    names = ["chelsea", "coffee", "grace_hopper"]
+    expected = {n: [p.index for p in engine.classify(images[n], top_k=3).predictions] for n in names}
+    time.sleep(DEFAULT_WINDOW_S + 0.1)  # let the other tests' connections age out of the window
+    lone = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+    try:
+        before = _inline_count(server)
+        for name in names * 2:
+            assert _classify(lone, images[name]) == expected[name]
+        assert _inline_count(server) - before == 6  # every one of them inline
+
+        other = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+        assert _classify(other, images["coffee"]) == expected["coffee"]
+        other.close()
+        before = _inline_count(server)
+        for name in names:
+            assert _classify(lone, images[name]) == expected[name]
+        assert _inline_count(server) == before  # not alone any more: the queued path, same answers
+
+        time.sleep(DEFAULT_WINDOW_S + 0.1)
+        assert _classify(lone, images["chelsea"]) == expected["chelsea"]
+        assert _inline_count(server) == before + 1  # alone again
+
+        client = tgrpc.InferenceServerClient(server.grpc_url)
+        tensor = tgrpc.InferInput("image", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([images["chelsea"]], dtype=object))
+        probabilities = client.infer(MODEL, [tensor]).as_numpy("probabilities")
+        assert int(probabilities[0].argmax()) == expected["chelsea"][0]
+        assert _classify(lone, images["coffee"]) == expected["coffee"]
+        assert _inline_count(server) == before + 1  # gRPC multiplexes: never counted as alone
+    finally:
+        lone.close()
