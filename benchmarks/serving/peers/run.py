@@ -101,6 +101,13 @@ STACKS = {
         "/v2/health/ready",
         f"/v1/models/{MODEL}/classify",
     ),
+    # the default without the lone-client fast path (every request through the decode pool and the queue)
+    "edgeinfer_noinline": Stack(
+        "edgeinfer_noinline",
+        _edgeinfer(None, None, "--no-idle-fast-path"),
+        "/v2/health/ready",
+        f"/v1/models/{MODEL}/classify",
+    ),
     "fastapi": Stack(
         "fastapi",
         lambda port, py: [
@@ -532,7 +539,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    variants = ("edgeinfer_1x2", "edgeinfer_2x1", "edgeinfer_d4", "edgeinfer_d1")
+    variants = ("edgeinfer_1x2", "edgeinfer_2x1", "edgeinfer_d4", "edgeinfer_d1", "edgeinfer_noinline")
     default_stacks = ",".join(name for name in STACKS if name not in variants)
     parser.add_argument("--stacks", default=default_stacks, help="comma-separated, in round-1 order")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk cell")
