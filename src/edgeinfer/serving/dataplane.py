@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from edgeinfer import __version__
 from edgeinfer.errors import EdgeInferError, InvalidInput, ModelNotFound, NotFound, NotReady
-from edgeinfer.serving.batching.batcher import BatcherSettings
+from edgeinfer.serving.batching.settings import BatcherSettings
 from edgeinfer.serving.lone_client import LoneClient
 from edgeinfer.serving.metrics import ServerMetrics
 from edgeinfer.serving.protocol import (

@@ -29,7 +29,8 @@ from edgeinfer.engine.results import Prediction
 from edgeinfer.errors import EdgeInferError, InvalidInput
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.runtimes.base import Runtime
-from edgeinfer.serving.batching.batcher import Batcher, BatcherSettings, SplitLanes, Ticket
+from edgeinfer.serving.batching.batcher import Batcher
+from edgeinfer.serving.batching.settings import BatcherSettings, SplitLanes, Ticket
 from edgeinfer.serving.metrics import ModelMetrics
 from edgeinfer.serving.protocol import (
     ClassifyResponse,

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from edgeinfer.errors import DeadlineExceeded, EdgeInferError, InvalidInput, NotReady, Overloaded
-from edgeinfer.serving.batching.batcher import Batcher, BatcherSettings, SplitLanes, retry_after_header
+from edgeinfer.serving.batching.batcher import Batcher, retry_after_header
+from edgeinfer.serving.batching.settings import BatcherSettings, SplitLanes
 
 T = TypeVar("T")
 MS = 1_000_000

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from edgeinfer.errors import DeadlineExceeded, InvalidInput
-from edgeinfer.serving.batching.batcher import Batcher, BatcherSettings
+from edgeinfer.serving.batching.batcher import Batcher
+from edgeinfer.serving.batching.settings import BatcherSettings
 
 MS = 1_000_000
 
