@@ -35,6 +35,10 @@ def register(subparsers: Any) -> None:
         "--no-idle-fast-path", dest="idle_fast_path", action="store_false", default=None,
         help="always go through the decode pool and the batch queue, even for an idle model's lone request",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-prefetch-batches", dest="prefetch_batches", action="store_false", default=None,
+        help="under load, let each compute thread wait for the event loop to pick its next batch",
+    )  # fmt: skip
     parser.add_argument("--runtime", "-r", default=None, help="runtime (default: auto)")
     parser.add_argument("--precision", "-p", default=None, help="fp32 or int8 (default: fp32)")
     parser.add_argument("--max-batch-size", type=int, default=None, help="largest batch formed (default: 8)")
@@ -75,10 +79,9 @@ def register(subparsers: Any) -> None:
 
 _OVERRIDES = (
     "models", "host", "http_port", "grpc_port", "grpc_enabled", "runtime", "precision", "max_batch_size",
-    "max_queue_delay_us", "max_queue_size", "idle_fast_path", "instances", "threads", "decode_threads",
-    "default_timeout_ms", "max_request_bytes", "api_key_file", "repository", "log_level", "streams",
-    "stream_fps",
-    "offload", "cloud_url", "cloud_model", "bandwidth_cap_mbps", "cloud_timeout_ms",
+    "max_queue_delay_us", "max_queue_size", "idle_fast_path", "prefetch_batches", "instances", "threads",
+    "decode_threads", "default_timeout_ms", "max_request_bytes", "api_key_file", "repository", "log_level",
+    "streams", "stream_fps", "offload", "cloud_url", "cloud_model", "bandwidth_cap_mbps", "cloud_timeout_ms",
 )  # fmt: skip
 
 

@@ -112,6 +112,7 @@ class DataPlane:
             max_queue_delay_us=settings.max_queue_delay_us,
             max_queue_size=settings.max_queue_size,
             idle_fast_path=settings.idle_fast_path,
+            prefetch=settings.prefetch_batches,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class ServeSettings:
     max_queue_delay_us: int = 2000
     max_queue_size: int = 64
     idle_fast_path: bool = True
+    prefetch_batches: bool = True
     instances: int = 1
     threads: int | None = None
     decode_threads: int | None = None

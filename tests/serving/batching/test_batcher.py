@@ -379,3 +379,55 @@ def test_results_that_reach_their_request_late_raise_the_margin() -> None:
         await batcher.close()
 
     run(main())
+
+
+class GatedModel:
+    """Each call records its start and then waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.started = 0
+        self.running = 0
+        self.most_at_once = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.started += 1
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        self.gate.wait(5)
+        with self.lock:
+            self.running -= 1
+        return batch[:, :1] * 10
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_busy_split_lanes_get_their_next_batch_before_the_current_one_ends(prefetch: bool) -> None:
+    wide, narrow = GatedModel(), GatedModel()
+
+    async def main() -> None:
+        wide.gate.set()
+        narrow.gate.set()
+        settings = BatcherSettings(1, 0, 16, prefetch=prefetch)
+        batcher = Batcher([wide], settings, split=SplitLanes(narrow, lanes=2))
+        await batcher.warm_up((2,), np.dtype(np.float32), runs=1)
+        batcher.start()
+        narrow.gate.clear()
+        narrow.started = narrow.most_at_once = 0
+        tasks = [asyncio.create_task(batcher.infer(sample(v), deadline_in(5_000))) for v in range(6)]
+        for _ in range(200):  # until both split lanes are computing (they stay blocked on the gate)
+            if narrow.started == 2:
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)  # let the workers do what they will with the rest
+        assert narrow.started == 2
+        # With prefetch each blocked lane's thread already holds its next batch; without, none does.
+        assert batcher.batches_run()["split"] == (4 if prefetch else 2)
+        narrow.gate.set()
+        outs = await asyncio.gather(*tasks)
+        assert [float(o[0, 0]) for o in outs] == [v * 10.0 for v in range(6)]
+        assert narrow.most_at_once == 2  # never more runs at once than lanes
+        await batcher.close()
+
+    run(main())

@@ -19,6 +19,11 @@ Life of a request:
    said results really reached their request, under contention), are failed with
    :class:`DeadlineExceeded` instead of wasting compute, delaying others and answering late.
 
+Under load a split lane's next batch is handed to its thread while the current one runs
+(``prefetch``): the thread starts it the moment the current one ends instead of idling while the
+event loop (busy with other requests) takes the result and picks the next batch, which cost each
+lane about 2 ms per batch at 16 clients.
+
 Lanes: one per runtime instance, all running side by side. With :class:`SplitLanes` the batcher
 also has an adaptive shape: one multi-thread instance (the "wide" lane) while few samples wait, and
 ``lanes`` single-thread runs side by side (the "split" lanes) when more wait, chosen per batch from
@@ -65,6 +70,7 @@ class _Lane:
     profile: ComputeProfile
     split: bool
     running: _Running | None = None
+    queued: _Running | None = None  # handed to the thread behind ``running`` (split lanes)
 
 
 class Batcher:
@@ -107,6 +113,7 @@ class Batcher:
         self._margin_ns = settings.answer_margin_us * 1000
         self.tail_ns = 0  # measured lateness of results beyond the profile's compute time; see _learn_tail
         self._batch_counts = {"wide": 0, "split": 0, "inline": 0}
+        self._prefetch = settings.prefetch
 
     def _lane(self, index: int, fn: InferFn, profile: ComputeProfile, split: bool) -> _Lane:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}-{index}")
@@ -173,9 +180,12 @@ class Batcher:
         if self._workers:
             return
         self._wake = asyncio.Event()
+        # A split lane gets a second worker, which hands the thread its next batch while the current
+        # one runs, so the thread never waits for the event loop between batches under load.
         self._workers = [
-            asyncio.create_task(self._worker(lane), name=f"batcher-{self.name}-{lane.index}")
+            asyncio.create_task(self._worker(lane), name=f"batcher-{self.name}-{lane.index}-{depth}")
             for lane in self._lanes
+            for depth in range(2 if lane.split and self._prefetch else 1)
         ]
         self._accepting = True
 
@@ -389,6 +399,8 @@ class Batcher:
 
     def _may_start(self, lane: _Lane) -> bool:
         """Whether ``lane`` may take a batch now: the shape follows the backlog, kinds never overlap."""
+        if lane.running is not None:
+            return self._may_queue(lane)
         if self._blocked(lane):
             return False
         if self.split is None:
@@ -397,6 +409,20 @@ class Batcher:
         if lane.split:  # once split, an idle split lane helps out while its sibling still runs
             return backlog >= self.split.min_backlog or self._any_running(True)
         return backlog < self.split.min_backlog
+
+    def _may_queue(self, lane: _Lane) -> bool:
+        """Whether a running split lane may take its next batch now, to run right after this one:
+        only while every split lane is running (none idle could take it sooner) and samples wait."""
+        if not (lane.split and self._prefetch) or lane.queued is not None or not self._queue.samples:
+            return False
+        return all(o.running is not None for o in self._lanes if o.split)
+
+    def _start_ns(self, lane: _Lane, now: int) -> int:
+        """When a batch taken now by ``lane`` would start: now, or after the batch it runs."""
+        running = lane.running
+        if running is None:
+            return now
+        return max(now, running.started_ns + lane.profile.compute_ns(running.size))
 
     def _estimate_ns(self, deadline_ns: int, now: int, samples: int) -> tuple[int, int]:
         """Wait until a new request with this deadline would start (by EDF, the shape the backlog
@@ -412,6 +438,7 @@ class Batcher:
         if busy and all(self._blocked(lane) for lane in lanes):
             running_left = min(
                 max(0, lane.profile.compute_ns(lane.running.size) - (now - lane.running.started_ns))
+                + (lane.profile.compute_ns(lane.queued.size) if lane.queued is not None else 0)
                 for lane in busy
                 if lane.running is not None
             )
@@ -442,7 +469,7 @@ class Batcher:
                 continue
             size = lane.profile.best_batch_size(self._share(lane))
             items = [i for i in self._queue.pop_batch(max(size, head.count)) if not i.future.done()]
-            items = self._drop_late(items, lane.profile)
+            items = self._drop_late(items, lane.profile, self._start_ns(lane, time.monotonic_ns()))
             if items:
                 return items
 
@@ -468,10 +495,11 @@ class Batcher:
         slack = head.deadline_ns - now - profile.compute_ns(target)
         return max(0, min(delay_left, slack, saving))
 
-    def _drop_late(self, items: list[Pending], profile: ComputeProfile) -> list[Pending]:
-        """Fail the requests that cannot finish in time at this batch size; keep the rest."""
+    def _drop_late(self, items: list[Pending], profile: ComputeProfile, start_ns: int) -> list[Pending]:
+        """Fail the requests that cannot finish in time at this batch size, starting no sooner than
+        ``start_ns``; keep the rest."""
         while items:
-            now = time.monotonic_ns()
+            now = max(time.monotonic_ns(), start_ns)
             need = profile.compute_ns(sum(i.count for i in items)) + self.tail_ns + self._margin_ns
             late = [i for i in items if i.deadline_ns < now + need]
             if not late:
@@ -492,26 +520,32 @@ class Batcher:
         loop = asyncio.get_running_loop()
         batch = items[0].samples if len(items) == 1 else np.concatenate([i.samples for i in items])
         size = int(batch.shape[0])
-        started = time.monotonic_ns()
+        started = self._start_ns(lane, time.monotonic_ns())
+        mine = _Running(size, started)
+        if lane.running is None:
+            lane.running = mine
+            if lane.split and self._prefetch and self._wake is not None:
+                self._wake.set()  # the other split lanes' second workers may queue now
+        else:  # runs on the lane's thread right after the batch it runs now
+            lane.queued = mine
         for item in items:
             self._observer.on_queued(started - item.enqueued_ns)
-        lane.running = _Running(size, started)
         due = started + lane.profile.compute_ns(size)
         for item in items:
             item.due_ns = due
         self._batch_counts["split" if lane.split else "wide"] += 1
         try:
-            output = await loop.run_in_executor(lane.executor, lane.fn, batch)
+            output, thread_started = await loop.run_in_executor(lane.executor, _timed_call, lane.fn, batch)
         except Exception as exc:  # every pending future must hear about it
             error = exc if isinstance(exc, EdgeInferError) else EdgeInferError(f"inference failed: {exc!r}")
             for item in items:
                 _fail(item, error)
             return
         finally:
-            lane.running = None
+            _finished(lane, mine)
             if self.split is not None and self._wake is not None:
-                self._wake.set()  # the other kind of lane may start now
-        elapsed = time.monotonic_ns() - started
+                self._wake.set()  # the other kind of lane may start now, or this one queue again
+        elapsed = time.monotonic_ns() - thread_started  # from its start on the thread, not its hand-over
         lane.profile.observe(size, elapsed)
         self._observer.on_batch(size, elapsed)
         if output.shape[0] != size:
@@ -524,6 +558,22 @@ class Batcher:
             if not item.future.done():
                 item.future.set_result(output[offset : offset + item.count])
             offset += item.count
+
+
+def _timed_call(fn: InferFn, batch: np.ndarray) -> tuple[np.ndarray, int]:
+    """On the lane's thread: the output and when the call really started."""
+    started = time.monotonic_ns()
+    return fn(batch), started
+
+
+def _finished(lane: _Lane, batch: _Running) -> None:
+    """A lane's batch came back: the queued one (already running on the thread) moves up."""
+    if lane.running is batch:
+        lane.running, lane.queued = lane.queued, None
+        if lane.running is not None:
+            lane.running.started_ns = time.monotonic_ns()
+    elif lane.queued is batch:
+        lane.queued = None
 
 
 class _InlineJob:

@@ -17,7 +17,8 @@ class BatcherSettings:
     ``answer_margin_us`` is kept in hand before every deadline for what happens after the batcher
     and outside the server's clock: writing the answer, the network, a busy client reading it.
     ``idle_fast_path`` lets ``run_inline`` run a lone client's request on the event-loop thread
-    while the model is idle and its batch takes at most ``inline_max_us``.
+    while the model is idle and its batch takes at most ``inline_max_us``. ``prefetch`` hands a busy
+    split lane's thread its next batch while the current one runs.
     """
 
     max_batch_size: int = 8
@@ -26,6 +27,7 @@ class BatcherSettings:
     answer_margin_us: int = 5000
     idle_fast_path: bool = True
     inline_max_us: int = 50_000
+    prefetch: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
