@@ -108,6 +108,13 @@ STACKS = {
         "/v2/health/ready",
         f"/v1/models/{MODEL}/classify",
     ),
+    # the default without handing busy split lanes their next batch early
+    "edgeinfer_noprefetch": Stack(
+        "edgeinfer_noprefetch",
+        _edgeinfer(None, None, "--no-prefetch-batches"),
+        "/v2/health/ready",
+        f"/v1/models/{MODEL}/classify",
+    ),
     "fastapi": Stack(
         "fastapi",
         lambda port, py: [
@@ -539,7 +546,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    variants = ("edgeinfer_1x2", "edgeinfer_2x1", "edgeinfer_d4", "edgeinfer_d1", "edgeinfer_noinline")
+    variants = ("edgeinfer_1x2", "edgeinfer_2x1", "edgeinfer_d4", "edgeinfer_d1", "edgeinfer_noinline",
+                "edgeinfer_noprefetch")
     default_stacks = ",".join(name for name in STACKS if name not in variants)
     parser.add_argument("--stacks", default=default_stacks, help="comma-separated, in round-1 order")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk cell")
