@@ -112,15 +112,22 @@ class HttpClient:
 
     async def send(self, sample: Sample) -> None:
         payload = self._request(sample)
+        reused = self._writer is not None
         try:
-            if self._writer is None:
-                self._reader, self._writer = await asyncio.open_connection(self.target.host, self.target.port)
-            assert self._reader is not None
-            self._writer.write(payload)
-            head = await self._reader.readuntil(b"\r\n\r\n")
-            status, headers = _parse_head(head)
-            body = await self._reader.readexactly(int(headers.get("content-length", "0")))
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            status, headers, body = await self._exchange(payload)
+        except asyncio.IncompleteReadError as exc:
+            await self.close()
+            if not (reused and not exc.partial):
+                raise RequestFailed("connection", f"{type(exc).__name__}: {exc}") from None
+            # The server closed an idle keep-alive connection as this request went out (not one
+            # byte of an answer came back): send it once more on a new connection, as HTTP
+            # clients do; the time it took stays in the request's latency.
+            try:
+                status, headers, body = await self._exchange(payload)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as again:
+                await self.close()
+                raise RequestFailed("connection", f"{type(again).__name__}: {again}") from None
+        except (OSError, asyncio.LimitOverrunError) as exc:
             await self.close()
             raise RequestFailed("connection", f"{type(exc).__name__}: {exc}") from None
         if headers.get("connection", "").lower() == "close":
@@ -128,6 +135,16 @@ class HttpClient:
         if status != 200:
             kind = _HTTP_KINDS.get(status, f"http_{status}")
             raise RequestFailed(kind, body[:200].decode("utf-8", "replace"))
+
+    async def _exchange(self, payload: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.target.host, self.target.port)
+        assert self._reader is not None
+        self._writer.write(payload)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status, headers = _parse_head(head)
+        body = await self._reader.readexactly(int(headers.get("content-length", "0")))
+        return status, headers, body
 
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
