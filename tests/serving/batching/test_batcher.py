@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import numpy as np
@@ -14,10 +14,9 @@ import pytest
 from edgeinfer.errors import DeadlineExceeded, EdgeInferError, InvalidInput, NotReady, Overloaded
 from edgeinfer.serving.batching.batcher import Batcher, retry_after_header
 from edgeinfer.serving.batching.settings import BatcherSettings, SplitLanes
+from tests.serving.batching.helpers import MS, deadline_in, sample, started
 
 T = TypeVar("T")
-MS = 1_000_000
-
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
@@ -36,21 +35,6 @@ class SlowModel:
         with self.lock:
             self.batches.append([float(v) for v in batch[:, 0]])
         return batch[:, :1] * 10
-
-
-def sample(value: float) -> np.ndarray:
-    return np.full((1, 2), value, dtype=np.float32)
-
-
-def deadline_in(ms: float) -> int:
-    return time.monotonic_ns() + int(ms * MS)
-
-
-async def started(model: Callable[[np.ndarray], np.ndarray], **settings: Any) -> Batcher:
-    batcher = Batcher([model], BatcherSettings(**settings))
-    await batcher.warm_up((2,), np.dtype(np.float32), runs=1)
-    batcher.start()
-    return batcher
 
 
 def test_each_request_gets_its_own_rows_and_busy_time_forms_batches() -> None:

@@ -11,9 +11,8 @@ import pytest
 
 from edgeinfer.errors import DeadlineExceeded, InvalidInput
 from edgeinfer.serving.batching.batcher import Batcher
-from edgeinfer.serving.batching.settings import BatcherSettings
-
-MS = 1_000_000
+from tests.serving.batching.helpers import MS, deadline_in, sample
+from tests.serving.batching.helpers import started as started_on
 
 
 class Recorder:
@@ -48,18 +47,9 @@ class Observed:
         self.missed += 1
 
 
-def sample(value: float) -> np.ndarray:
-    return np.full((1, 2), value, dtype=np.float32)
-
-
-def deadline_in(ms: float) -> int:
-    return time.monotonic_ns() + int(ms * MS)
-
-
 async def started(model: Recorder, observer: Observed | None = None, **settings: object) -> Batcher:
-    batcher = Batcher([model], BatcherSettings(**settings), name="m", observer=observer)  # type: ignore[arg-type]
-    await batcher.warm_up((2,), np.dtype(np.float32), runs=1)
-    batcher.start()
+    """The shared helper's batcher, with the warm-up runs forgotten by the model."""
+    batcher = await started_on(model, observer, **settings)
     model.threads.clear()
     return batcher
 
