@@ -113,7 +113,6 @@ class Batcher:
         self._margin_ns = settings.answer_margin_us * 1000
         self.tail_ns = 0  # measured lateness of results beyond the profile's compute time; see _learn_tail
         self._batch_counts = {"wide": 0, "split": 0, "inline": 0}
-        self._prefetch = settings.prefetch
 
     def _lane(self, index: int, fn: InferFn, profile: ComputeProfile, split: bool) -> _Lane:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}-{index}")
@@ -185,7 +184,7 @@ class Batcher:
         self._workers = [
             asyncio.create_task(self._worker(lane), name=f"batcher-{self.name}-{lane.index}-{depth}")
             for lane in self._lanes
-            for depth in range(2 if lane.split and self._prefetch else 1)
+            for depth in range(2 if lane.split and self.settings.prefetch else 1)
         ]
         self._accepting = True
 
@@ -413,7 +412,7 @@ class Batcher:
     def _may_queue(self, lane: _Lane) -> bool:
         """Whether a running split lane may take its next batch now, to run right after this one:
         only while every split lane is running (none idle could take it sooner) and samples wait."""
-        if not (lane.split and self._prefetch) or lane.queued is not None or not self._queue.samples:
+        if not (lane.split and self.settings.prefetch) or lane.queued is not None or not self._queue.samples:
             return False
         return all(o.running is not None for o in self._lanes if o.split)
 
@@ -524,7 +523,7 @@ class Batcher:
         mine = _Running(size, started)
         if lane.running is None:
             lane.running = mine
-            if lane.split and self._prefetch and self._wake is not None:
+            if lane.split and self.settings.prefetch and self._wake is not None:
                 self._wake.set()  # the other split lanes' second workers may queue now
         else:  # runs on the lane's thread right after the batch it runs now
             lane.queued = mine
