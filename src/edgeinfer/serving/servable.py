@@ -8,7 +8,7 @@ classification extension the top classes as ``"score:index:label"`` strings.
 
 The default instance shape (:func:`load_adaptive`) is one runtime holding every core plus one
 single-thread runtime of the same model that the batcher runs on several threads side by side
-while requests queue up (see :class:`edgeinfer.serving.batching.batcher.SplitLanes`).
+while requests queue up (see :class:`edgeinfer.serving.batching.settings.SplitLanes`).
 """
 
 from __future__ import annotations

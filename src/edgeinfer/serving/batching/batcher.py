@@ -260,11 +260,7 @@ class Batcher:
         now = time.monotonic_ns()
         need = self._fastest_ns(ticket.samples) + self.tail_ns + self._margin_ns
         if now + need > ticket.deadline_ns:
-            self._observer.on_deadline_missed()
-            raise DeadlineExceeded(
-                f"request cannot finish before its deadline after preparing its inputs: "
-                f"{(ticket.deadline_ns - now) / 1e6:.1f} ms left, running it needs about {need / 1e6:.1f} ms"
-            )
+            raise self._late_after_preparing(ticket, now, need)
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._seq += 1
         item = Pending(ticket.deadline_ns, self._seq, samples, future, now)
@@ -309,20 +305,29 @@ class Batcher:
             if self._wake is not None:
                 self._wake.set()
         if job.late:
-            self._observer.on_deadline_missed()
-            raise DeadlineExceeded(
-                f"request cannot finish before its deadline after preparing its inputs: "
-                f"{(ticket.deadline_ns - job.prepared_ns) / 1e6:.1f} ms left, running it needs about "
-                f"{need_ns / 1e6:.1f} ms"
-            )
-        compute_ns = job.done_ns - job.prepared_ns
-        lane.profile.observe(size, compute_ns)
-        self._observer.on_batch(size, compute_ns)
-        if output.shape[0] != size:
-            raise EdgeInferError(f"the runtime returned {output.shape[0]} rows for a batch of {size}")
+            raise self._late_after_preparing(ticket, job.prepared_ns, need_ns)
+        wrong_rows = self._measured(lane, output, size, job.done_ns - job.prepared_ns)
+        if wrong_rows is not None:
+            raise wrong_rows
         if ticket.estimate_ns > 0:
             self._calibrate((time.monotonic_ns() - ticket.admitted_ns) / ticket.estimate_ns)
         return output, job.prepared_ns - job.started_ns
+
+    def _late_after_preparing(self, ticket: Ticket, now: int, need_ns: int) -> DeadlineExceeded:
+        """Count and describe a request whose inputs took so long that it can no longer finish."""
+        self._observer.on_deadline_missed()
+        return DeadlineExceeded(
+            f"request cannot finish before its deadline after preparing its inputs: "
+            f"{(ticket.deadline_ns - now) / 1e6:.1f} ms left, running it needs about {need_ns / 1e6:.1f} ms"
+        )
+
+    def _measured(self, lane: _Lane, output: np.ndarray, size: int, elapsed_ns: int) -> EdgeInferError | None:
+        """Record a batch's compute time; the error to give its requests if the rows are wrong."""
+        lane.profile.observe(size, elapsed_ns)
+        self._observer.on_batch(size, elapsed_ns)
+        if output.shape[0] != size:
+            return EdgeInferError(f"the runtime returned {output.shape[0]} rows for a batch of {size}")
+        return None
 
     def _idle_lane(self, ticket: Ticket) -> _Lane | None:
         """A lane that may run ``ticket`` now with nothing else admitted, queued or running."""
@@ -332,10 +337,7 @@ class Batcher:
             return None
         if any(lane.running is not None for lane in self._lanes):
             return None
-        for lane in self._lanes:
-            if not lane.split:
-                return lane
-        return None
+        return next((lane for lane in self._lanes if not lane.split), None)
 
     def _calibrate(self, ratio: float) -> None:
         """Learn how optimistic the admission estimate is (event-loop lag, decode contention...).
@@ -544,13 +546,11 @@ class Batcher:
             _finished(lane, mine)
             if self.split is not None and self._wake is not None:
                 self._wake.set()  # the other kind of lane may start now, or this one queue again
-        elapsed = time.monotonic_ns() - thread_started  # from its start on the thread, not its hand-over
-        lane.profile.observe(size, elapsed)
-        self._observer.on_batch(size, elapsed)
-        if output.shape[0] != size:
-            error = EdgeInferError(f"the runtime returned {output.shape[0]} rows for a batch of {size}")
+        # timed from its start on the thread, not its hand-over
+        wrong_rows = self._measured(lane, output, size, time.monotonic_ns() - thread_started)
+        if wrong_rows is not None:
             for item in items:
-                _fail(item, error)
+                _fail(item, wrong_rows)
             return
         offset = 0
         for item in items:
