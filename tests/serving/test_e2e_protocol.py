@@ -6,6 +6,7 @@ Every answer is checked against the same engine run in this process on the same 
 from __future__ import annotations
 
 import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -225,3 +226,25 @@ def test_a_failed_request_is_counted_once(server: ServerProcess) -> None:
     assert status == 400
     after = figures()
     assert (after[0] - before[0], after[1] - before[1]) == (1.0, 1.0)
+
+
+def test_the_real_server_answers_head_and_keeps_the_connection(server: ServerProcess) -> None:
+    """The HTTP transport joins a response head with its body (``rest/one_write.py``). For HEAD
+    uvicorn writes a head and no body, so the held head must go out on its own; the keep-alive
+    connection then serves the next request."""
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(b"HEAD /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = _read_until(sock, b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 405 "), head  # health routes take GET only
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = _read_until(sock, b'{"live":true}')
+        assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+def _read_until(sock: socket.socket, end: bytes) -> bytes:
+    data = b""
+    while not data.endswith(end):
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    return data

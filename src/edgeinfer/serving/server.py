@@ -123,7 +123,7 @@ class InferenceServer:
             host=self.settings.host,
             port=self.settings.http_port,
             loop=_best("uvloop", "uvloop", "asyncio"),
-            http=_best("httptools", "httptools", "h11"),
+            http=_http_protocol(),
             lifespan="on",
             access_log=False,
             log_level=self.settings.log_level,
@@ -159,6 +159,15 @@ class _Uvicorn(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _http_protocol() -> type[asyncio.Protocol] | str:
+    """httptools with one write per answer (see ``rest/one_write.py``), else uvicorn's h11."""
+    try:
+        from edgeinfer.serving.rest.one_write import OneWriteHttpToolsProtocol
+    except ImportError:
+        return "h11"
+    return OneWriteHttpToolsProtocol
 
 
 def _best(module: str, name: str, fallback: str) -> str:
