@@ -1,15 +1,26 @@
 """Where the one-client overhead of ``edgeinfer serve`` goes, measured alternating with the engine.
 
-    python benchmarks/serving/c1_overhead.py [--compare-fast-path] [--blocks N] [--calls N] [serve flags]
+    python benchmarks/serving/c1_overhead.py [--blocks N] [--calls N] [--closed-loop] [--raw-client]
+        [--compare-fast-path] [--baseline-src DIR [--baseline-first]] [serve flags]
 
-Starts ``edgeinfer serve`` (HTTP only), loads the same model in this process, and alternates 8
+Starts ``edgeinfer serve`` (HTTP only), loads the same model in this process, and runs 8
 (``--blocks``) blocks of 40 (``--calls``) sequential ``/v1/models/mobilenet_v2/classify`` calls
-(a bare ``http.client`` keep-alive client, so the client's own cost is small) with as many
-in-process ``Engine.classify`` calls on the same 32 sample JPEGs (``--blocks 400 --calls 1``
-alternates call by call). Prints the server's own stage means (from its ``/metrics`` histograms)
-beside the in-process stage means, the server's CPU time per request beside the engine's, and the
-added p50. ``--compare-fast-path`` also starts a second server with ``--no-idle-fast-path`` and
-alternates it in the same blocks (an A/B of the idle fast path).
+per side on the same 32 sample JPEGs, the sides in a fresh seeded order every block
+(``--blocks 400 --calls 1`` alternates call by call: every call then follows ~10 ms of the other
+sides' work). ``--closed-loop`` makes one unrecorded call before each block, so every recorded
+call follows the same side's previous answer at once, as a concurrency-1 client's does.
+
+Clients: a bare ``http.client`` keep-alive connection, or with ``--raw-client`` one ``sendall`` of
+the request and a minimal read of the status, headers and body (as lean as a C client such as
+Triton's perf_analyzer; ``http.client`` parses headers with the email package).
+
+Prints the server's own stage means (from its ``/metrics`` histograms) beside the in-process stage
+means, each side's CPU time per call, and the added p50, also as the median of the per-block
+differences ("paired"). ``--compare-fast-path`` also starts a server with ``--no-idle-fast-path``;
+``--baseline-src DIR`` one running the code of another checkout (``DIR/src``, e.g. a ``git
+worktree`` of the previous commit) and prints the paired difference. On the development VM the
+server started first measured ~0.2 ms slower than the one started second, whatever their code, so
+an A/B needs both orders: ``--baseline-first`` starts the baseline first.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -39,6 +51,7 @@ class Arm:
     call: Callable[[bytes], None]
     cpu_s: Callable[[], float]
     times_ms: list[float] = field(default_factory=list)
+    block_ms: list[float] = field(default_factory=list)  # each block's median, for paired differences
     cpu_used_s: float = 0.0
 
 
@@ -48,33 +61,78 @@ class Server:
     process: subprocess.Popen[bytes]
     conn: http.client.HTTPConnection
 
+    raw: RawClient | None = None
+
     def arm(self) -> Arm:
         pid = self.process.pid
+        if self.raw is not None:
+            raw = self.raw
+            return Arm(self.name, lambda image: raw.classify(image), lambda: _process_cpu_s(pid))
         return Arm(self.name, lambda image: _classify(self.conn, image), lambda: _process_cpu_s(pid))
+
+
+class RawClient:
+    """The leanest HTTP/1.1 keep-alive client: one ``sendall``, then the status, headers and body."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.head = (f"POST /v1/models/{MODEL}/classify HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Content-Type: image/jpeg\r\nContent-Length: ").encode()  # fmt: skip
+
+    def classify(self, image: bytes) -> bytes:
+        self.sock.sendall(b"%s%d\r\n\r\n%s" % (self.head, len(image), image))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self._recv()
+        head, _, body = data.partition(b"\r\n\r\n")
+        match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        if not head.startswith(b"HTTP/1.1 200") or match is None:
+            raise SystemExit(f"classify answered {head[:40]!r}")
+        while len(body) < int(match.group(1)):
+            body += self._recv()
+        return body
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise SystemExit("the server closed the connection")
+        return chunk
 
 
 def main() -> None:
     args = sys.argv[1:]
     compare = "--compare-fast-path" in args
-    flags = [a for a in args if a != "--compare-fast-path"]
+    raw = "--raw-client" in args
+    closed_loop = "--closed-loop" in args
+    baseline_first = "--baseline-first" in args
+    switches = ("--compare-fast-path", "--raw-client", "--closed-loop", "--baseline-first")
+    flags = [a for a in args if a not in switches]
+    baseline = _take_text(flags, "--baseline-src")
     blocks, calls = _take(flags, "--blocks", 8), _take(flags, "--calls", CALLS)
     env = dict(os.environ)  # the servers see the real cores
-    sides = 3 if compare else 2  # every side loaded at once, only one runs at a time
+    sides = 2 + compare + (baseline is not None)  # every side loaded at once, one runs at a time
     os.environ["EDGEINFER_CORES"] = str(sides * (os.cpu_count() or 1))
     from edgeinfer.bench.samples import load_samples
     from edgeinfer.engine import Engine
 
     images = [s.data for s in load_samples(32, seed=0, encoding="jpeg")]
-    wanted = [("server", PORT, flags)]
+    wanted = [("server", PORT, flags, env)]
     if compare:
-        wanted.append(("server, no fast path", PORT + 1, [*flags, "--no-idle-fast-path"]))
+        wanted.append(("server, no fast path", PORT + 1, [*flags, "--no-idle-fast-path"], env))
+    if baseline is not None:
+        wanted.append(("server, baseline", PORT + 2, flags, {**env, "PYTHONPATH": f"{baseline}/src"}))
     servers: list[Server] = []
+    if baseline_first:  # the server started first measured ~0.2 ms slower here: swap to cancel it
+        wanted.reverse()
     try:
-        for name, port, extra in wanted:
+        for name, port, extra, server_env in wanted:
             command = [sys.executable, "-m", "edgeinfer.cli.main", "serve", "--http-port", str(port),
                        "--no-grpc", "--runtime", "onnxruntime", *extra]  # fmt: skip
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-            servers.append(Server(name, process, _wait_ready(port)))
+            process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env
+            )
+            servers.append(Server(name, process, _wait_ready(port), RawClient(port) if raw else None))
         engine = Engine.load(MODEL, runtime="onnxruntime", threads=2)
         prepare: list[float] = []
         infer: list[float] = []
@@ -84,6 +142,8 @@ def main() -> None:
             prepare.append((result.timings.decode_ns + result.timings.preprocess_ns) / 1e6)
             infer.append(result.timings.infer_ns / 1e6)
 
+        if baseline_first:
+            servers.reverse()
         arms = [Arm("in process", local, time.process_time), *(s.arm() for s in servers)]
         for arm in arms:  # warm every path on every image
             for image in images:
@@ -91,14 +151,18 @@ def main() -> None:
         prepare.clear()
         infer.clear()
         before = [_metrics(s.conn) for s in servers]
-        for block in range(blocks):
-            for arm in arms if block % 2 == 0 else arms[::-1]:
+        rng = np.random.default_rng(0)
+        for block in range(blocks):  # a fresh seeded order each block: no arm always follows another
+            for arm in [arms[i] for i in rng.permutation(len(arms))]:
+                if closed_loop:  # the first call follows another arm's: not a closed-loop call
+                    arm.call(images[(block * calls - 1) % len(images)])
                 cpu0 = arm.cpu_s()
                 for i in range(calls):
                     t0 = time.perf_counter_ns()
                     arm.call(images[(block * calls + i) % len(images)])
                     arm.times_ms.append((time.perf_counter_ns() - t0) / 1e6)
                 arm.cpu_used_s += arm.cpu_s() - cpu0
+                arm.block_ms.append(float(np.median(arm.times_ms[-calls:])))
         after = [_metrics(s.conn) for s in servers]
         engine.close()
     finally:
@@ -124,9 +188,14 @@ def _report(servers: list[Server], before: list[dict[tuple[str, str], float]],
     for arm in arms:
         p50 = float(np.median(arm.times_ms))
         calls = len(arm.times_ms)
-        added = "" if arm is arms[0] else f", added p50 {p50 - local_p50:+.2f} ms"
+        paired = np.median(np.subtract(arm.block_ms, arms[0].block_ms))
+        added = "" if arm is arms[0] else f", added p50 {p50 - local_p50:+.2f} ms (paired {paired:+.2f})"
         print(f"{arm.name:22s} p50 {p50:.3f} ms, mean {np.mean(arm.times_ms):.3f} ms, "
               f"CPU {arm.cpu_used_s / calls * 1e3:.2f} ms per call{added}")  # fmt: skip
+    if len(arms) == 3 and arms[2].name == "server, baseline":
+        diff = np.subtract(arms[1].block_ms, arms[2].block_ms)
+        print(f"server - baseline, paired by block: median {np.median(diff):+.3f} ms, "
+              f"mean {np.mean(diff):+.3f} ms, faster in {np.mean(diff < 0):.0%} of {len(diff)} blocks")
 
 
 def _take(flags: list[str], name: str, default: int) -> int:
@@ -135,6 +204,16 @@ def _take(flags: list[str], name: str, default: int) -> int:
         return default
     at = flags.index(name)
     value = int(flags[at + 1])
+    del flags[at : at + 2]
+    return value
+
+
+def _take_text(flags: list[str], name: str) -> str | None:
+    """Remove ``name VALUE`` from ``flags`` and return VALUE (None when absent)."""
+    if name not in flags:
+        return None
+    at = flags.index(name)
+    value = flags[at + 1]
     del flags[at : at + 2]
     return value
 
@@ -170,6 +249,7 @@ def _classify(conn: http.client.HTTPConnection, image: bytes) -> None:
 
 
 def _metrics(conn: http.client.HTTPConnection) -> dict[tuple[str, str], float]:
+    conn.close()  # a fresh connection: the raw client's runs leave this one idle past keep-alive
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     found: dict[tuple[str, str], float] = {}
