@@ -48,7 +48,7 @@ class Arm:
     """One way of classifying an image, timed block by block."""
 
     name: str
-    call: Callable[[bytes], None]
+    call: Callable[[bytes], object]
     cpu_s: Callable[[], float]
     times_ms: list[float] = field(default_factory=list)
     block_ms: list[float] = field(default_factory=list)  # each block's median, for paired differences
@@ -67,7 +67,7 @@ class Server:
         pid = self.process.pid
         if self.raw is not None:
             raw = self.raw
-            return Arm(self.name, lambda image: raw.classify(image), lambda: _process_cpu_s(pid))
+            return Arm(self.name, raw.classify, lambda: _process_cpu_s(pid))
         return Arm(self.name, lambda image: _classify(self.conn, image), lambda: _process_cpu_s(pid))
 
 
@@ -127,12 +127,7 @@ def main() -> None:
         wanted.reverse()
     try:
         for name, port, extra, server_env in wanted:
-            command = [sys.executable, "-m", "edgeinfer.cli.main", "serve", "--http-port", str(port),
-                       "--no-grpc", "--runtime", "onnxruntime", *extra]  # fmt: skip
-            process = subprocess.Popen(
-                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env
-            )
-            servers.append(Server(name, process, _wait_ready(port), RawClient(port) if raw else None))
+            servers.append(_start_server(name, port, extra, server_env, raw))
         engine = Engine.load(MODEL, runtime="onnxruntime", threads=2)
         prepare: list[float] = []
         infer: list[float] = []
@@ -151,18 +146,7 @@ def main() -> None:
         prepare.clear()
         infer.clear()
         before = [_metrics(s.conn) for s in servers]
-        rng = np.random.default_rng(0)
-        for block in range(blocks):  # a fresh seeded order each block: no arm always follows another
-            for arm in [arms[i] for i in rng.permutation(len(arms))]:
-                if closed_loop:  # the first call follows another arm's: not a closed-loop call
-                    arm.call(images[(block * calls - 1) % len(images)])
-                cpu0 = arm.cpu_s()
-                for i in range(calls):
-                    t0 = time.perf_counter_ns()
-                    arm.call(images[(block * calls + i) % len(images)])
-                    arm.times_ms.append((time.perf_counter_ns() - t0) / 1e6)
-                arm.cpu_used_s += arm.cpu_s() - cpu0
-                arm.block_ms.append(float(np.median(arm.times_ms[-calls:])))
+        _run_blocks(arms, images, blocks, calls, closed_loop)
         after = [_metrics(s.conn) for s in servers]
         engine.close()
     finally:
@@ -170,6 +154,28 @@ def main() -> None:
             server.process.terminate()
             server.process.wait()
     _report(servers, before, after, arms, stages=(prepare, infer))
+
+
+def _start_server(name: str, port: int, flags: list[str], env: dict[str, str], raw: bool) -> Server:
+    command = [sys.executable, "-m", "edgeinfer.cli.main", "serve", "--http-port", str(port),
+               "--no-grpc", "--runtime", "onnxruntime", *flags]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return Server(name, process, _wait_ready(port), RawClient(port) if raw else None)
+
+
+def _run_blocks(arms: list[Arm], images: list[bytes], blocks: int, calls: int, closed_loop: bool) -> None:
+    rng = np.random.default_rng(0)
+    for block in range(blocks):  # a fresh seeded order each block: no arm always follows another
+        for arm in [arms[i] for i in rng.permutation(len(arms))]:
+            if closed_loop:  # the first call follows another arm's: not a closed-loop call
+                arm.call(images[(block * calls - 1) % len(images)])
+            cpu0 = arm.cpu_s()
+            for i in range(calls):
+                t0 = time.perf_counter_ns()
+                arm.call(images[(block * calls + i) % len(images)])
+                arm.times_ms.append((time.perf_counter_ns() - t0) / 1e6)
+            arm.cpu_used_s += arm.cpu_s() - cpu0
+            arm.block_ms.append(float(np.median(arm.times_ms[-calls:])))
 
 
 def _report(servers: list[Server], before: list[dict[tuple[str, str], float]],
@@ -192,10 +198,13 @@ def _report(servers: list[Server], before: list[dict[tuple[str, str], float]],
         added = "" if arm is arms[0] else f", added p50 {p50 - local_p50:+.2f} ms (paired {paired:+.2f})"
         print(f"{arm.name:22s} p50 {p50:.3f} ms, mean {np.mean(arm.times_ms):.3f} ms, "
               f"CPU {arm.cpu_used_s / calls * 1e3:.2f} ms per call{added}")  # fmt: skip
-    if len(arms) == 3 and arms[2].name == "server, baseline":
-        diff = np.subtract(arms[1].block_ms, arms[2].block_ms)
-        print(f"server - baseline, paired by block: median {np.median(diff):+.3f} ms, "
-              f"mean {np.mean(diff):+.3f} ms, faster in {np.mean(diff < 0):.0%} of {len(diff)} blocks")
+    baseline = [arm for arm in arms if arm.name == "server, baseline"]
+    if baseline:
+        diff = np.subtract(arms[1].block_ms, baseline[0].block_ms)
+        print(
+            f"server - baseline, paired by block: median {np.median(diff):+.3f} ms, "
+            f"mean {np.mean(diff):+.3f} ms, faster in {np.mean(diff < 0):.0%} of {len(diff)} blocks"
+        )
 
 
 def _take(flags: list[str], name: str, default: int) -> int:
