@@ -39,7 +39,11 @@ _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 
 
 class AfterThisStep:
-    """Runs updates made on an event loop after the loop's current step; elsewhere at once."""
+    """Runs updates made on an event loop after the loop's current step; elsewhere at once.
+
+    One server has one loop: updates are queued and flushed on that loop's thread only (worker
+    threads apply theirs directly, Prometheus' own locks making that safe).
+    """
 
     def __init__(self) -> None:
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
