@@ -4,9 +4,9 @@ uvicorn writes the status line and headers as soon as the application starts its
 body in a second write: two ``send`` system calls, and two packets, for every answer. On a small
 VM a system call that wakes the waiting client costs tens of microseconds, so a one-client request
 paid for it twice. Here the transport holds back a lone response head until the next write (the
-body, which follows at once) and sends both together; a head with nothing after it (``HEAD``, 204,
-``100 Continue``) goes out at the end of the current event-loop step, as does anything held when
-the connection closes.
+body, which follows at once) and sends both together; a head with nothing after it (the answer to
+``HEAD``, ``100 Continue``) goes out at the end of the current event-loop step, and anything held
+goes out before the connection closes.
 """
 
 from __future__ import annotations
