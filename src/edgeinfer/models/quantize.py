@@ -40,6 +40,7 @@ from edgeinfer.models.repository import Builder, ModelRepository, sha256_file
 from edgeinfer.models.zoo import ZooEntry
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+WEIGHT_ROUNDINGS = ("nearest", "gptq", "gptq-depthwise")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Int8Recipe:
     equalize: bool = True
     residual_strength: float = 0.25
     bias_correction: bool = True
+    weight_rounding: str = "nearest"  # "gptq", "gptq-depthwise": ``models/rounding.py``
     per_channel: bool = True
     calibration_method: str = "minmax"
     reduce_range: bool = False
@@ -65,6 +67,10 @@ class Int8Recipe:
             raise ValueError(
                 f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, "
                 f"got {self.calibration_method!r}"
+            )
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise ValueError(
+                f"weight_rounding must be one of {', '.join(WEIGHT_ROUNDINGS)}, got {self.weight_rounding!r}"
             )
         if not 0.0 <= self.residual_strength <= 1.0:
             raise ValueError(f"residual_strength must be within 0..1, got {self.residual_strength}")
@@ -109,7 +115,7 @@ def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
     unknown = sorted(set(recipe.exclude_nodes) - {node.name for node in model.graph.node})
     if unknown:
         raise InvalidInput(f"exclude_nodes names nodes that {fp32.name} does not have: {', '.join(unknown)}")
-    pairs = streams = corrected = 0
+    pairs = streams = corrected = rounded = 0
     if recipe.equalize:
         from edgeinfer.models.equalize import equalize, equalize_residuals
 
@@ -120,9 +126,15 @@ def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
     onnx.save_model(model, str(source))
     path = staging / MODEL_FILE
     _quantize(source, path, model, calibration, recipe)
-    if recipe.bias_correction:
+    if recipe.weight_rounding != "nearest" or recipe.bias_correction:
         quantized = onnx.load(str(path))
-        corrected = correct_biases(quantized, model, calibration.samples)
+        if recipe.weight_rounding != "nearest":
+            from edgeinfer.models.rounding import round_weights
+
+            depthwise_only = recipe.weight_rounding == "gptq-depthwise"
+            rounded = round_weights(quantized, model, calibration.samples, depthwise_only=depthwise_only)
+        if recipe.bias_correction:
+            corrected = correct_biases(quantized, model, calibration.samples)
         onnx.save_model(quantized, str(path))
     source.unlink()
     reference, candidate = predict(fp32_path, held_out), predict(path, held_out)
@@ -140,6 +152,7 @@ def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
         "equalized_pairs": pairs,
         "equalized_residual_streams": streams,
         "bias_corrected_layers": corrected,
+        "gptq_rounded_layers": rounded,
         "build_s": round((time.perf_counter_ns() - started) / 1e9, 1),
     }
     return _config(fp32, path, "int8", comparison.report, details)

@@ -1,0 +1,110 @@
+"""INT8 recipes side by side: how close each build stays to FP32, on held-out and calibration images.
+
+    python benchmarks/int8_recipes.py --recipe default --recipe weight_rounding=gptq \\
+        --recipe weight_rounding=gptq,bias_correction=false --out DIR
+
+Each ``--recipe`` is ``default`` or comma-separated ``Int8Recipe`` fields (``name=value``) changed
+from the default. Every recipe is built from the same FP32 model of a fresh, temporary model
+repository, through the same builder ``edgeinfer models build --precision int8`` runs (the gate is
+reported, not enforced). Prints, per recipe: top-1 agreement on the decisive held-out inputs (the
+gate's figure) and on all of them, top-5 overlap, the median KL divergence from FP32 on the
+held-out and on the calibration inputs (the calibration KL is the figure a build-time choice may
+look at; held-out figures are for reading afterwards), and the build time. Writes
+``int8_recipes.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.models.calibration import calibration_set
+from edgeinfer.models.quality import GateSettings, _kl_divergence, predict
+from edgeinfer.models.quantize import BuildSettings, Int8Recipe, builder
+from edgeinfer.models.repository import ModelRepository
+from edgeinfer.models.zoo import zoo_entry
+
+
+def parse_recipe(text: str) -> Int8Recipe:
+    """``default`` or ``field=value,field=value`` over :class:`Int8Recipe`'s defaults."""
+    if text == "default":
+        return Int8Recipe()
+    types = {f.name: f.type for f in dataclasses.fields(Int8Recipe)}
+    changes: dict[str, Any] = {}
+    for part in text.split(","):
+        name, _, raw = part.partition("=")
+        if name not in types:
+            raise SystemExit(f"unknown Int8Recipe field {name!r}; fields: {', '.join(types)}")
+        kind = str(types[name])
+        if kind == "bool":
+            changes[name] = raw.lower() in ("1", "true", "yes")
+        elif kind == "int":
+            changes[name] = int(raw)
+        elif kind == "float":
+            changes[name] = float(raw)
+        elif kind.startswith("tuple"):
+            changes[name] = tuple(x for x in raw.split("+") if x)
+        else:
+            changes[name] = raw
+    return dataclasses.replace(Int8Recipe(), **changes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="mobilenet_v2")
+    parser.add_argument("--recipe", action="append", default=[], help="repeatable; see above")
+    parser.add_argument("--out", type=Path, default=Path("int8-recipes"))
+    args = parser.parse_args()
+    recipes = args.recipe or ["default"]
+    gate = GateSettings(allow_failed=True)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = ModelRepository(Path(tmp) / "repo")
+        fp32 = repo.get(args.model, "fp32")
+        entry = zoo_entry(args.model)
+        calibration = calibration_set(fp32.config.preprocessing)
+        reference_calibration = predict(fp32.path, calibration)
+        for index, text in enumerate(recipes):
+            recipe = parse_recipe(text)
+            staging = Path(tmp) / f"build-{index}"
+            staging.mkdir()
+            started = time.perf_counter()
+            config = builder(repo, entry, "int8", BuildSettings(recipe=recipe, gate=gate))(staging)
+            build_s = time.perf_counter() - started
+            details = config.extra["quality"]
+            candidate = predict(staging / config.file, calibration)
+            row = {
+                "recipe": text,
+                "decisive_top1": config.quality.top1_agreement if config.quality else None,
+                "decisive_images": config.quality.images if config.quality else None,
+                "all_top1": details["all_images_top1_agreement"],
+                "all_top5": details["all_images_top5_overlap"],
+                "originals": details["original_photos_top1_agreement"],
+                "kl_held_out": details["kl_divergence_median"],
+                "kl_calibration": round(
+                    float(np.median(_kl_divergence(reference_calibration, candidate))), 4
+                ),
+                "build_s": round(build_s, 1),
+            }
+            rows.append(row)
+            print(
+                f"{text:<48} decisive {row['decisive_top1']:.1%}  all {row['all_top1']:.1%}  "
+                f"top5 {row['all_top5']:.2f}  orig {row['originals']}  KL held-out "
+                f"{row['kl_held_out']:.3f}  calibration {row['kl_calibration']:.3f}  {build_s:.0f} s",
+                flush=True,
+            )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "int8_recipes.json").write_text(json.dumps({"model": args.model, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
