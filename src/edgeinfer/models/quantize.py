@@ -9,7 +9,9 @@ probability ties the small classes and spoils the top-5, at no measurable speed 
 an analytic correction of each layer's bias for its weight-rounding error
 (:func:`correct_biases`). Entropy and Percentile calibration, reduced range, more calibration
 variants, ONNX Runtime's pre-processing and leaving the first convolution, the depthwise
-convolutions, the residual Adds or the classifier in FP32 were each no better or slower.
+convolutions, the residual Adds or the classifier in FP32 were each no better or slower. GPTQ
+weight rounding (``Int8Recipe.weight_rounding``, ``models/rounding.py``) lowers each layer's
+output error but not the disagreement with FP32, so it is opt-in.
 
 FP16: weights and arithmetic in float16, inputs and outputs kept float32 (``onnxconverter-common``).
 
