@@ -115,3 +115,11 @@ def test_doctor(tmp_path: Path) -> None:
     assert names["onnxruntime"]["installed"] is True
     table = edgeinfer("doctor", home=tmp_path)
     assert "ISA" in table.stdout and "onnxruntime" in table.stdout
+
+
+def test_models_build_recipe_applies_to_int8_only(home: Path) -> None:
+    done = edgeinfer("models", "build", "mobilenet_v2", "--recipe", "accurate", home=home)
+    assert done.returncode == 2  # InvalidInput: nothing is built or changed
+    assert "--recipe chooses how INT8 is built; it does not apply to fp32" in done.stderr
+    unknown = edgeinfer("models", "build", "mobilenet_v2", "-p", "int8", "--recipe", "exact", home=home)
+    assert unknown.returncode == 2 and "invalid choice: 'exact'" in unknown.stderr

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from edgeinfer.errors import NotFound
 from edgeinfer.models import calibration
 from edgeinfer.models.calibration import calibration_set, held_out_set
-from edgeinfer.models.equalize import equalize, equalize_residuals
+from edgeinfer.models.equalize import equalize, equalize_residuals, last_residual_stream
 from edgeinfer.models.quality import predict
 from edgeinfer.models.repository import ModelRepository
 
@@ -83,3 +83,29 @@ def test_missing_sample_photos_give_a_clear_error(
     monkeypatch.setattr(calibration, "available_photos", lambda names=None: {})
     with pytest.raises(NotFound, match=r"pip install 'edgeinfer\[samples\]'"):
         calibration_set(repo.get("mobilenet_v2").config.preprocessing)
+
+
+def test_last_residual_stream_of_mobilenet_v2(repo: ModelRepository) -> None:
+    graph = onnx.load(str(repo.get("mobilenet_v2").path)).graph
+    assert last_residual_stream(graph) == [
+        "features.14.conv.2",
+        "features.15.conv.0.0",
+        "features.15.conv.2",
+        "features.15.add",
+        "features.16.conv.0.0",
+        "features.16.conv.2",
+        "features.16.add",
+        "features.17.conv.0.0",
+    ]
+
+
+def test_a_graph_without_residual_streams_has_no_last_stream() -> None:
+    node = onnx.helper.make_node("Conv", ["x", "w"], ["y"], name="conv")
+    graph = onnx.helper.make_graph(
+        [node],
+        "plain",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones((4, 3, 1, 1), dtype=np.float32), "w")],
+    )
+    assert last_residual_stream(graph) == []

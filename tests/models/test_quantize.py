@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,15 @@ from edgeinfer.models.calibration import (
     held_out_set,
 )
 from edgeinfer.models.quality import GateSettings, compare
-from edgeinfer.models.quantize import BuildSettings, Int8Recipe, builder, correct_biases
+from edgeinfer.models.quantize import (
+    INT8_RECIPES,
+    BuildSettings,
+    Int8Recipe,
+    builder,
+    built_with,
+    correct_biases,
+    named_recipe,
+)
 from edgeinfer.models.repository import ModelRepository, StoredModel
 from edgeinfer.models.zoo import ZOO
 
@@ -209,3 +218,48 @@ def test_fp16_build_keeps_float32_io_and_agrees(repo: ModelRepository, photos: d
     assert stored.config.inputs[0].dtype == "float32"
     assert stored.config.quality is not None and stored.config.quality.passed
     assert stored.size_bytes < 0.6 * repo.get("mobilenet_v2").size_bytes
+
+
+def test_accurate_recipe_keeps_the_last_stream_in_float(tmp_path: Path, photos: dict[str, Path]) -> None:
+    repo = ModelRepository(tmp_path)
+    stored = repo.build("mobilenet_v2", "int8", recipe="accurate")
+    assert stored.config.quality is not None and stored.config.quality.passed
+    assert stored.config.extra["quality"]["recipe"]["last_stream_in_float"] is True
+    assert built_with(stored.config, "accurate") and not built_with(stored.config, "fast")
+    model = onnx.load(str(stored.path))
+    weights = {init.name for init in model.graph.initializer}
+    floats = {node.name for node in model.graph.node if node.op_type == "Conv" and node.input[1] in weights}
+    assert floats == {  # the stream's 3 writers and 3 readers read float weights; every other Conv int8
+        "features.14.conv.2",
+        "features.15.conv.2",
+        "features.16.conv.2",
+        "features.15.conv.0.0",
+        "features.16.conv.0.0",
+        "features.17.conv.0.0",
+    }
+    assert sum(node.op_type == "Conv" for node in model.graph.node) == 52
+    # asking again for the same recipe keeps the build; the file is not rewritten
+    before = stored.path.stat().st_mtime_ns
+    assert repo.build("mobilenet_v2", "int8", recipe="accurate").path.stat().st_mtime_ns == before
+    # another recipe replaces it (no --force needed); without --recipe the stored build is used as it is
+    fast = repo.build("mobilenet_v2", "int8", recipe="fast")
+    assert built_with(fast.config, "fast") and fast.config.quality is not None and fast.config.quality.passed
+    assert repo.build("mobilenet_v2", "int8").config.file_sha256 == fast.config.file_sha256
+
+
+def test_named_recipes() -> None:
+    assert named_recipe("fast") == Int8Recipe()
+    assert named_recipe("accurate").last_stream_in_float
+    with pytest.raises(InvalidInput, match="unknown INT8 recipe 'exact'; choose one of fast, accurate"):
+        named_recipe("exact")
+    from edgeinfer.cli.models import register  # the CLI offers exactly these names
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    choices = next(a.choices for a in _build_parser(parser)._actions if a.dest == "recipe")
+    assert tuple(choices) == tuple(INT8_RECIPES)
+
+
+def _build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    models = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["models"]
+    return next(a for a in models._actions if isinstance(a, argparse._SubParsersAction)).choices["build"]

@@ -229,6 +229,22 @@ def equalize_residuals(
     return result, len(streams)
 
 
+def last_residual_stream(graph: onnx.GraphProto) -> list[str]:
+    """Names of the nodes of the graph's last residual stream: its writers, its Adds, its readers.
+
+    In MobileNetV2 that is the 160-channel stage at 7 x 7 (8 nodes), the tensors whose int8 rounding
+    moves the output most (docs/BENCHMARKS.md, "INT8"). Empty for a graph without residual streams.
+    """
+    streams = _streams(graph)
+    if not streams:
+        return []
+    position = {id(node): index for index, node in enumerate(graph.node)}
+    last = max(streams, key=lambda stream: max(position[id(node)] for node in stream.producers))
+    adds = [node for node in graph.node if node.op_type == "Add" and node.output[0] in last.tensors]
+    chosen = {id(node) for node in (*last.producers, *adds, *last.consumers)}
+    return [node.name for node in graph.node if id(node) in chosen]
+
+
 def _rescale(tensors: dict[str, onnx.TensorProto], name: str, factor: np.ndarray) -> None:
     array = numpy_helper.to_array(tensors[name]).astype(np.float32) * factor
     tensors[name].CopyFrom(numpy_helper.from_array(array.astype(np.float32), name))

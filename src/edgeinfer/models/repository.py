@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeinfer.errors import IntegrityError, ModelNotFound
+from edgeinfer.errors import IntegrityError, InvalidInput, ModelNotFound
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.models.zoo import ZOO, zoo_entry
 
@@ -108,19 +108,30 @@ class ModelRepository:
             )
         return self.build(name, precision)
 
-    def build(self, name: str, precision: str = "fp32", *, force: bool = False) -> StoredModel:
-        """Build a zoo model (idempotent: an intact existing build is returned as it is)."""
+    def build(
+        self, name: str, precision: str = "fp32", *, force: bool = False, recipe: str | None = None
+    ) -> StoredModel:
+        """Build a zoo model (idempotent: an intact existing build is returned as it is).
+
+        ``recipe`` names an INT8 recipe ("fast", the default, or "accurate"; see
+        ``models/quantize.py``); it applies to int8 builds only.
+        """
+        if recipe is not None and precision != "int8":
+            raise InvalidInput(f"--recipe chooses how INT8 is built; it does not apply to {precision}")
         if precision not in PRECISIONS:
             raise ModelNotFound(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         with self._lock(name, precision):
             existing = self.find(name, precision)
+            if existing is not None and recipe is not None:
+                module = importlib.import_module("edgeinfer.models.quantize")
+                force = force or not module.built_with(existing.config, recipe)
             if existing is not None and not force:
                 try:
                     existing.verify()
                     return existing
                 except IntegrityError:
                     pass  # rebuild over a damaged copy
-            builder = self._builder(name, precision)
+            builder = self._builder(name, precision, recipe)
             return self.install(name, precision, builder)
 
     def install(self, name: str, precision: str, builder: Builder) -> StoredModel:
@@ -162,7 +173,7 @@ class ModelRepository:
         found = (self.find(name, precision) for precision in PRECISIONS)
         return [stored for stored in found if stored is not None]
 
-    def _builder(self, name: str, precision: str) -> Builder:
+    def _builder(self, name: str, precision: str, recipe: str | None = None) -> Builder:
         if name not in ZOO:
             if self.models_dir.joinpath(name).is_dir():
                 raise ModelNotFound(
@@ -174,7 +185,8 @@ class ModelRepository:
 
             return fp32_builder(ZOO[name])
         module = importlib.import_module("edgeinfer.models.quantize")
-        builder: Builder = module.builder(self, ZOO[name], precision)
+        settings = module.BuildSettings(recipe=module.named_recipe(recipe)) if recipe else None
+        builder: Builder = module.builder(self, ZOO[name], precision, settings)
         return builder
 
     @contextmanager
