@@ -225,6 +225,7 @@ def test_accurate_recipe_keeps_the_last_stream_in_float(tmp_path: Path, photos: 
     stored = repo.build("mobilenet_v2", "int8", recipe="accurate")
     assert stored.config.quality is not None and stored.config.quality.passed
     assert stored.config.extra["quality"]["recipe"]["last_stream_in_float"] is True
+    assert stored.config.extra["quality"]["recipe_name"] == "accurate"  # shown by `models list`
     assert built_with(stored.config, "accurate") and not built_with(stored.config, "fast")
     model = onnx.load(str(stored.path))
     weights = {init.name for init in model.graph.initializer}
@@ -244,6 +245,7 @@ def test_accurate_recipe_keeps_the_last_stream_in_float(tmp_path: Path, photos: 
     # another recipe replaces it (no --force needed); without --recipe the stored build is used as it is
     fast = repo.build("mobilenet_v2", "int8", recipe="fast")
     assert built_with(fast.config, "fast") and fast.config.quality is not None and fast.config.quality.passed
+    assert fast.config.extra["quality"]["recipe_name"] == "fast"
     assert repo.build("mobilenet_v2", "int8").config.file_sha256 == fast.config.file_sha256
 
 

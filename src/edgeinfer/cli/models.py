@@ -102,7 +102,8 @@ def run_list(args: argparse.Namespace) -> int:
 def _quality_text(build: dict[str, Any]) -> str:
     q = build["quality"]
     verdict = "ok" if q["passed"] else "REFUSED"
-    return f"{build['precision']}: top-1 {q['top1_agreement']:.1%} vs fp32 ({verdict})"
+    recipe = f" ({build['recipe']})" if build.get("recipe") else ""
+    return f"{build['precision']}{recipe}: top-1 {q['top1_agreement']:.1%} vs fp32 ({verdict})"
 
 
 def _describe(repo: ModelRepository, name: str) -> dict[str, Any]:
@@ -137,6 +138,7 @@ def _build_row(stored: StoredModel) -> dict[str, Any]:
         "path": str(Path(stored.path)),
         "size_mb": round(stored.size_bytes / 1e6, 2),
         "file_sha256": config.file_sha256,
+        "recipe": config.extra.get("quality", {}).get("recipe_name"),
         "quality": None
         if quality is None
         else {

@@ -177,6 +177,7 @@ def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
         "calibration_photos": sorted(calibration.photos),
         "held_out_photos": sorted(held_out.photos),
         "recipe": asdict(recipe),
+        "recipe_name": next((name for name, known in INT8_RECIPES.items() if known == recipe), "custom"),
         "equalized_pairs": pairs,
         "equalized_residual_streams": streams,
         "bias_corrected_layers": corrected,
