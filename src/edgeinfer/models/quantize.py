@@ -84,8 +84,8 @@ class Int8Recipe:
 
 # Named recipes for `edgeinfer models build --recipe`: "fast" keeps every layer it can in int8;
 # "accurate" leaves MobileNetV2's last residual stream (8 of 155 nodes) in FP32, which took
-# agreement with FP32 on decisive held-out inputs from 96-98.5% to 98.5-99.6% and made it 2-19%
-# slower than "fast" (docs/BENCHMARKS.md, "INT8", third round).
+# agreement with FP32 on decisive held-out inputs from 96.2-98.5% to 96.9-99.6% (three seeds) and
+# made it 2-19% slower than "fast" (docs/BENCHMARKS.md, "INT8", third round).
 INT8_RECIPES: dict[str, Int8Recipe] = {
     "fast": Int8Recipe(),
     "accurate": Int8Recipe(last_stream_in_float=True),
