@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -265,3 +266,18 @@ def test_named_recipes() -> None:
 def _build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     models = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["models"]
     return next(a for a in models._actions if isinstance(a, argparse._SubParsersAction)).choices["build"]
+
+
+def test_opt_in_corrections_run_in_a_real_build(
+    repo: ModelRepository, tmp_path: Path, photos: dict[str, Path]
+) -> None:
+    recipe = replace(TINY, empirical_bias_correction=True, weight_rounding="gptq-depthwise")
+    lenient = GateSettings(allow_failed=True)
+    stored = ModelRepository(tmp_path).install(
+        "mobilenet_v2", "int8", builder(repo, ZOO["mobilenet_v2"], "int8", BuildSettings(recipe, lenient))
+    )
+    details = stored.config.extra["quality"]
+    assert details["empirically_bias_corrected_layers"] == 53
+    assert details["gptq_rounded_layers"] == 17  # MobileNetV2's depthwise convolutions
+    assert details["recipe_name"] == "custom"
+    assert 0.0 < details["kl_divergence_median"] < 0.5
