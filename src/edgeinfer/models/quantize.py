@@ -13,7 +13,7 @@ convolutions, the residual Adds or the classifier in FP32 were each no better or
 weight rounding (``Int8Recipe.weight_rounding``, ``models/rounding.py``) lowers each layer's
 output error but not the disagreement with FP32, so it is opt-in. Empirical bias correction
 (``Int8Recipe.empirical_bias_correction``, ``models/bias.py``) brings the output distribution
-35-45% closer to FP32's but turns one of the gate's decisive near-ties, so it is opt-in too.
+25-45% closer to FP32's but turns one of the gate's decisive near-ties, so it is opt-in too.
 
 FP16: weights and arithmetic in float16, inputs and outputs kept float32 (``onnxconverter-common``).
 
