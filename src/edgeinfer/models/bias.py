@@ -18,8 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-# Images per batch when measuring; small enough that the probed tensors stay a few hundred MB.
-_BATCH = 16
+from edgeinfer.models.probe import probe_batches
 
 
 def correct_biases_empirically(
@@ -54,28 +53,11 @@ def correct_biases_empirically(
 
 def channel_means(model: onnx.ModelProto, names: list[str], samples: np.ndarray) -> dict[str, np.ndarray]:
     """Per channel (axis 1), the mean each tensor in ``names`` takes on ``samples``."""
-    import onnxruntime as ort
-
-    graph_input = model.graph.input[0].name
-    probed = sorted({name for name in names if name != graph_input})
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    for name in probed:
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = (
-        ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-        if probed
-        else None
-    )
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for start in range(0, len(samples), _BATCH):
-        batch = samples[start : start + _BATCH]
-        found = session.run(probed, {graph_input: batch}) if session is not None else []
-        values = dict(zip(probed, found, strict=True))
-        values[graph_input] = batch
-        for name, value in values.items():
+    for values in probe_batches(model, names, samples):
+        for name in names:
+            value = values[name]
             axes = (0, *range(2, value.ndim))
             sums[name] = sums.get(name, 0.0) + value.astype(np.float64).sum(axis=axes)
             counts[name] = counts.get(name, 0) + value.size // value.shape[1]

@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgeinfer.models.probe import probe_batches
+
 _EPS = 1e-12
 
 
@@ -164,19 +166,10 @@ def _channel_max(
 ) -> dict[str, np.ndarray]:
     """Per output channel, the largest value (``magnitude``: absolute value) each tensor in ``names``
     takes on ``samples``."""
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    for name in names:
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
     found: dict[str, np.ndarray] = {}
-    for start in range(0, len(samples), 16):
-        values = session.run(names, {input_name: samples[start : start + 16]})
-        for name, value in zip(names, values, strict=True):
-            peak = (np.abs(value) if magnitude else value).max(axis=(0, 2, 3))
+    for values in probe_batches(model, names, samples):
+        for name in names:
+            peak = (np.abs(values[name]) if magnitude else values[name]).max(axis=(0, 2, 3))
             found[name] = np.maximum(found[name], peak) if name in found else peak
     return found
 

@@ -158,18 +158,17 @@ def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
     onnx.save_model(model, str(source))
     path = staging / MODEL_FILE
     _quantize(source, path, model, calibration, recipe)
-    if recipe.weight_rounding != "nearest" or recipe.bias_correction or recipe.empirical_bias_correction:
-        quantized = onnx.load(str(path))
-        if recipe.weight_rounding != "nearest":
-            from edgeinfer.models.rounding import round_weights
+    quantized = onnx.load(str(path))  # the corrections below change its initializers in place
+    if recipe.weight_rounding != "nearest":
+        from edgeinfer.models.rounding import round_weights
 
-            depthwise_only = recipe.weight_rounding == "gptq-depthwise"
-            rounded = round_weights(quantized, model, calibration.samples, depthwise_only=depthwise_only)
-        if recipe.bias_correction:
-            corrected = correct_biases(quantized, model, calibration.samples)
-        if recipe.empirical_bias_correction:
-            measured = correct_biases_empirically(quantized, model, calibration.samples)
-        onnx.save_model(quantized, str(path))
+        depthwise_only = recipe.weight_rounding == "gptq-depthwise"
+        rounded = round_weights(quantized, model, calibration.samples, depthwise_only=depthwise_only)
+    if recipe.bias_correction:
+        corrected = correct_biases(quantized, model, calibration.samples)
+    if recipe.empirical_bias_correction:
+        measured = correct_biases_empirically(quantized, model, calibration.samples)
+    onnx.save_model(quantized, str(path))
     source.unlink()
     reference, candidate = predict(fp32_path, held_out), predict(path, held_out)
     comparison = compare(reference, candidate, settings.gate)

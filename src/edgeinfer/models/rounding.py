@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from edgeinfer.models.probe import probe_batches
+
 # Inputs per batch when collecting statistics: the largest depthwise patch matrix is then ~120 MB.
 _BATCH = 8
 
@@ -144,27 +146,9 @@ def _grid(dtype: np.dtype, zero: np.ndarray) -> tuple[int, int]:
 
 def _hessians(model: onnx.ModelProto, layers: list[_Layer], samples: np.ndarray) -> dict[str, np.ndarray]:
     """Per layer (by weight name), the mean of x x^T over every row x its weights multiply."""
-    import onnxruntime as ort
-
-    graph_input = model.graph.input[0].name
-    probed = sorted({layer.node.input[0] for layer in layers} - {graph_input})
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    for name in probed:
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = (
-        ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-        if probed
-        else None
-    )
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for start in range(0, len(samples), _BATCH):
-        batch = samples[start : start + _BATCH]
-        found = session.run(probed, {graph_input: batch}) if session is not None else []
-        values = dict(zip(probed, found, strict=True))
-        values[graph_input] = batch
+    for values in probe_batches(model, [layer.node.input[0] for layer in layers], samples, _BATCH):
         for layer in layers:
             rows = _rows(np.asarray(values[layer.node.input[0]], dtype=np.float32), layer)
             if layer.kind == "depthwise":  # (channels, positions, taps)
