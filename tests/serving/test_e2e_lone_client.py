@@ -58,9 +58,16 @@ def test_a_lone_client_runs_inline_until_someone_else_comes(
             assert _classify(lone, images[name]) == expected[name]
         assert _inline_count(server) == before  # not alone any more: the queued path, same answers
 
-        time.sleep(DEFAULT_WINDOW_S + 0.1)
-        assert _classify(lone, images["chelsea"]) == expected["chelsea"]
-        assert _inline_count(server) == before + 1  # alone again
+        # Alone again once the window has passed. The inline path may still decline one request
+        # whose estimated cost (from the queued requests just measured) is over its budget on a
+        # slow moment of a shared host, so allow three windows; a server that never goes back to
+        # inline fails all three.
+        for _ in range(3):
+            time.sleep(DEFAULT_WINDOW_S + 0.1)
+            assert _classify(lone, images["chelsea"]) == expected["chelsea"]
+            if _inline_count(server) == before + 1:
+                break
+        assert _inline_count(server) == before + 1, "the lone client never ran inline again"
 
         client = tgrpc.InferenceServerClient(server.grpc_url)
         tensor = tgrpc.InferInput("image", [1], "BYTES")
