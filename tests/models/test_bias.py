@@ -9,6 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgeinfer.models.bias import channel_means, correct_biases_empirically
+from tests.models.qdq import quantize_qdq, run
 
 
 def _two_convs(rng: np.random.Generator) -> onnx.ModelProto:
@@ -35,46 +36,19 @@ def _two_convs(rng: np.random.Generator) -> onnx.ModelProto:
     return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
 
 
-def _quantize(model: onnx.ModelProto, inputs: np.ndarray, folder: Path) -> onnx.ModelProto:
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
-    onnx.save_model(model, str(folder / "float.onnx"))
-
-    class Reader:
-        def __init__(self) -> None:
-            self.items = iter([{"x": inputs[i : i + 8]} for i in range(0, len(inputs), 8)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    quantize_static(
-        str(folder / "float.onnx"), str(folder / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ
-    )
-    return onnx.load(str(folder / "int8.onnx"))
-
-
-def _run(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {"x": inputs})[0])
-
-
 def test_the_measured_mean_error_of_the_int8_network_is_removed(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     model = _two_convs(rng)
     calibration = (rng.random((32, 4, 10, 10)) * 2 + 1).astype(np.float32)
     unseen = (rng.random((32, 4, 10, 10)) * 2 + 1).astype(np.float32)
-    quantized = _quantize(model, calibration, tmp_path)
+    quantized = quantize_qdq(model, calibration, tmp_path)
     source_bytes = model.SerializeToString()
-    before = {
-        name: _run(quantized, x) - _run(model, x) for name, x in (("cal", calibration), ("new", unseen))
-    }
+    before = {name: run(quantized, x) - run(model, x) for name, x in (("cal", calibration), ("new", unseen))}
 
     assert correct_biases_empirically(quantized, model, calibration) == 2  # both convolutions
 
     for name, x in (("cal", calibration), ("new", unseen)):  # per output channel, away from the border
-        after = _run(quantized, x) - _run(model, x)
+        after = run(quantized, x) - run(model, x)
         mean_before = np.abs(before[name][:, :, 1:-1, 1:-1].mean(axis=(0, 2, 3))).mean()
         mean_after = np.abs(after[:, :, 1:-1, 1:-1].mean(axis=(0, 2, 3))).mean()
         assert mean_after < mean_before / 3, name
@@ -87,4 +61,4 @@ def test_channel_means_of_the_input_and_of_inner_tensors() -> None:
     x = rng.random((20, 4, 10, 10)).astype(np.float32)  # 20: a last batch shorter than the others
     means = channel_means(model, ["x", "y"], x)
     np.testing.assert_allclose(means["x"], x.mean(axis=(0, 2, 3)), rtol=1e-6)
-    np.testing.assert_allclose(means["y"], _run(model, x).mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(means["y"], run(model, x).mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)

@@ -30,6 +30,7 @@ from edgeinfer.models.quantize import (
 )
 from edgeinfer.models.repository import ModelRepository, StoredModel
 from edgeinfer.models.zoo import ZOO
+from tests.models.qdq import quantize_qdq, run
 
 # A small recipe for the tests that build on purpose to fail or pass a gate (a few seconds each).
 TINY = Int8Recipe(calibration_variants=1, held_out_variants=2)
@@ -133,13 +134,6 @@ def test_override_stores_a_failed_build_flagged(
     assert stored.config.quality.top1_agreement < 1.0
 
 
-def _run(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {"x": inputs})[0])
-
-
 def _one_conv(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
     node = onnx.helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])
     graph = onnx.helper.make_graph(
@@ -153,40 +147,22 @@ def _one_conv(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
 
 
 def test_bias_correction_removes_the_mean_error_of_weight_rounding(tmp_path: Path) -> None:
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
     rng = np.random.default_rng(0)
     # coarse weights (a few large ones per channel) round badly; inputs have a large common mean
     weight = (rng.normal(0, 0.05, (16, 8, 3, 3)) + (rng.random((16, 8, 3, 3)) < 0.02) * 3).astype(np.float32)
     model = _one_conv(weight, rng.normal(0, 0.1, 16).astype(np.float32))
     inputs = (rng.random((32, 8, 12, 12)) * 4 + 2).astype(np.float32)
-    onnx.save_model(model, str(tmp_path / "float.onnx"))
-
-    class Reader:
-        def __init__(self) -> None:
-            self.items = iter([{"x": inputs[i : i + 8]} for i in range(0, 32, 8)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    quantize_static(
-        str(tmp_path / "float.onnx"),
-        str(tmp_path / "int8.onnx"),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-    )
-    quantized = onnx.load(str(tmp_path / "int8.onnx"))
-    reference = _run(model, inputs)
-    before = _run(quantized, inputs)
+    quantized = quantize_qdq(model, inputs, tmp_path, per_channel=True)
+    reference = run(model, inputs)
+    before = run(quantized, inputs)
     assert correct_biases(quantized, model, inputs) == 1
-    after = _run(quantized, inputs)
+    after = run(quantized, inputs)
     # the per-channel mean error (away from the zero-padded border) drops; the float model is untouched
     inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
     mean_before = np.abs((before - reference)[inner].mean(axis=(0, 2, 3))).mean()
     mean_after = np.abs((after - reference)[inner].mean(axis=(0, 2, 3))).mean()
     assert mean_after < mean_before / 3
-    np.testing.assert_array_equal(_run(model, inputs), reference)
+    np.testing.assert_array_equal(run(model, inputs), reference)
 
 
 def test_gate_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,9 +8,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from onnxruntime.quantization import QuantType
 
 from edgeinfer.models.quantize import Int8Recipe
 from edgeinfer.models.rounding import round_weights
+from tests.models.qdq import quantize_qdq, run
 
 CHANNELS = 8
 
@@ -36,37 +38,6 @@ def _smooth_inputs(rng: np.random.Generator, count: int) -> np.ndarray:
     return (base + 0.3 * rng.normal(0, 1, (count, CHANNELS, 16, 16))).astype(np.float32)
 
 
-def _run(model: onnx.ModelProto, inputs: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run(None, {"x": inputs})[0])
-
-
-def _quantize(model: onnx.ModelProto, inputs: np.ndarray, folder: Path) -> onnx.ModelProto:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    onnx.save_model(model, str(folder / "float.onnx"))
-
-    class Reader:
-        def __init__(self) -> None:
-            self.items = iter([{"x": inputs[i : i + 8]} for i in range(0, len(inputs), 8)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    quantize_static(
-        str(folder / "float.onnx"),
-        str(folder / "int8.onnx"),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
-    return onnx.load(str(folder / "int8.onnx"))
-
-
 def _stored(quantized: onnx.ModelProto, name: str) -> np.ndarray:
     return numpy_helper.to_array(next(i for i in quantized.graph.initializer if i.name == name))
 
@@ -88,7 +59,14 @@ def test_gptq_lowers_the_output_error_of_weight_rounding(tmp_path: Path, group: 
     weight = rng.normal(0, 0.2, (16 if group == 1 else CHANNELS, CHANNELS // group, 3, 3)).astype(np.float32)
     model = _conv_model(weight, group, strides)
     calibration, unseen = _smooth_inputs(rng, 48), _smooth_inputs(rng, 48)
-    quantized = _quantize(model, calibration, tmp_path)
+    quantized = quantize_qdq(
+        model,
+        calibration,
+        tmp_path,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
     scale = _stored(quantized, "w_scale").reshape(-1, 1, 1, 1)
     nearest = _stored(quantized, "w_quantized").copy()
 
@@ -101,9 +79,9 @@ def test_gptq_lowers_the_output_error_of_weight_rounding(tmp_path: Path, group: 
     assert 0.02 < (rounded != nearest).mean() < 0.5  # some weights go the other way, most stay
     assert np.abs(rounded.astype(int) - nearest.astype(int)).max() <= 2
     for inputs in (calibration, unseen):  # not just fitted to the calibration inputs
-        reference = _run(model, inputs)
-        error_nearest = np.mean((_run(_with_weight(model, nearest * scale), inputs) - reference) ** 2)
-        error_gptq = np.mean((_run(_with_weight(model, rounded * scale), inputs) - reference) ** 2)
+        reference = run(model, inputs)
+        error_nearest = np.mean((run(_with_weight(model, nearest * scale), inputs) - reference) ** 2)
+        error_gptq = np.mean((run(_with_weight(model, rounded * scale), inputs) - reference) ** 2)
         assert error_gptq < 0.7 * error_nearest
 
 
@@ -111,7 +89,14 @@ def test_depthwise_only_leaves_dense_layers_as_rounded(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     model = _conv_model(rng.normal(0, 0.2, (16, CHANNELS, 3, 3)).astype(np.float32), 1, 1)
     calibration = _smooth_inputs(rng, 16)
-    quantized = _quantize(model, calibration, tmp_path)
+    quantized = quantize_qdq(
+        model,
+        calibration,
+        tmp_path,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
     before = _stored(quantized, "w_quantized").copy()
     assert round_weights(quantized, model, calibration, depthwise_only=True) == 0
     np.testing.assert_array_equal(_stored(quantized, "w_quantized"), before)
