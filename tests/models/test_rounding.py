@@ -38,6 +38,18 @@ def _smooth_inputs(rng: np.random.Generator, count: int) -> np.ndarray:
     return (base + 0.3 * rng.normal(0, 1, (count, CHANNELS, 16, 16))).astype(np.float32)
 
 
+def _quantize(model: onnx.ModelProto, calibration: np.ndarray, folder: Path) -> onnx.ModelProto:
+    """As edgeinfer's INT8 builds quantize: uint8 activations, int8 weights per output channel."""
+    return quantize_qdq(
+        model,
+        calibration,
+        folder,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+
+
 def _stored(quantized: onnx.ModelProto, name: str) -> np.ndarray:
     return numpy_helper.to_array(next(i for i in quantized.graph.initializer if i.name == name))
 
@@ -59,14 +71,7 @@ def test_gptq_lowers_the_output_error_of_weight_rounding(tmp_path: Path, group: 
     weight = rng.normal(0, 0.2, (16 if group == 1 else CHANNELS, CHANNELS // group, 3, 3)).astype(np.float32)
     model = _conv_model(weight, group, strides)
     calibration, unseen = _smooth_inputs(rng, 48), _smooth_inputs(rng, 48)
-    quantized = quantize_qdq(
-        model,
-        calibration,
-        tmp_path,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
+    quantized = _quantize(model, calibration, tmp_path)
     scale = _stored(quantized, "w_scale").reshape(-1, 1, 1, 1)
     nearest = _stored(quantized, "w_quantized").copy()
 
@@ -89,14 +94,7 @@ def test_depthwise_only_leaves_dense_layers_as_rounded(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     model = _conv_model(rng.normal(0, 0.2, (16, CHANNELS, 3, 3)).astype(np.float32), 1, 1)
     calibration = _smooth_inputs(rng, 16)
-    quantized = quantize_qdq(
-        model,
-        calibration,
-        tmp_path,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
+    quantized = _quantize(model, calibration, tmp_path)
     before = _stored(quantized, "w_quantized").copy()
     assert round_weights(quantized, model, calibration, depthwise_only=True) == 0
     np.testing.assert_array_equal(_stored(quantized, "w_quantized"), before)
