@@ -105,7 +105,7 @@ def test_engine_int8_classifies_coffee_as_espresso(
 def test_gate_refuses_below_threshold_and_stores_nothing(
     repo: ModelRepository, tmp_path: Path, photos: dict[str, Path]
 ) -> None:
-    strict = GateSettings(min_top1_agreement=1.0, min_reference_confidence=0.0)
+    strict = GateSettings(min_top1_agreement=1.0, min_reference_confidence=0.0, min_reference_lead=1.0)
     build = builder(repo, ZOO["mobilenet_v2"], "int8", BuildSettings(recipe=TINY, gate=strict))
     target = ModelRepository(tmp_path)
     with pytest.raises(QualityGateFailed, match=r"below the required 100\.0%.*ALLOW_FAILED_QUALITY"):
@@ -126,7 +126,9 @@ def test_excluding_an_unknown_node_is_a_clear_error(repo: ModelRepository, photo
 def test_override_stores_a_failed_build_flagged(
     repo: ModelRepository, tmp_path: Path, photos: dict[str, Path]
 ) -> None:
-    lenient = GateSettings(min_top1_agreement=1.0, min_reference_confidence=0.0, allow_failed=True)
+    lenient = GateSettings(
+        min_top1_agreement=1.0, min_reference_confidence=0.0, min_reference_lead=1.0, allow_failed=True
+    )
     build = builder(repo, ZOO["mobilenet_v2"], "int8", BuildSettings(recipe=TINY, gate=lenient))
     stored = ModelRepository(tmp_path).install("mobilenet_v2", "int8", build)
     assert stored.config.quality is not None
@@ -177,15 +179,34 @@ def test_gate_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_compare_counts_agreement_on_decisive_images_only() -> None:
-    reference = np.array([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.1, 0.8, 0.1]], dtype=np.float32)
-    candidate = np.array([[0.8, 0.1, 0.1], [0.3, 0.45, 0.25], [0.6, 0.3, 0.1]], dtype=np.float32)
+    reference = np.array(
+        [[0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.1, 0.8, 0.1], [0.55, 0.42, 0.03]], dtype=np.float32
+    )
+    candidate = np.array(
+        [[0.8, 0.1, 0.1], [0.3, 0.45, 0.25], [0.6, 0.3, 0.1], [0.45, 0.5, 0.05]], dtype=np.float32
+    )
     result = compare(reference, candidate, GateSettings(min_top1_agreement=0.5))
-    assert result.report.images == 2  # the 0.4 near-tie is left out of the gate...
+    # the 0.4 near-tie is left out of the gate, and so is the 0.55 whose runner-up is within 1.5x...
+    assert result.report.images == 2
     assert result.report.top1_agreement == 0.5
     assert result.report.passed
-    assert result.details["all_images_top1_agreement"] == pytest.approx(1 / 3, abs=1e-4)  # ...but recorded
+    assert result.details["all_images_top1_agreement"] == pytest.approx(1 / 4, abs=1e-4)  # ...but recorded
+    assert result.details["min_reference_lead"] == 1.5
     assert result.details["kl_divergence_median"] > 0.0
     assert compare(reference, reference, GateSettings()).details["kl_divergence_median"] == 0.0
+    # confidence alone (lead 1) counts the 0.55 too; confidence 0 and lead 1 count every image
+    assert compare(reference, candidate, GateSettings(min_reference_lead=1.0)).report.images == 3
+    every = compare(reference, candidate, GateSettings(min_reference_confidence=0.0, min_reference_lead=1.0))
+    assert every.report.images == 4 and every.report.top1_agreement == 0.25
+    with pytest.raises(ValueError, match=r"no held-out image reaches FP32 confidence 0\.95 with a lead"):
+        compare(reference, candidate, GateSettings(min_reference_confidence=0.95))
+
+
+def test_gate_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"min_reference_lead must be at least 1, got 0\.9"):
+        GateSettings(min_reference_lead=0.9)
+    with pytest.raises(ValueError, match=r"min_top1_agreement must be within 0\.\.1"):
+        GateSettings(min_top1_agreement=99)
 
 
 @pytest.mark.slow

@@ -59,7 +59,7 @@ def calibration_set(spec: Preprocessing, variants_per_photo: int = 8, seed: int 
     return _image_set(CALIBRATION_PHOTOS, spec, variants_per_photo, seed)
 
 
-def held_out_set(spec: Preprocessing, variants_per_photo: int = 16, seed: int = 1) -> ImageSet:
+def held_out_set(spec: Preprocessing, variants_per_photo: int = 64, seed: int = 1) -> ImageSet:
     """The held-out photos and their variants, for comparing a build against FP32."""
     return _image_set(HELD_OUT_PHOTOS, spec, variants_per_photo, seed)
 
