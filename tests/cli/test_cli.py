@@ -72,6 +72,24 @@ def test_classify_corrupt_image(home: Path, tmp_path: Path) -> None:
     assert "bad.jpg is corrupt or truncated" in done.stderr
 
 
+def test_classify_passes_runtime_options(home: Path, photos: dict[str, Path]) -> None:
+    pytest.importorskip("openvino")
+    hint = "INFERENCE_PRECISION_HINT=bf16"
+    coffee = str(photos["coffee"])
+    done = edgeinfer("classify", "--json", "-r", "openvino", "--runtime-option", hint, coffee, home=home)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["results"][0]["predictions"][0]["label"] == "espresso"
+    # a pair without "=", or options without a named runtime: exit 2 with the reason, no traceback
+    for args, reason in (
+        (["-r", "openvino", "--runtime-option", "bf16"], "--runtime-option takes KEY=VALUE, got 'bf16'"),
+        (["--runtime-option", hint], "name it (runtime=...) instead of auto"),
+    ):
+        done = edgeinfer("classify", *args, coffee, home=home)
+        assert done.returncode == 2, done.stderr
+        assert reason in done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_unknown_model_exit_code(home: Path, photos: dict[str, Path]) -> None:
     done = edgeinfer("classify", "--model", "resnet9000", str(photos["coffee"]), home=home)
     assert done.returncode == 3

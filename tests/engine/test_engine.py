@@ -121,6 +121,37 @@ def test_unknown_model_and_runtime(repo: ModelRepository) -> None:
         Engine.load("mobilenet_v2", runtime="tensorrt", repository=repo)
 
 
+def test_runtime_options_reach_the_named_runtime(
+    engine: Engine, repo: ModelRepository, photos: dict[str, Path]
+) -> None:
+    pytest.importorskip("openvino")
+    from edgeinfer.system.machine import isa_flags
+
+    bf16 = {"INFERENCE_PRECISION_HINT": "bf16"}
+    with Engine.load(
+        "mobilenet_v2", runtime="openvino", threads=1, repository=repo, runtime_options=bf16
+    ) as e:
+        # OpenVINO computes in bfloat16 where the CPU can (AVX512_BF16 or AMX), in f32 elsewhere
+        native = {"AVX512_BF16", "AMX_BF16"} & set(isa_flags())
+        assert e.runtime.properties["INFERENCE_PRECISION_HINT"] == ("bf16" if native else "f32")
+        for name, (index, _) in EXPECTED_TOP1.items():
+            assert e.classify(photos[name]).top.index == index
+    # options need a named runtime, and each runtime refuses what it does not know
+    with pytest.raises(InvalidInput, match=r"name it \(runtime=\.\.\.\) instead of auto"):
+        Engine.load("mobilenet_v2", repository=repo, runtime_options=bf16)
+    with pytest.raises(InvalidInput, match=r"unknown onnxruntime option\(s\) \['INFERENCE_PRECISION_HINT'\]"):
+        Engine.load("mobilenet_v2", runtime="onnxruntime", threads=1, repository=repo, runtime_options=bf16)
+    with pytest.raises(InvalidInput, match="OpenVINO cannot compile"):
+        Engine.load(
+            "mobilenet_v2",
+            runtime="openvino",
+            threads=1,
+            repository=repo,
+            runtime_options={"INFERENCE_PRECISION_HINT": "int3"},
+        )
+    assert engine.classify(photos["coffee"]).top.label == "espresso"  # nothing else disturbed
+
+
 def test_thread_budget_is_never_oversubscribed(engine: Engine, repo: ModelRepository) -> None:
     from edgeinfer.errors import Overloaded
     from edgeinfer.system.threads import process_budget

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edgeinfer.cli.common import add_engine_args, repository
+from edgeinfer.cli.common import add_engine_args, load_engine
 from edgeinfer.engine import Classification, Engine
 from edgeinfer.errors import EdgeInferError
 
@@ -27,13 +27,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    engine = Engine.load(
-        args.model,
-        runtime=args.runtime,
-        precision=args.precision,
-        threads=args.threads,
-        repository=repository(args),
-    )
+    engine = load_engine(args)
     results: list[dict[str, Any]] = []
     failures = 0
     with engine:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgeinfer.engine import Engine
+from edgeinfer.errors import InvalidInput
 from edgeinfer.models.repository import HOME_ENV, ModelRepository
 
 
@@ -33,6 +35,37 @@ def add_engine_args(parser: argparse.ArgumentParser, *, model_default: str = "mo
     parser.add_argument(
         "--threads", type=int, default=None, help="intra-op threads (default: the physical cores)"
     )
+    parser.add_argument(
+        "--runtime-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the named runtime, repeatable: an OpenVINO property such as "
+        "INFERENCE_PRECISION_HINT=bf16, or an ONNX Runtime session option",
+    )
+
+
+def load_engine(args: argparse.Namespace) -> Engine:
+    """The engine that :func:`add_engine_args`' arguments describe."""
+    return Engine.load(
+        args.model,
+        runtime=args.runtime,
+        precision=args.precision,
+        threads=args.threads,
+        repository=repository(args),
+        runtime_options=runtime_options(args.runtime_option),
+    )
+
+
+def runtime_options(pairs: list[str]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` as a dict; :class:`InvalidInput` for a pair without ``=`` or key."""
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"--runtime-option takes KEY=VALUE, got {pair!r}")
+        options[key.strip()] = value.strip()
+    return options
 
 
 def repository(args: argparse.Namespace) -> ModelRepository:

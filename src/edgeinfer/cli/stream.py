@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from edgeinfer.cli.common import add_engine_args, repository
+from edgeinfer.cli.common import add_engine_args, load_engine
 from edgeinfer.engine import Engine
 from edgeinfer.errors import EdgeInferError, InvalidInput
 from edgeinfer.streams.config import CaptureOptions, PipelineOptions
@@ -83,13 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput(str(exc)) from exc
     console = Console(stderr=True, highlight=False)
     sources = _open_sources(args.sources, capture, console)
-    engine = Engine.load(
-        args.model,
-        runtime=args.runtime,
-        precision=args.precision,
-        threads=args.threads,
-        repository=repository(args),
-    )
+    engine = load_engine(args)
     with engine:
         engine.warmup(sorted({1, min(len(sources), options.max_batch)}))
         events = EventQueue()

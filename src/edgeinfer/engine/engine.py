@@ -7,7 +7,7 @@ different threads (decode while the previous batch infers) and time them separat
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -76,14 +76,19 @@ class Engine:
         threads: int | None = None,
         repository: ModelRepository | Path | None = None,
         options: EngineOptions | None = None,
+        runtime_options: Mapping[str, str] | None = None,
     ) -> Engine:
         """Load (building on first use) ``model`` and open it on ``runtime``.
 
         ``precision=None`` is FP32 for zoo models and the one build of an imported model.
+        ``runtime_options`` are the named runtime's own switches (``RuntimeOptions.extra``), for
+        example ``{"INFERENCE_PRECISION_HINT": "bf16"}`` on ``openvino``; they need a named runtime.
         """
         from edgeinfer.runtimes.registry import open_runtime
         from edgeinfer.tune.store import tuned_choice
 
+        if runtime_options and runtime.strip().lower() == "auto":
+            raise InvalidInput("runtime options belong to one runtime: name it (runtime=...) instead of auto")
         started = time.perf_counter_ns()
         repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
         stored = repo.get(model, precision)
@@ -91,7 +96,8 @@ class Engine:
         if runtime.strip().lower() == "auto":
             # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe.
             runtime = tuned_choice(repo.root, stored.config.name, stored.config.precision) or "auto"
-        opened = open_runtime(runtime, stored, RuntimeOptions(threads=threads), cache_dir=repo.root)
+        extra = dict(runtime_options or {})
+        opened = open_runtime(runtime, stored, RuntimeOptions(threads, extra), cache_dir=repo.root)
         return cls(stored, opened, options, load_ns=time.perf_counter_ns() - started)
 
     # -- stages ---------------------------------------------------------------------------------
