@@ -10,8 +10,9 @@ reported, not enforced). Prints, per recipe: top-1 agreement on the decisive hel
 gate's figure) and on all of them, top-5 overlap, the median KL divergence from FP32 on the
 held-out and on the calibration inputs (the calibration KL is the figure a build-time choice may
 look at; held-out figures are for reading afterwards), and the build time. Also top-1 agreement
-under other choices of which held-out inputs count (``CRITERIA``: confidence alone, the gate's
-old criterion, and a lead of 2), which is how the gate's own criterion was chosen. Writes
+under two other choices of which held-out inputs count (``CRITERIA``: FP32 confidence alone, the
+gate's criterion before the fourth round, and a lead of 2 over the runner-up), the comparison
+that chose the gate's own lead of 1.5. Writes
 ``int8_recipes.json``.
 """
 

@@ -3,13 +3,14 @@
 Top-1 agreement is counted on the held-out images that FP32 itself classifies decisively: top-1
 probability at least ``min_reference_confidence`` (0.5) and at least ``min_reference_lead`` (1.5)
 times the runner-up's. On a near-tie any perturbation flips the answer: FP32 with ReLU instead of
-ReLU6 disagreed with itself on 6% of our held-out images, OpenVINO's own bfloat16 arithmetic (its
-default on CPUs with AMX) on 1.5% of those above 0.5 whose runner-up was within 12%, so such images
-measure noise rather than the build. The lead was chosen by measurement (docs/BENCHMARKS.md,
-"INT8", fourth round): with it the gate passes the shipped recipes on every calibration seed tried
-and refuses the naive ones (per-tensor, or per-channel without equalization) on every seed, which
-confidence alone did not do. Agreement over every held-out image is recorded too, in the config's
-``extra["quality"]``; ``min_reference_confidence=0`` with ``min_reference_lead=1`` gates on all.
+ReLU6 disagreed with itself on 6% of our held-out images, and OpenVINO's bfloat16 arithmetic (its
+default on CPUs with AMX) flipped up to 1.5% of those with FP32 top-1 >= 0.5, each a near-tie with
+the runner-up within 12%; such images measure noise rather than the build. The lead was chosen by
+measurement (docs/BENCHMARKS.md, "INT8", fourth round): with it the gate passes the shipped
+recipes on every calibration seed tried and refuses the naive ones (per-tensor, or per-channel
+without equalization) on every seed, which confidence alone did not do. Agreement over every
+held-out image is recorded too, in the config's ``extra["quality"]``;
+``min_reference_confidence=0`` with ``min_reference_lead=1`` gates on all.
 """
 
 from __future__ import annotations
