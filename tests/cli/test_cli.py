@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,21 @@ def test_models_list_and_build(tmp_path: Path) -> None:
     assert rows["efficientnet_lite0"]["license"] == "Apache-2.0"
     verbose = edgeinfer("models", "list", "--verbose", home=tmp_path)
     assert "BSD-3-Clause" in verbose.stdout and "Apache-2.0" in verbose.stdout
+
+
+def test_models_build_and_list_show_both_int8_agreements(home: Path) -> None:
+    # the gate's figure (decisive held-out images) and the one over every held-out image, side by side
+    shown = re.compile(r"int8 \(fast\): top-1 (\d+\.\d)% of \d+ decisive, (\d+\.\d)% of all vs fp32 \(ok\)")
+    done = edgeinfer("models", "build", "mobilenet_v2", "-p", "int8", home=home)
+    assert done.returncode == 0, done.stderr
+    built = shown.search(" ".join(done.stdout.split()))
+    assert built is not None, done.stdout
+    assert float(built[2]) < float(built[1]) <= 100.0  # near-ties are what the gate leaves out
+    listing = json.loads(edgeinfer("models", "list", "--json", home=home).stdout)
+    mobilenet = next(row for row in listing["models"] if row["name"] == "mobilenet_v2")
+    quality = next(b["quality"] for b in mobilenet["builds"] if b["precision"] == "int8")
+    assert quality["all_images_top1_agreement"] == pytest.approx(float(built[2]) / 100, abs=1e-3)
+    assert quality["passed"] and quality["images"] > 100
 
 
 def test_models_build_unknown(tmp_path: Path) -> None:

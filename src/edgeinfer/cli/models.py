@@ -57,8 +57,7 @@ def register(subparsers: Any) -> None:
 def run_build(args: argparse.Namespace) -> int:
     repo = repository(args)
     stored = repo.build(args.name, args.precision, force=args.force, recipe=args.recipe)
-    quality = stored.config.quality
-    note = f", top-1 agreement with FP32 {quality.top1_agreement:.1%}" if quality else ""
+    note = f"; {_quality_text(_build_row(stored))}" if stored.config.quality else ""
     print(
         f"built {stored.config.name} {stored.config.precision}: {stored.path} "
         f"({stored.size_bytes / 1e6:.1f} MB{note})"
@@ -103,7 +102,10 @@ def _quality_text(build: dict[str, Any]) -> str:
     q = build["quality"]
     verdict = "ok" if q["passed"] else "REFUSED"
     recipe = f" ({build['recipe']})" if build.get("recipe") else ""
-    return f"{build['precision']}{recipe}: top-1 {q['top1_agreement']:.1%} vs fp32 ({verdict})"
+    every = q.get("all_images_top1_agreement")
+    every_text = "" if every is None else f", {every:.1%} of all"
+    decisive = f"top-1 {q['top1_agreement']:.1%} of {q['images']} decisive{every_text}"
+    return f"{build['precision']}{recipe}: {decisive} vs fp32 ({verdict})"
 
 
 def _describe(repo: ModelRepository, name: str) -> dict[str, Any]:
@@ -145,6 +147,7 @@ def _build_row(stored: StoredModel) -> dict[str, Any]:
             "top1_agreement": quality.top1_agreement,
             "top5_overlap": quality.top5_overlap,
             "images": quality.images,
+            "all_images_top1_agreement": config.extra.get("quality", {}).get("all_images_top1_agreement"),
             "threshold": quality.threshold,
             "passed": quality.passed,
         },
