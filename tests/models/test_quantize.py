@@ -223,6 +223,7 @@ def test_accurate_recipe_keeps_the_last_stream_in_float(tmp_path: Path, photos: 
     stored = repo.build("mobilenet_v2", "int8", recipe="accurate")
     assert stored.config.quality is not None and stored.config.quality.passed
     assert stored.config.extra["quality"]["recipe"]["last_stream_in_float"] is True
+    assert stored.config.extra["quality"]["empirically_bias_corrected_layers"] > 40  # of the 53 Conv + Gemm
     assert stored.config.extra["quality"]["recipe_name"] == "accurate"  # shown by `models list`
     assert built_with(stored.config, "accurate") and not built_with(stored.config, "fast")
     model = onnx.load(str(stored.path))
@@ -249,7 +250,8 @@ def test_accurate_recipe_keeps_the_last_stream_in_float(tmp_path: Path, photos: 
 
 def test_named_recipes() -> None:
     assert named_recipe("fast") == Int8Recipe()
-    assert named_recipe("accurate").last_stream_in_float
+    accurate = named_recipe("accurate")
+    assert accurate.last_stream_in_float and accurate.empirical_bias_correction
     with pytest.raises(InvalidInput, match="unknown INT8 recipe 'exact'; choose one of fast, accurate"):
         named_recipe("exact")
     from edgeinfer.cli.models import register  # the CLI offers exactly these names
