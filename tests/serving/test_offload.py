@@ -236,8 +236,12 @@ def test_auto_sends_what_a_full_queue_refuses_to_the_cloud_instead_of_429(
     try:
         names = sorted(images)
 
+        refusals: Counter[str] = Counter()
+
         def one(index: int) -> tuple[int, dict[str, str]]:
-            status, headers, _ = edge.request("POST", CLASSIFY, images[names[index % len(names)]])
+            status, headers, body = edge.request("POST", CLASSIFY, images[names[index % len(names)]])
+            if status != 200:
+                refusals[body.decode(errors="replace")[:300]] += 1
             return status, headers
 
         with ThreadPoolExecutor(16) as pool:
@@ -246,8 +250,10 @@ def test_auto_sends_what_a_full_queue_refuses_to_the_cloud_instead_of_429(
         reasons = Counter(h.get("edgeinfer-offload-reason") for _, h in answers)
         # The router still answers 429 when the cloud cannot take a request in time either (its
         # estimate is over the deadline, or the one-thread stand-in cloud is full itself): on a
-        # slow moment of a shared host that happened to 1 of 48. Nearly all must be answered.
-        assert set(statuses) <= {200, 429} and statuses[200] >= 0.9 * len(answers), statuses
+        # slow moment of a shared host that happened to 1 of 48, and in one CI run to 5 of 48
+        # (not reproduced since, even on one core). Nearly all must be answered; the refusals'
+        # messages say which of those it was.
+        assert set(statuses) <= {200, 429} and statuses[200] >= 0.9 * len(answers), (statuses, refusals)
         assert reasons["edge_full"] >= 1, reasons
         assert all(
             h["edgeinfer-served-by"] == "cloud"
