@@ -135,20 +135,21 @@ def _describe(repo: ModelRepository, name: str) -> dict[str, Any]:
 def _build_row(stored: StoredModel) -> dict[str, Any]:
     config = stored.config
     quality = config.quality
+    details = config.extra.get("quality", {})  # what the build measured beyond the gate
     return {
         "precision": config.precision,
         "format": config.format,
         "path": str(Path(stored.path)),
         "size_mb": round(stored.size_bytes / 1e6, 2),
         "file_sha256": config.file_sha256,
-        "recipe": config.extra.get("quality", {}).get("recipe_name"),
+        "recipe": details.get("recipe_name"),
         "quality": None
         if quality is None
         else {
             "top1_agreement": quality.top1_agreement,
             "top5_overlap": quality.top5_overlap,
             "images": quality.images,
-            "all_images_top1_agreement": config.extra.get("quality", {}).get("all_images_top1_agreement"),
+            "all_images_top1_agreement": details.get("all_images_top1_agreement"),
             "threshold": quality.threshold,
             "passed": quality.passed,
         },
