@@ -96,13 +96,13 @@ def main() -> None:
         spec = stored["fp32"].config.preprocessing
         report["agreement"] = []
         for seed in (int(s) for s in args.held_out_seeds.split(",") if s):
-            held_out = held_out_set(spec, 64, seed=seed)
+            held_out = held_out_set(spec, seed=seed)  # the gate's own 640 inputs
             reference = predict(paths["fp32"], held_out)
             for build in BUILDS:
                 for hint in hints:
                     candidate = _outputs(_compile(core, paths[build], hint, 2), held_out.samples)
-                    gate = compare(reference, candidate, GateSettings()).report
-                    every = float((reference.argmax(1) == candidate.argmax(1)).mean())
+                    comparison = compare(reference, candidate, GateSettings())
+                    gate, every = comparison.report, comparison.details["all_images_top1_agreement"]
                     report["agreement"].append(
                         {"seed": seed, "build": build, "hint": hint, "gate_top1": gate.top1_agreement,
                          "gate_images": gate.images, "all_top1": every}
