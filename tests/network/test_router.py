@@ -331,6 +331,65 @@ def test_a_refusal_stands_when_the_cloud_cannot_take_it(cloud: ServerProcess, jp
     asyncio.run(go())
 
 
+class SlowMoment:
+    """A remote that answers in 5 ms, except the requests listed in ``slow``, which take 400 ms:
+    well past the stall time-out (3 x the 5 ms learnt + 100, at least 250 ms)."""
+
+    name = "cloud"
+
+    def __init__(self, slow: set[int]) -> None:
+        self.slow = slow
+        self.calls = 0
+
+    def upload_bytes(self, image: bytes) -> int:
+        return len(image)
+
+    async def run(self, image: bytes, timeout_s: float) -> Answer:
+        self.calls += 1
+        delay_s = 0.4 if self.calls in self.slow else 0.005
+        if delay_s > timeout_s:
+            await asyncio.sleep(timeout_s)
+            raise CloudError("timeout", f"no answer within {timeout_s * 1e3:.0f} ms")
+        await asyncio.sleep(delay_s)
+        return Answer(np.zeros(1000, np.float32), {"remote": int(delay_s * 1e9)}, bytes_sent=len(image))
+
+    async def probe(self, timeout_s: float) -> float:
+        return 0.5
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_spill_waits_out_a_slow_cloud_instead_of_refusing() -> None:
+    """The device refuses everything; the fourth request meets a slow moment of the cloud. Cut
+    short at the stall time-out it would become the 429 it was spilled to avoid: it is answered,
+    late. With a deadline, the deadline still ends the wait (and the request gets the 429)."""
+
+    async def go(deadline_ms: float | None) -> tuple[list[Routed | Overloaded], HybridRouter]:
+        remote = SlowMoment(slow={4})
+        router = HybridRouter(RouterSettings(policy="auto", **FAST_PROBES), FullEdge(), remote)  # type: ignore[arg-type]
+        await router.start()
+        results: list[Routed | Overloaded] = []
+        try:
+            for _ in range(6):
+                try:
+                    results.append(await router.classify(b"x" * 20_000, deadline_ms=deadline_ms))
+                except Overloaded as exc:
+                    results.append(exc)
+            return results, router
+        finally:
+            await router.close()
+
+    waited, router = asyncio.run(go(None))
+    assert all(isinstance(r, Routed) and r.decision.served_by == "cloud" for r in waited), waited
+    slow = waited[3]
+    assert isinstance(slow, Routed) and slow.decision.latency_ms >= 390
+    assert slow.decision.reason_code == "edge_full" and router.cloud_up
+    cut, _ = asyncio.run(go(300.0))
+    assert all(isinstance(r, Routed) for r in cut[:3])
+    assert isinstance(cut[3], Overloaded) and "the cloud failed too (timeout)" in str(cut[3])
+
+
 class FifoUplink:
     """A remote behind one FIFO uplink of ``ms_per_byte``, plus a fixed 5 ms: no network needed."""
 

@@ -8,7 +8,10 @@ request's deadline), with an optional cap on the uplink bandwidth offloading may
 Under ``auto`` no request is lost: when the cloud refuses, stalls (the attempt's timeout is sized
 from the prediction and the deadline), resets or answers nonsense, the request is run on the device,
 the cloud is marked down with exponential backoff, and light probes bring it back when it answers
-again. Every request leaves a :class:`Decision` saying where it went and why.
+again. A request the device refuses (its queue is full) goes to the cloud instead when the cloud can
+still answer within its deadline; with no device left to take over, that spill waits for the cloud
+until the deadline (or ``cloud_timeout_ms``) rather than the shorter stall time-out. Every request
+leaves a :class:`Decision` saying where it went and why.
 """
 
 from __future__ import annotations
@@ -348,14 +351,17 @@ class HybridRouter:
         cloud = self.cloud
         assert cloud is not None
         timeout_ms = self.settings.cloud_timeout_ms
-        if self.settings.policy == "auto":
+        if self.settings.policy == "auto" and plan.code == "edge_full":
+            # A spill has no device to take over: cutting a slow answer short would only turn it
+            # into the refusal it was spilled to avoid, so only the deadline ends the wait.
+            if plan.deadline_ms is not None:
+                left_ms = plan.deadline_ms - (time.perf_counter_ns() - plan.start_ns) / 1e6
+                timeout_ms = min(timeout_ms, max(left_ms, 1.0))
+        elif self.settings.policy == "auto":
             if plan.cloud_ms is not None:  # a stall shows as a wait well past what this should take
                 timeout_ms = min(timeout_ms, max(3 * plan.cloud_ms + 100, 250))
             if plan.deadline_ms is not None and plan.edge_ms is not None:  # time for the device to take over
                 timeout_ms = min(timeout_ms, max(plan.deadline_ms - plan.edge_ms, 50))
-            elif plan.deadline_ms is not None:  # a spill: no device to take over, the deadline is the end
-                left_ms = plan.deadline_ms - (time.perf_counter_ns() - plan.start_ns) / 1e6
-                timeout_ms = min(timeout_ms, max(left_ms, 1.0))
         elif plan.deadline_ms is not None and self.settings.cloud_within_deadline:
             timeout_ms = min(timeout_ms, max(plan.deadline_ms, 1.0))  # a server's answer is void after it
         now = time.perf_counter_ns()
