@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,15 +18,8 @@ from edgeinfer.models.calibration import (
     held_out_set,
 )
 from edgeinfer.models.quality import GateSettings, compare
-from edgeinfer.models.quantize import (
-    INT8_RECIPES,
-    BuildSettings,
-    Int8Recipe,
-    builder,
-    built_with,
-    correct_biases,
-    named_recipe,
-)
+from edgeinfer.models.quantize import BuildSettings, builder, correct_biases
+from edgeinfer.models.recipes import Int8Recipe, built_with
 from edgeinfer.models.repository import ModelRepository, StoredModel
 from edgeinfer.models.zoo import ZOO
 from tests.models.qdq import quantize_qdq, run
@@ -246,25 +238,6 @@ def test_accurate_recipe_keeps_the_last_stream_in_float(tmp_path: Path, photos: 
     assert built_with(fast.config, "fast") and fast.config.quality is not None and fast.config.quality.passed
     assert fast.config.extra["quality"]["recipe_name"] == "fast"
     assert repo.build("mobilenet_v2", "int8").config.file_sha256 == fast.config.file_sha256
-
-
-def test_named_recipes() -> None:
-    assert named_recipe("fast") == Int8Recipe()
-    accurate = named_recipe("accurate")
-    assert accurate.last_stream_in_float and accurate.empirical_bias_correction
-    with pytest.raises(InvalidInput, match="unknown INT8 recipe 'exact'; choose one of fast, accurate"):
-        named_recipe("exact")
-    from edgeinfer.cli.models import register  # the CLI offers exactly these names
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    choices = next(a.choices for a in _build_parser(parser)._actions if a.dest == "recipe")
-    assert tuple(choices) == tuple(INT8_RECIPES)
-
-
-def _build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    models = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["models"]
-    return next(a for a in models._actions if isinstance(a, argparse._SubParsersAction)).choices["build"]
 
 
 def test_opt_in_corrections_run_in_a_real_build(

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeinfer.cli.common import add_repository_arg, repository
+from edgeinfer.models.recipes import INT8_RECIPES, outdated
 from edgeinfer.models.repository import PRECISIONS, ModelRepository, StoredModel
 from edgeinfer.models.zoo import ZOO
 
@@ -33,11 +34,12 @@ def register(subparsers: Any) -> None:
     build.add_argument("--force", action="store_true", help="rebuild even if an intact build exists")
     build.add_argument(
         "--recipe",
-        choices=("fast", "accurate"),
+        choices=tuple(INT8_RECIPES),
         default=None,
         help="INT8 only: fast (default: every layer it can in int8) or accurate (the last residual "
         "stream in FP32 and biases corrected layer by layer: closer to FP32, 2-19%% slower, a build of "
-        "1-1.5 minutes); a different recipe from the stored one rebuilds",
+        "1-1.5 minutes); a different recipe from the stored one rebuilds, and so does a build an older "
+        "edgeinfer made with an earlier version of its recipe",
     )
     add_repository_arg(build)
     build.set_defaults(handler=run_build)
@@ -102,7 +104,10 @@ def run_list(args: argparse.Namespace) -> int:
 def _quality_text(build: dict[str, Any]) -> str:
     q = build["quality"]
     verdict = "ok" if q["passed"] else "REFUSED"
-    recipe = f" ({build['recipe']})" if build.get("recipe") else ""
+    labels = [build["recipe"]] if build.get("recipe") else []
+    if build.get("outdated"):
+        labels.append("outdated")
+    recipe = f" ({', '.join(labels)})" if labels else ""
     every = q.get("all_images_top1_agreement")
     every_text = "" if every is None else f", {every:.1%} of all"
     decisive = f"top-1 {q['top1_agreement']:.1%} of {q['images']} decisive{every_text}"
@@ -143,6 +148,7 @@ def _build_row(stored: StoredModel) -> dict[str, Any]:
         "size_mb": round(stored.size_bytes / 1e6, 2),
         "file_sha256": config.file_sha256,
         "recipe": details.get("recipe_name"),
+        "outdated": outdated(config),
         "quality": None
         if quality is None
         else {

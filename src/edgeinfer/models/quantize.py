@@ -25,7 +25,6 @@ staging folder: a build that fails the gate raises there, and nothing is stored.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import time
 import warnings
@@ -43,74 +42,9 @@ from edgeinfer.models.build import MODEL_FILE, onnx_io_specs
 from edgeinfer.models.calibration import ImageSet, calibration_set, held_out_set
 from edgeinfer.models.config import ModelConfig, QualityReport
 from edgeinfer.models.quality import GateSettings, compare, enforce, predict
+from edgeinfer.models.recipes import Int8Recipe, recipe_name
 from edgeinfer.models.repository import Builder, ModelRepository, sha256_file
 from edgeinfer.models.zoo import ZooEntry
-
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-WEIGHT_ROUNDINGS = ("nearest", "gptq", "gptq-depthwise")
-
-
-@dataclass(frozen=True)
-class Int8Recipe:
-    """How to quantize: each switch was measured (docs/BENCHMARKS.md, "INT8")."""
-
-    equalize: bool = True
-    residual_strength: float = 0.25
-    bias_correction: bool = True  # analytic: each layer's own weight rounding
-    empirical_bias_correction: bool = False  # measured on the INT8 network, layer by layer
-    weight_rounding: str = "nearest"  # "gptq", "gptq-depthwise": ``models/rounding.py``
-    per_channel: bool = True
-    calibration_method: str = "minmax"
-    reduce_range: bool = False
-    exclude_op_types: tuple[str, ...] = ("Softmax",)
-    exclude_nodes: tuple[str, ...] = ()  # by name
-    last_stream_in_float: bool = False  # the last residual stream's nodes in FP32 ("accurate")
-    exclude_first_conv: bool = False
-    exclude_depthwise: bool = False
-    calibration_variants: int = 8
-    held_out_variants: int = 64  # 640 held-out inputs: about 240 pass the gate's decisiveness test
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.calibration_method not in CALIBRATION_METHODS:
-            raise ValueError(
-                f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, "
-                f"got {self.calibration_method!r}"
-            )
-        if self.weight_rounding not in WEIGHT_ROUNDINGS:
-            raise ValueError(
-                f"weight_rounding must be one of {', '.join(WEIGHT_ROUNDINGS)}, got {self.weight_rounding!r}"
-            )
-        if not 0.0 <= self.residual_strength <= 1.0:
-            raise ValueError(f"residual_strength must be within 0..1, got {self.residual_strength}")
-        if self.calibration_variants < 1 or self.held_out_variants < 1:
-            raise ValueError("calibration_variants and held_out_variants must be at least 1")
-
-
-# Named recipes for `edgeinfer models build --recipe`: "fast" keeps every layer it can in int8;
-# "accurate" leaves MobileNetV2's last residual stream (8 of 155 nodes) in FP32 and corrects the
-# biases layer by layer on the INT8 network (empirical bias correction): top-1 agreement with FP32
-# over all 640 held-out inputs 86-87% against fast's 78-80%, median KL 0.021-0.024 against
-# 0.063-0.066 (three seeds), the gate's figure 100% on each; 2-19% slower than "fast" and a build
-# of 1-1.5 minutes instead of 20-35 s (docs/BENCHMARKS.md, "INT8", third and fourth rounds).
-INT8_RECIPES: dict[str, Int8Recipe] = {
-    "fast": Int8Recipe(),
-    "accurate": Int8Recipe(last_stream_in_float=True, empirical_bias_correction=True),
-}
-
-
-def named_recipe(name: str) -> Int8Recipe:
-    """The INT8 recipe called ``name``; :class:`InvalidInput` names the choices otherwise."""
-    if name not in INT8_RECIPES:
-        raise InvalidInput(f"unknown INT8 recipe {name!r}; choose one of {', '.join(INT8_RECIPES)}")
-    return INT8_RECIPES[name]
-
-
-def built_with(config: ModelConfig, name: str) -> bool:
-    """Whether the stored INT8 build ``config`` was made with the recipe called ``name``."""
-    stored = config.extra.get("quality", {}).get("recipe")
-    wanted = asdict(named_recipe(name))  # compared as JSON: the stored copy has lists for tuples
-    return json.dumps(stored, sort_keys=True) == json.dumps(wanted, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -185,7 +119,7 @@ def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
         "calibration_photos": sorted(calibration.photos),
         "held_out_photos": sorted(held_out.photos),
         "recipe": asdict(recipe),
-        "recipe_name": next((name for name, known in INT8_RECIPES.items() if known == recipe), "custom"),
+        "recipe_name": recipe_name(recipe),
         "equalized_pairs": pairs,
         "equalized_residual_streams": streams,
         "bias_corrected_layers": corrected,

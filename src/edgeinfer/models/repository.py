@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import importlib
+import logging
 import os
 import shutil
 import tempfile
@@ -21,7 +22,10 @@ from pathlib import Path
 
 from edgeinfer.errors import IntegrityError, InvalidInput, ModelNotFound
 from edgeinfer.models.config import ModelConfig
+from edgeinfer.models.recipes import built_with, named_recipe, outdated, stored_recipe_name
 from edgeinfer.models.zoo import ZOO, zoo_entry
+
+logger = logging.getLogger(__name__)
 
 HOME_ENV = "EDGEINFER_HOME"
 CONFIG_FILE = "config.json"
@@ -76,6 +80,7 @@ class ModelRepository:
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root or default_root()).expanduser()
         self.models_dir = self.root / "models"
+        self._warned: set[Path] = set()
 
     def model_dir(self, name: str, precision: str = "fp32") -> Path:
         return self.models_dir / name / precision
@@ -98,6 +103,7 @@ class ModelRepository:
             precision = builds[0].config.precision if name not in ZOO and len(builds) == 1 else "fp32"
         stored = self.find(name, precision)
         if stored is not None:
+            self._warn_if_outdated(stored)
             return stored
         if name not in ZOO and not self.models_dir.joinpath(name).is_dir():
             zoo_entry(name)  # raises ModelNotFound with the list of known models
@@ -111,10 +117,12 @@ class ModelRepository:
     def build(
         self, name: str, precision: str = "fp32", *, force: bool = False, recipe: str | None = None
     ) -> StoredModel:
-        """Build a zoo model (idempotent: an intact existing build is returned as it is).
+        """Build a zoo model (idempotent: an intact, current build is returned as it is).
 
         ``recipe`` names an INT8 recipe ("fast", the default, or "accurate"; see
-        ``models/quantize.py``); it applies to int8 builds only.
+        ``models/recipes.py``); it applies to int8 builds only. A stored INT8 build with a
+        different recipe is rebuilt; so is one whose named recipe has changed since it was built
+        (an older edgeinfer made it), with that recipe's current definition.
         """
         if recipe is not None and precision != "int8":
             raise InvalidInput(f"--recipe chooses how INT8 is built; it does not apply to {precision}")
@@ -122,9 +130,10 @@ class ModelRepository:
             raise ModelNotFound(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         with self._lock(name, precision):
             existing = self.find(name, precision)
+            if existing is not None and recipe is None and outdated(existing.config):
+                recipe = stored_recipe_name(existing.config)
             if existing is not None and recipe is not None:
-                module = importlib.import_module("edgeinfer.models.quantize")
-                force = force or not module.built_with(existing.config, recipe)
+                force = force or not built_with(existing.config, recipe)
             if existing is not None and not force:
                 try:
                     existing.verify()
@@ -185,9 +194,25 @@ class ModelRepository:
 
             return fp32_builder(ZOO[name])
         module = importlib.import_module("edgeinfer.models.quantize")
-        settings = module.BuildSettings(recipe=module.named_recipe(recipe)) if recipe else None
+        settings = module.BuildSettings(recipe=named_recipe(recipe)) if recipe else None
         builder: Builder = module.builder(self, ZOO[name], precision, settings)
         return builder
+
+    def _warn_if_outdated(self, stored: StoredModel) -> None:
+        reason = outdated(stored.config)
+        if reason is None or stored.directory in self._warned:
+            return
+        self._warned.add(stored.directory)
+        config = stored.config
+        logger.warning(
+            "the %s build of %s was %s; it is used as it is. `edgeinfer models build %s --precision %s` "
+            "rebuilds it with the current recipe",
+            config.precision,
+            config.name,
+            reason,
+            config.name,
+            config.precision,
+        )
 
     @contextmanager
     def _lock(self, name: str, precision: str) -> Iterator[None]:
