@@ -30,7 +30,8 @@ import numpy as np
 
 from edgeinfer.models.calibration import calibration_set, held_out_set
 from edgeinfer.models.quality import GateSettings, _kl_divergence, compare, predict
-from edgeinfer.models.quantize import BuildSettings, Int8Recipe, builder
+from edgeinfer.models.quantize import BuildSettings, builder
+from edgeinfer.models.recipes import Int8Recipe
 from edgeinfer.models.repository import ModelRepository
 from edgeinfer.models.zoo import zoo_entry
 

@@ -10,7 +10,7 @@ import pytest
 from onnx import numpy_helper
 from onnxruntime.quantization import QuantType
 
-from edgeinfer.models.quantize import Int8Recipe
+from edgeinfer.models.recipes import Int8Recipe
 from edgeinfer.models.rounding import round_weights
 from tests.models.qdq import quantize_qdq, run
 
