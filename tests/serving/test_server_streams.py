@@ -19,9 +19,7 @@ def _metric(text: str, name: str, stream: str) -> float:
     return float(match.group(1)) if match else -1.0
 
 
-def test_streams_run_inside_the_server_and_show_in_metrics(
-    photos: dict[str, Path], tmp_path: Path
-) -> None:
+def test_streams_run_inside_the_server_and_show_in_metrics(photos: dict[str, Path], tmp_path: Path) -> None:
     pytest.importorskip("av")
     from edgeinfer.streams.clips import make_clip
 

@@ -546,8 +546,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    variants = ("edgeinfer_1x2", "edgeinfer_2x1", "edgeinfer_d4", "edgeinfer_d1", "edgeinfer_noinline",
-                "edgeinfer_noprefetch")
+    variants = (
+        "edgeinfer_1x2",
+        "edgeinfer_2x1",
+        "edgeinfer_d4",
+        "edgeinfer_d1",
+        "edgeinfer_noinline",
+        "edgeinfer_noprefetch",
+    )
     default_stacks = ",".join(name for name in STACKS if name not in variants)
     parser.add_argument("--stacks", default=default_stacks, help="comma-separated, in round-1 order")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per wrk cell")

@@ -208,7 +208,14 @@ class DataPlane:
         return await self._observed(servable, protocol, request.arrival_ns, work)
 
     async def classify(
-        self, model: str, image: bytes, top_k: int, *, protocol: str, arrival_ns: int, timeout_ns: int | None,
+        self,
+        model: str,
+        image: bytes,
+        top_k: int,
+        *,
+        protocol: str,
+        arrival_ns: int,
+        timeout_ns: int | None,
         peer: object | None = None,
     ) -> ClassifyResponse:
         servable = self._servable(model, None, protocol)

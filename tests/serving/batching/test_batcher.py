@@ -18,6 +18,7 @@ from tests.serving.batching.helpers import MS, deadline_in, sample, started
 
 T = TypeVar("T")
 
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
