@@ -12,8 +12,10 @@ held-out and on the calibration inputs (the calibration KL is the figure a build
 look at; held-out figures are for reading afterwards), and the build time. Also top-1 agreement
 under two other choices of which held-out inputs count (``CRITERIA``: FP32 confidence alone, the
 gate's criterion before the fourth round, and a lead of 2 over the runner-up), the comparison
-that chose the gate's own lead of 1.5. Writes
-``int8_recipes.json``.
+that chose the gate's own lead of 1.5. With ``--threads 1,2`` it then times FP32 and every
+build on edgeinfer's ONNX Runtime runtime (its session options), batch 1 on held-out inputs, in
+alternating rounds (``benchmarks/alternating.py``), and prints p50/p90 and the speed-up over FP32.
+Writes ``int8_recipes.json``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from alternating import p50_p90, time_alternating
 
 from edgeinfer.models.calibration import calibration_set, held_out_set
 from edgeinfer.models.quality import GateSettings, _kl_divergence, compare, predict
@@ -34,6 +38,12 @@ from edgeinfer.models.quantize import BuildSettings, builder
 from edgeinfer.models.recipes import Int8Recipe
 from edgeinfer.models.repository import ModelRepository
 from edgeinfer.models.zoo import zoo_entry
+from edgeinfer.runtimes.base import Runtime, RuntimeOptions
+from edgeinfer.runtimes.registry import open_runtime
+
+# The timings hold FP32 and every build open at once, taking turns: let the process-wide thread
+# budget (which counts loaded runtimes' threads against the cores) hold all of them.
+os.environ.setdefault("EDGEINFER_CORES", str(16 * (os.cpu_count() or 1)))
 
 # Other choices of the held-out inputs that count: FP32 top-1 at least 0.5 and leading its
 # runner-up by at least this factor (the gate's own is 1.5).
@@ -64,6 +74,38 @@ def parse_recipe(text: str) -> Int8Recipe:
     return dataclasses.replace(Int8Recipe(), **changes)
 
 
+def time_builds(
+    paths: dict[str, Path], samples: np.ndarray, threads: int, rounds: int, runs: int
+) -> dict[str, Any]:
+    """p50/p90 ms of each model at batch 1, alternating; speed-ups over the first (FP32)."""
+    opened = {key: open_runtime("onnxruntime", path, RuntimeOptions(threads)) for key, path in paths.items()}
+
+    def call(runtime: Runtime) -> Any:
+        name = runtime.inputs[0].name
+        return lambda i: runtime.run({name: samples[i % len(samples)][np.newaxis]})
+
+    try:
+        times = time_alternating({key: call(rt) for key, rt in opened.items()}, rounds=rounds, runs=runs)
+    finally:
+        for runtime in opened.values():
+            runtime.close()
+    base = p50_p90(times[next(iter(paths))])
+    rows: dict[str, Any] = {}
+    for key, values in times.items():
+        p50, p90 = p50_p90(values)
+        rows[key] = {
+            "p50_ms": round(p50, 3),
+            "p90_ms": round(p90, 3),
+            "speedup": [base[0] / p50, base[1] / p90],
+        }
+        print(
+            f"{threads} thr {key:<48} p50 {p50:6.2f} p90 {p90:6.2f} ms  over fp32 "
+            f"{base[0] / p50:.2f}x / {base[1] / p90:.2f}x",
+            flush=True,
+        )
+    return {"threads": threads, "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -71,16 +113,21 @@ def main() -> None:
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--recipe", action="append", default=[], help="repeatable; see above")
     parser.add_argument("--out", type=Path, default=Path("int8-recipes"))
+    parser.add_argument("--threads", default="", help="e.g. 1,2: also time the builds at these thread counts")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--runs", type=int, default=32, help="calls per model per round")
     args = parser.parse_args()
     recipes = args.recipe or ["default"]
     gate = GateSettings(allow_failed=True)
     rows: list[dict[str, Any]] = []
+    timings: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         repo = ModelRepository(Path(tmp) / "repo")
         fp32 = repo.get(args.model, "fp32")
         entry = zoo_entry(args.model)
         calibration = calibration_set(fp32.config.preprocessing)
         reference_calibration = predict(fp32.path, calibration)
+        paths = {"fp32": fp32.path}
         for index, text in enumerate(recipes):
             recipe = parse_recipe(text)
             staging = Path(tmp) / f"build-{index}"
@@ -113,6 +160,7 @@ def main() -> None:
                 **{f"{name}_images": r.images for name, r in criteria.items()},
             }
             rows.append(row)
+            paths[f"{index}: {text}"] = staging / config.file
             print(
                 f"{text:<48} decisive {row['decisive_top1']:.1%} of {row['decisive_images']}  "
                 f"(confidence only {row['confidence_only_top1']:.1%}, lead 2 {row['lead_2_top1']:.1%})  "
@@ -121,8 +169,12 @@ def main() -> None:
                 f"{row['kl_held_out']:.3f}  calibration {row['kl_calibration']:.3f}  {build_s:.0f} s",
                 flush=True,
             )
+        samples = held_out_set(fp32.config.preprocessing, 2, seed=1).samples[:32]
+        for threads in (int(t) for t in args.threads.split(",") if t):
+            timings.append(time_builds(paths, samples, threads, args.rounds, args.runs))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "int8_recipes.json").write_text(json.dumps({"model": args.model, "rows": rows}, indent=2))
+    report = {"model": args.model, "rows": rows, "timings": timings}
+    (args.out / "int8_recipes.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -18,11 +18,13 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import openvino as ov
+from alternating import time_alternating
 
 from edgeinfer.models.calibration import held_out_set
 from edgeinfer.models.quality import GateSettings, compare, predict
@@ -51,18 +53,12 @@ def _speed(
         for build in BUILDS
         for hint in hints
     }
-    times: dict[str, list[float]] = {key: [] for key in requests}
-    for request in requests.values():  # warm-up, not recorded
-        for i in range(10):
-            request.infer({0: samples[i % len(samples) : i % len(samples) + 1]})
-    for r in range(args.rounds):
-        order = list(requests) if r % 2 == 0 else list(requests)[::-1]
-        for key in order:
-            for i in range(args.runs):
-                k = (r * args.runs + i) % len(samples)
-                started = time.perf_counter_ns()
-                requests[key].infer({0: samples[k : k + 1]})
-                times[key].append((time.perf_counter_ns() - started) / 1e6)
+
+    def call(request: ov.InferRequest) -> Callable[[int], object]:
+        return lambda i: request.infer({0: samples[i % len(samples) : i % len(samples) + 1]})
+
+    calls = {key: call(request) for key, request in requests.items()}
+    times = time_alternating(calls, rounds=args.rounds, runs=args.runs)
     base = np.percentile(times[f"fp32/{hints[0]}"], [50, 90])
     rows = {}
     for key, values in times.items():
