@@ -210,7 +210,9 @@ def test_fp16_build_keeps_float32_io_and_agrees(repo: ModelRepository, photos: d
     assert stored.size_bytes < 0.6 * repo.get("mobilenet_v2").size_bytes
 
 
-def test_accurate_recipe_keeps_the_last_stream_in_float(tmp_path: Path, photos: dict[str, Path]) -> None:
+def test_accurate_recipe_keeps_the_first_conv_and_the_last_stream_in_float(
+    tmp_path: Path, photos: dict[str, Path]
+) -> None:
     repo = ModelRepository(tmp_path)
     stored = repo.build("mobilenet_v2", "int8", recipe="accurate")
     assert stored.config.quality is not None and stored.config.quality.passed
@@ -221,7 +223,8 @@ def test_accurate_recipe_keeps_the_last_stream_in_float(tmp_path: Path, photos: 
     model = onnx.load(str(stored.path))
     weights = {init.name for init in model.graph.initializer}
     floats = {node.name for node in model.graph.node if node.op_type == "Conv" and node.input[1] in weights}
-    assert floats == {  # the stream's 3 writers and 3 readers read float weights; every other Conv int8
+    assert floats == {  # the first Conv, the stream's 3 writers and 3 readers: float; every other int8
+        "features.0.0",
         "features.14.conv.2",
         "features.15.conv.2",
         "features.16.conv.2",

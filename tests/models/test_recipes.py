@@ -28,7 +28,9 @@ from edgeinfer.models.repository import CONFIG_FILE, ModelRepository
 def test_named_recipes() -> None:
     assert named_recipe("fast") == Int8Recipe()
     accurate = named_recipe("accurate")
-    assert accurate.last_stream_in_float and accurate.empirical_bias_correction
+    assert (
+        accurate.last_stream_in_float and accurate.exclude_first_conv and accurate.empirical_bias_correction
+    )
     assert recipe_name(accurate) == "accurate" and recipe_name(Int8Recipe(seed=3)) == "custom"
     with pytest.raises(InvalidInput, match="unknown INT8 recipe 'exact'; choose one of fast, accurate"):
         named_recipe("exact")

@@ -36,8 +36,9 @@ def register(subparsers: Any) -> None:
         "--recipe",
         choices=tuple(INT8_RECIPES),
         default=None,
-        help="INT8 only: fast (default: every layer it can in int8) or accurate (the last residual "
-        "stream in FP32 and biases corrected layer by layer: closer to FP32, 2-19%% slower, a build of "
+        help="INT8 only: fast (default: every layer it can in int8) or accurate (the first convolution "
+        "and the last residual stream in FP32, biases corrected layer by layer: closer to FP32, up to "
+        "10%% slower, a build of "
         "1-1.5 minutes); a different recipe from the stored one rebuilds, and so does a build an older "
         "edgeinfer made with an earlier version of its recipe",
     )
