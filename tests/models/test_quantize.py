@@ -243,6 +243,25 @@ def test_accurate_recipe_keeps_the_first_conv_and_the_last_stream_in_float(
     assert repo.build("mobilenet_v2", "int8").config.file_sha256 == fast.config.file_sha256
 
 
+def test_reduce_range_builds_7_bit_weights_and_gptq_keeps_them(repo: ModelRepository, tmp_path: Path) -> None:
+    """What the named recipes build on x86 without VNNI: every int8 weight within -64..64 (so two
+    u8 x s8 products cannot saturate an int16 sum), also after GPTQ re-rounds the depthwise ones."""
+    recipe = replace(TINY, reduce_range=True, weight_rounding="gptq-depthwise")
+    lenient = GateSettings(allow_failed=True)
+    stored = ModelRepository(tmp_path).install(
+        "mobilenet_v2", "int8", builder(repo, ZOO["mobilenet_v2"], "int8", BuildSettings(recipe, lenient))
+    )
+    assert stored.config.extra["quality"]["gptq_rounded_layers"] == 17
+    model = onnx.load(str(stored.path))
+    weights = [
+        onnx.numpy_helper.to_array(init)
+        for init in model.graph.initializer
+        if init.data_type == onnx.TensorProto.INT8 and init.name.endswith("_quantized")
+    ]
+    assert len(weights) == 53  # 52 convolutions and the classifier
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == 64
+
+
 def test_opt_in_corrections_run_in_a_real_build(
     repo: ModelRepository, tmp_path: Path, photos: dict[str, Path]
 ) -> None:

@@ -13,10 +13,13 @@ import pytest
 
 from edgeinfer.cli.main import main
 from edgeinfer.errors import InvalidInput
+from edgeinfer.models import recipes
 from edgeinfer.models.config import ModelConfig
+from edgeinfer.models.quantize import BuildSettings
 from edgeinfer.models.recipes import (
     INT8_RECIPES,
     Int8Recipe,
+    for_this_cpu,
     named_recipe,
     outdated,
     recipe_name,
@@ -26,7 +29,7 @@ from edgeinfer.models.repository import CONFIG_FILE, ModelRepository
 
 
 def test_named_recipes() -> None:
-    assert named_recipe("fast") == Int8Recipe()
+    assert named_recipe("fast") == for_this_cpu(Int8Recipe())
     accurate = named_recipe("accurate")
     assert (
         accurate.last_stream_in_float and accurate.exclude_first_conv and accurate.empirical_bias_correction
@@ -45,6 +48,25 @@ def test_named_recipes() -> None:
 def _build_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     models = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["models"]
     return next(a for a in models._actions if isinstance(a, argparse._SubParsersAction)).choices["build"]
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_named_recipes_use_7_bit_weights_where_int8_products_saturate(
+    monkeypatch: pytest.MonkeyPatch, repo: ModelRepository, saturates: bool
+) -> None:
+    """On x86 without VNNI the named recipes (and the default build) quantize weights to 7 bits; a
+    build from a CPU of the other kind is outdated here, since its weights suit the other CPU."""
+    monkeypatch.setattr(recipes, "int8_products_saturate", lambda: saturates)
+    for name in INT8_RECIPES:
+        assert named_recipe(name).reduce_range is saturates
+        assert recipe_name(named_recipe(name)) == name
+    assert BuildSettings().recipe == named_recipe("fast")
+    assert for_this_cpu(Int8Recipe(reduce_range=True)).reduce_range  # asked for: kept everywhere
+    fp32 = repo.get("mobilenet_v2").config
+    here = _as_int8(fp32, {"recipe": asdict(named_recipe("fast")), "recipe_name": "fast"})
+    other_cpu = {**asdict(named_recipe("fast")), "reduce_range": not saturates}
+    assert outdated(here) is None
+    assert outdated(_as_int8(fp32, {"recipe": other_cpu, "recipe_name": "fast"})) is not None
 
 
 def _as_int8(config: ModelConfig, quality: dict[str, object]) -> ModelConfig:

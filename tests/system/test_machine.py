@@ -38,6 +38,16 @@ flags\t\t: fpu sse4_2 avx f16c fma avx2 bmi2
 """
 
 
+def test_int8_products_saturate_on_x86_without_vnni_only() -> None:
+    zen3 = machine.isa_flags(ZEN3_CPUINFO)  # AVX2, no VNNI: VPMADDUBSW's int16 sums
+    assert machine.int8_products_saturate(zen3, "x86_64")
+    assert not machine.int8_products_saturate((*zen3, "AVX-512F", "AVX512_VNNI"), "x86_64")
+    assert not machine.int8_products_saturate((*zen3, "AVX_VNNI"), "AMD64")
+    assert not machine.int8_products_saturate(("AMX_INT8",), "x86_64")
+    assert machine.int8_products_saturate((), "x86_64")  # flags unknown: assume the worst
+    assert not machine.int8_products_saturate(machine.isa_flags(PI4_CPUINFO), "aarch64")
+
+
 def test_isa_flags_on_arm_and_x86() -> None:
     assert machine.isa_flags(PI4_CPUINFO) == ("NEON",)
     assert machine.isa_flags(PI5_CPUINFO) == ("NEON", "FP16", "DOTPROD")

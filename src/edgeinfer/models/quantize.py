@@ -16,6 +16,10 @@ output error but not the disagreement with FP32, so it is opt-in. Empirical bias
 25-45% closer to FP32's and passes the gate like the default does, but makes the build 3-4x
 slower, so only the "accurate" recipe uses it.
 
+On x86 CPUs without VNNI (or AMX), whose int8 kernels add pairs of u8 x s8 products in int16 and
+saturate, the named recipes quantize weights to 7 bits (``reduce_range``), as ONNX Runtime's and
+OpenVINO's documentation advise (``models/recipes.py``, :func:`for_this_cpu`).
+
 FP16: weights and arithmetic in float16, inputs and outputs kept float32 (``onnxconverter-common``).
 
 The repository calls :func:`builder` for every precision other than fp32 and runs the builder in a
@@ -42,16 +46,17 @@ from edgeinfer.models.build import MODEL_FILE, onnx_io_specs
 from edgeinfer.models.calibration import ImageSet, calibration_set, held_out_set
 from edgeinfer.models.config import ModelConfig, QualityReport
 from edgeinfer.models.quality import GateSettings, compare, enforce, predict
-from edgeinfer.models.recipes import Int8Recipe, recipe_name
+from edgeinfer.models.recipes import DEFAULT_RECIPE, Int8Recipe, named_recipe, recipe_name
 from edgeinfer.models.repository import Builder, ModelRepository, sha256_file
 from edgeinfer.models.zoo import ZooEntry
+from edgeinfer.system.machine import int8_products_saturate
 
 
 @dataclass(frozen=True)
 class BuildSettings:
     """A reduced-precision build: the INT8 recipe and the gate (both apply to FP16's gate too)."""
 
-    recipe: Int8Recipe = field(default_factory=Int8Recipe)
+    recipe: Int8Recipe = field(default_factory=lambda: named_recipe(DEFAULT_RECIPE))
     gate: GateSettings = field(default_factory=GateSettings.from_env)
 
 
@@ -120,6 +125,7 @@ def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
         "held_out_photos": sorted(held_out.photos),
         "recipe": asdict(recipe),
         "recipe_name": recipe_name(recipe),
+        "int8_products_saturate_here": int8_products_saturate(),  # named recipes then use 7-bit weights
         "equalized_pairs": pairs,
         "equalized_residual_streams": streams,
         "bias_corrected_layers": corrected,

@@ -7,10 +7,11 @@ loading a model can tell an outdated build without importing any of them.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from edgeinfer.errors import InvalidInput
 from edgeinfer.models.config import ModelConfig
+from edgeinfer.system.machine import int8_products_saturate
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 WEIGHT_ROUNDINGS = ("nearest", "gptq", "gptq-depthwise")
@@ -71,16 +72,25 @@ INT8_RECIPES: dict[str, Int8Recipe] = {
 DEFAULT_RECIPE = "fast"
 
 
+def for_this_cpu(recipe: Int8Recipe) -> Int8Recipe:
+    """``recipe`` as this CPU should build it: with 7-bit weights (``reduce_range``) where int8
+    products saturate (x86 without VNNI; :func:`~edgeinfer.system.machine.int8_products_saturate`)."""
+    if recipe.reduce_range or not int8_products_saturate():
+        return recipe
+    return replace(recipe, reduce_range=True)
+
+
 def named_recipe(name: str) -> Int8Recipe:
-    """The INT8 recipe called ``name``; :class:`InvalidInput` names the choices otherwise."""
+    """The INT8 recipe called ``name``, as this CPU builds it; :class:`InvalidInput` names the
+    choices otherwise."""
     if name not in INT8_RECIPES:
         raise InvalidInput(f"unknown INT8 recipe {name!r}; choose one of {', '.join(INT8_RECIPES)}")
-    return INT8_RECIPES[name]
+    return for_this_cpu(INT8_RECIPES[name])
 
 
 def recipe_name(recipe: Int8Recipe) -> str:
-    """The name ``recipe`` is known by, or ``"custom"``."""
-    return next((name for name, known in INT8_RECIPES.items() if known == recipe), "custom")
+    """The name ``recipe`` is known by here, or ``"custom"``."""
+    return next((name for name in INT8_RECIPES if named_recipe(name) == recipe), "custom")
 
 
 def built_with(config: ModelConfig, name: str) -> bool:

@@ -73,7 +73,7 @@ def round_weights(
         current = numpy_helper.to_array(target)
         scale = _per_row(numpy_helper.to_array(stored[f"{layer.weight}_scale"]), len(rows))
         zero = _per_row(numpy_helper.to_array(stored[f"{layer.weight}_zero_point"]), len(rows))
-        low, high = _grid(current.dtype, zero)
+        low, high = _grid(current, zero)
         hessian = hessians[layer.weight]
         if layer.kind == "depthwise":
             upper = np.stack([_inverse_factor(h, damping) for h in hessian])
@@ -137,10 +137,18 @@ def _per_row(values: np.ndarray, rows: int) -> np.ndarray:
     return np.broadcast_to(flat, (rows,)).copy() if flat.size in (1, rows) else flat
 
 
-def _grid(dtype: np.dtype, zero: np.ndarray) -> tuple[int, int]:
-    info = np.iinfo(dtype)
+# ONNX Runtime's symmetric int8 weights with ``reduce_range`` (7 bits): -64..64.
+_REDUCED_INT8 = 64
+
+
+def _grid(current: np.ndarray, zero: np.ndarray) -> tuple[int, int]:
+    """The integers the quantizer rounded ``current`` onto (re-rounding must stay on them)."""
+    info = np.iinfo(current.dtype)
     if info.min < 0 and np.all(zero == 0):
-        return -info.max, info.max  # symmetric signed weights: ONNX Runtime uses -127..127
+        # symmetric signed weights: each channel's largest maps to the grid's end, -127..127, or
+        # -64..64 with 7-bit weights (the recipe's reduce_range)
+        bound = _REDUCED_INT8 if np.abs(current.astype(np.int32)).max() <= _REDUCED_INT8 else info.max
+        return -bound, bound
     return int(info.min), int(info.max)
 
 

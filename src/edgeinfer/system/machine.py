@@ -6,10 +6,11 @@ importing any inference runtime; the runtimes' versions come from the registry's
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,11 @@ _ARM_FLAGS = {
     "sve": "SVE",
     "sve2": "SVE2",
 }
+
+
+# x86 features whose int8 dot product adds u8 x s8 products straight into 32 bits.
+_INT8_DOT_32 = ("AVX512_VNNI", "AVX_VNNI", "AMX_INT8")
+_X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,26 @@ def isa_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
     if not raw and platform.machine() in ("arm64", "aarch64"):
         found.append("NEON")  # every AArch64 CPU has Advanced SIMD, even where cpuinfo is silent
     return tuple(found)
+
+
+def int8_products_saturate(flags: Sequence[str] | None = None, machine: str | None = None) -> bool:
+    """Whether u8 x s8 int8 kernels here pass through a saturating int16 sum (x86 without VNNI/AMX).
+
+    SSE4.1, AVX2 and AVX-512 without VNNI multiply u8 by s8 and add pairs of products into int16
+    (``VPMADDUBSW``), which saturates once two products of large weights pass 32767; VNNI and AMX
+    add into 32 bits. ONNX Runtime's and OpenVINO's documentation both name the cure: weights of
+    7 bits. ARM's int8 kernels have no int16 step. Unknown flags on x86 count as saturating.
+    """
+    arch = (machine or platform.machine()).lower()
+    if arch not in _X86_MACHINES:
+        return False
+    found = _this_cpu_flags() if flags is None else tuple(flags)
+    return not any(flag in found for flag in _INT8_DOT_32)
+
+
+@functools.cache
+def _this_cpu_flags() -> tuple[str, ...]:
+    return isa_flags()
 
 
 def collect(runtimes: Mapping[str, RuntimeInfo] | None = None) -> MachineInfo:
