@@ -96,8 +96,7 @@ def recipe_name(recipe: Int8Recipe) -> str:
 def built_with(config: ModelConfig, name: str) -> bool:
     """Whether the stored INT8 build ``config`` was made with the recipe called ``name``."""
     stored = config.extra.get("quality", {}).get("recipe")
-    wanted = asdict(named_recipe(name))  # compared as JSON: the stored copy has lists for tuples
-    return json.dumps(stored, sort_keys=True) == json.dumps(wanted, sort_keys=True)
+    return stored is not None and _as_json(stored) == _as_json(asdict(named_recipe(name)))
 
 
 def stored_recipe_name(config: ModelConfig) -> str:
@@ -117,4 +116,17 @@ def outdated(config: ModelConfig) -> str | None:
     name = stored_recipe_name(config)
     if name not in INT8_RECIPES or built_with(config, name):
         return None
+    stored = config.extra.get("quality", {}).get("recipe") or {}
+    wanted = named_recipe(name)
+    if _as_json({**stored, "reduce_range": wanted.reduce_range}) == _as_json(asdict(wanted)):
+        return (  # the same recipe, for the other kind of CPU
+            "built with 8-bit weights, which saturate this CPU's int8 products (it needs 7-bit)"
+            if wanted.reduce_range
+            else "built with 7-bit weights for a CPU without VNNI; this CPU takes 8-bit weights"
+        )
     return f"built with an older version of the {name!r} INT8 recipe"
+
+
+def _as_json(recipe: dict[str, object]) -> str:
+    """A recipe as stored in a config (tuples become lists), for comparing."""
+    return json.dumps(recipe, sort_keys=True)
