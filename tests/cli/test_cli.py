@@ -147,8 +147,12 @@ def test_doctor(tmp_path: Path) -> None:
     assert info["ram_total_mb"] > 0
     names = {r["name"]: r for r in info["runtimes"]}
     assert names["onnxruntime"]["installed"] is True
+    vnni = {"AVX512_VNNI", "AVX_VNNI", "AMX_INT8"} & set(info["isa_flags"])
+    if info["architecture"] == "x86_64":  # 7-bit INT8 weights where int8 products saturate
+        assert info["int8_weight_bits"] == (8 if vnni else 7)
     table = edgeinfer("doctor", home=tmp_path)
     assert "ISA" in table.stdout and "onnxruntime" in table.stdout
+    assert f"{info['int8_weight_bits']}-bit weights" in table.stdout
 
 
 def test_models_build_recipe_applies_to_int8_only(home: Path) -> None:

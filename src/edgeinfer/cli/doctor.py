@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeinfer.cli.common import add_repository_arg, repository
-from edgeinfer.system.machine import MachineInfo, collect
+from edgeinfer.system.machine import MachineInfo, collect, int8_products_saturate
 
 
 def register(subparsers: Any) -> None:
@@ -26,7 +26,11 @@ def run(args: argparse.Namespace) -> int:
     info = collect()
     repo = repository(args)
     if args.json:
-        payload: dict[str, Any] = {**info.to_dict(), "model_repository": str(repo.root)}
+        payload: dict[str, Any] = {
+            **info.to_dict(),
+            "int8_weight_bits": _int8_weight_bits(),
+            "model_repository": str(repo.root),
+        }
         print(json.dumps(payload, indent=2))
         return 0
     _print(info, str(repo.root))
@@ -43,6 +47,12 @@ def _print(info: MachineInfo, repo_root: str) -> None:
         "cores": f"{info.physical_cores} physical, {info.logical_cores} logical, {info.usable_cores} usable "
         f"(CPUs {', '.join(map(str, info.affinity_cpus))})",
         "ISA": ", ".join(info.isa_flags) or "none of note",
+        "INT8 builds": f"{_int8_weight_bits()}-bit weights"
+        + (
+            " (int8 products are summed in 16 bits here and would saturate with 8)"
+            if int8_products_saturate()
+            else ""
+        ),
         "RAM": f"{info.ram_total_mb / 1024:.1f} GiB ({info.ram_available_mb / 1024:.1f} GiB available)",
         "OS": f"{info.os}, kernel {info.kernel}",
         "Python": info.python_version,
@@ -62,3 +72,8 @@ def _print(info: MachineInfo, repo_root: str) -> None:
             ", ".join(runtime.formats),
         )
     console.print(runtimes)
+
+
+def _int8_weight_bits() -> int:
+    """What the named INT8 recipes quantize weights to on this CPU (``models/recipes.py``)."""
+    return 7 if int8_products_saturate() else 8
