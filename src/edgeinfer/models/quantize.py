@@ -105,7 +105,13 @@ def _build_int8(fp32: ModelConfig, fp32_path: Path, staging: Path, settings: Bui
         from edgeinfer.models.rounding import round_weights
 
         depthwise_only = recipe.weight_rounding == "gptq-depthwise"
-        rounded = round_weights(quantized, model, calibration.samples, depthwise_only=depthwise_only)
+        rounded = round_weights(
+            quantized,
+            model,
+            calibration.samples,
+            depthwise_only=depthwise_only,
+            reduce_range=recipe.reduce_range,
+        )
     if recipe.bias_correction:
         corrected = correct_biases(quantized, model, calibration.samples)
     if recipe.empirical_bias_correction:

@@ -46,13 +46,15 @@ def round_weights(
     samples: np.ndarray,
     *,
     depthwise_only: bool = False,
+    reduce_range: bool = False,
     damping: float = 0.01,
 ) -> int:
     """Re-round the weights of ``quantized`` (QDQ, made from ``source``) with GPTQ; the layer count.
 
     ``depthwise_only`` limits it to the depthwise convolutions, whose 9-tap ``H`` per channel is
     well determined by a hundred images (a 1x1 convolution's or the classifier's is up to
-    1280 x 1280). ``damping`` is added to the diagonal of each ``H`` as a fraction of its mean
+    1280 x 1280). ``reduce_range``: the weights were quantized to 7 bits and must stay there.
+    ``damping`` is added to the diagonal of each ``H`` as a fraction of its mean
     diagonal, which keeps the inverse defined for inputs that calibration never excites.
     """
     stored = {init.name: init for init in quantized.graph.initializer}
@@ -73,7 +75,7 @@ def round_weights(
         current = numpy_helper.to_array(target)
         scale = _per_row(numpy_helper.to_array(stored[f"{layer.weight}_scale"]), len(rows))
         zero = _per_row(numpy_helper.to_array(stored[f"{layer.weight}_zero_point"]), len(rows))
-        low, high = _grid(current, zero)
+        low, high = _grid(current.dtype, zero, reduce_range)
         hessian = hessians[layer.weight]
         if layer.kind == "depthwise":
             upper = np.stack([_inverse_factor(h, damping) for h in hessian])
@@ -137,18 +139,17 @@ def _per_row(values: np.ndarray, rows: int) -> np.ndarray:
     return np.broadcast_to(flat, (rows,)).copy() if flat.size in (1, rows) else flat
 
 
-# ONNX Runtime's symmetric int8 weights with ``reduce_range`` (7 bits): -64..64.
-_REDUCED_INT8 = 64
+# The grids ONNX Runtime's quantizer uses with ``reduce_range`` (7-bit weights).
+_REDUCED_GRIDS = {np.dtype(np.int8): (-64, 64), np.dtype(np.uint8): (0, 127)}
 
 
-def _grid(current: np.ndarray, zero: np.ndarray) -> tuple[int, int]:
-    """The integers the quantizer rounded ``current`` onto (re-rounding must stay on them)."""
-    info = np.iinfo(current.dtype)
+def _grid(dtype: np.dtype, zero: np.ndarray, reduce_range: bool) -> tuple[int, int]:
+    """The integers the quantizer rounded onto (re-rounding must stay on them)."""
+    if reduce_range:
+        return _REDUCED_GRIDS[np.dtype(dtype)]
+    info = np.iinfo(dtype)
     if info.min < 0 and np.all(zero == 0):
-        # symmetric signed weights: each channel's largest maps to the grid's end, -127..127, or
-        # -64..64 with 7-bit weights (the recipe's reduce_range)
-        bound = _REDUCED_INT8 if np.abs(current.astype(np.int32)).max() <= _REDUCED_INT8 else info.max
-        return -bound, bound
+        return -info.max, info.max  # symmetric signed weights: ONNX Runtime uses -127..127
     return int(info.min), int(info.max)
 
 
