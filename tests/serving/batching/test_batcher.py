@@ -311,12 +311,14 @@ def test_admission_estimate_counts_the_split_lanes_capacity() -> None:
         await batcher.warm_up((2,), np.dtype(np.float32), runs=1)
         batcher.start()
         tickets = [batcher.admit(1, deadline_in(5_000)) for _ in range(8)]
-        # 8 samples ahead on two 20 ms lanes: about 80 ms of wait + 20 of its own, not one lane's 180
-        # (a busy machine's slower sleeps have 40 % of room)
-        tickets.append(batcher.admit(1, deadline_in(140)))
-        assert 6 * MS < batcher.per_sample_ns() < 16 * MS  # two 20 ms lanes: about 10 ms per sample
+        per_sample = batcher.per_sample_ns()
+        assert 6 * MS < per_sample < 16 * MS  # two 20 ms lanes: about 10 ms per sample
+        # In units of the measured per-sample time p (a lane takes 2p for one sample), 8 samples
+        # ahead on two lanes are 8p of wait + 2p of its own = 10p, where one lane would need
+        # 8 x 2p + 2p = 18p: a deadline of 14p tells them apart however fast this machine sleeps.
+        tickets.append(batcher.admit(1, deadline_in(14 * per_sample / MS)))
         with pytest.raises(DeadlineExceeded, match="9 samples ahead"):
-            batcher.admit(1, deadline_in(60))
+            batcher.admit(1, deadline_in(6 * per_sample / MS))  # 9p + 2p needed
         for ticket in tickets:
             batcher.cancel(ticket)
         await batcher.close()
