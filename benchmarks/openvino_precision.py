@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import openvino as ov
-from alternating import time_alternating
+from alternating import p50_p90, time_alternating
 
 from edgeinfer.models.calibration import held_out_set
 from edgeinfer.models.quality import GateSettings, compare, predict
@@ -59,10 +59,10 @@ def _speed(
 
     calls = {key: call(request) for key, request in requests.items()}
     times = time_alternating(calls, rounds=args.rounds, runs=args.runs)
-    base = np.percentile(times[f"fp32/{hints[0]}"], [50, 90])
+    base = p50_p90(times[f"fp32/{hints[0]}"])
     rows = {}
     for key, values in times.items():
-        p50, p90 = np.percentile(values, [50, 90])
+        p50, p90 = p50_p90(values)
         rows[key] = {"p50_ms": p50, "p90_ms": p90, "speedup_p50": base[0] / p50, "speedup_p90": base[1] / p90}
         print(
             f"{threads} thr {key:10s} p50 {p50:6.2f} p90 {p90:6.2f} ms"
