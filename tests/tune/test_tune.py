@@ -96,3 +96,10 @@ def test_cli_tune_prints_json_and_rejects_bad_numbers(
     assert Path(payload["path"]).is_file()
     assert main([*args[:-1], "one", "--home", str(repo.root)]) == InvalidInput.exit_code
     assert "--batch takes comma-separated whole numbers" in capsys.readouterr().err
+
+
+def test_search_measures_litert_on_the_fp32_builds_tflite_twin(repo: ModelRepository) -> None:
+    pytest.importorskip("ai_edge_litert")
+    result, _ = search(repo, "mobilenet_v2", _space("litert"), save=False)
+    trials = [(t.runtime, t.batch_size, t.ok) for t in result.trials]
+    assert trials == [("litert", 1, True), ("litert", 2, True)]

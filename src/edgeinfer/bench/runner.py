@@ -122,6 +122,8 @@ def _measure(
     resources = state.sampler.summarize(state.window)
     stored = getattr(engine, "stored", None)
     resolved = getattr(engine.runtime, "name", spec.runtime)
+    # the file the runtime runs: LiteRT runs an FP32 ONNX build's TFLite twin
+    model_path = getattr(engine.runtime, "model_path", None) or (stored.path if stored is not None else None)
     return ConfigurationResult(
         label=spec.label,
         status="ok",
@@ -131,8 +133,8 @@ def _measure(
         threads=spec.threads,
         runtime_resolved=resolved,
         runtime_version=runtime_version(resolved),
-        model_file=str(stored.path) if stored is not None else None,
-        model_size_bytes=stored.size_bytes if stored is not None else None,
+        model_file=str(model_path) if model_path is not None else None,
+        model_size_bytes=model_path.stat().st_size if model_path is not None else None,
         cold_start=ColdStart(
             load_ms=loaded.load_ns / 1e6,
             first_inference_ms=loaded.first_inference_ns / 1e6,

@@ -84,6 +84,7 @@ class Engine:
         ``runtime_options`` are the named runtime's own switches (``RuntimeOptions.extra``), for
         example ``{"INFERENCE_PRECISION_HINT": "bf16"}`` on ``openvino``; they need a named runtime.
         """
+        from edgeinfer.engine.twins import litert_files
         from edgeinfer.runtimes.registry import open_runtime
         from edgeinfer.tune.store import tuned_choice
 
@@ -97,7 +98,10 @@ class Engine:
             # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe.
             runtime = tuned_choice(repo.root, stored.config.name, stored.config.precision) or "auto"
         extra = dict(runtime_options or {})
-        opened = open_runtime(runtime, stored, RuntimeOptions(threads, extra), cache_dir=repo.root)
+        alternates = litert_files(stored.config, stored.path, runtime)  # LiteRT runs a TFLite twin
+        opened = open_runtime(
+            runtime, stored, RuntimeOptions(threads, extra), cache_dir=repo.root, alternates=alternates
+        )
         return cls(stored, opened, options, load_ns=time.perf_counter_ns() - started)
 
     # -- stages ---------------------------------------------------------------------------------

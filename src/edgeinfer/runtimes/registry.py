@@ -17,7 +17,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,6 +163,7 @@ def choose_auto(
     warmup_runs: int = 5,
     model_sha256: str | None = None,
     refresh: bool = False,
+    alternates: Mapping[str, Path] | None = None,
 ) -> AutoChoice:
     """Pick the fastest installed runtime for this model on this machine (cached; see module doc).
 
@@ -172,7 +173,9 @@ def choose_auto(
     path = Path(model_path)
     fmt = fmt or model_format(path)
     options = options or RuntimeOptions()
+    alternates = {name: file for name, file in (alternates or {}).items() if name not in NOT_AUTO}
     candidates = auto_candidates(fmt)
+    candidates += [name for name in alternates if name not in candidates]
     if not candidates:
         raise RuntimeUnavailable(
             f"no installed runtime can run {fmt} models; "
@@ -186,7 +189,8 @@ def choose_auto(
         results = tuple(ProbeResult(**r) for r in cached.get("results", ()))
         return AutoChoice(runtime=cached["runtime"], results=results, cached=True, key=key)
     results = tuple(
-        probe(name, path, options, inputs, runs=runs, warmup_runs=warmup_runs) for name in candidates
+        probe(name, alternates.get(name, path), options, inputs, runs=runs, warmup_runs=warmup_runs)
+        for name in candidates
     )
     timed = [r for r in results if r.median_ms is not None]
     if not timed:
@@ -371,9 +375,15 @@ def open_runtime(
     model: StoredModelLike | Path,
     options: RuntimeOptions | None = None,
     cache_dir: Path | None = None,
+    alternates: Mapping[str, Path] | None = None,
 ) -> Runtime:
-    """Open a built model (or a bare model file) on ``runtime``, ``auto`` included."""
+    """Open a built model (or a bare model file) on ``runtime``, ``auto`` included.
+
+    ``alternates`` maps a runtime to another file of the same model that it runs instead (the
+    TFLite twin of an FP32 ONNX build for ``litert``); ``auto`` then measures that runtime too.
+    """
     options = options or RuntimeOptions()
+    alternates = alternates or {}
     stored = None if isinstance(model, Path) else model
     path = model if isinstance(model, Path) else model.path
     fmt = stored.config.format if stored is not None else model_format(path)
@@ -386,8 +396,12 @@ def open_runtime(
             options,
             cache_dir,
             model_sha256=stored.config.file_sha256 if stored is not None else None,
+            alternates=alternates,
         )
         name = choice.runtime
+    if name in alternates:
+        alternate = alternates[name]
+        return require(name, model_format(alternate)).load(alternate, options)
     if name == "null" and stored is not None:
         return NullRuntime(stored.config.inputs, stored.config.outputs)
     if name == "keras":

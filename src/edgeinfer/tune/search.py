@@ -129,9 +129,11 @@ def search(
                 progress(trials[-1])
             continue
         samples = _samples(stored, max(space.batch_sizes), space.seed)
-        for runtime in _able(space.runtimes, stored.config.format):
+        files = _files(stored, space.runtimes)
+        for runtime in _able(space.runtimes, files):
             for threads in space.threads:
-                for trial in _measure(stored, runtime, precision, threads, samples=samples, space=space):
+                for trial in _measure(files[_format_for(runtime, files)], runtime, precision, threads,
+                                      samples=samples, space=space):  # fmt: skip
                     trials.append(trial)
                     if progress:
                         progress(trial)
@@ -140,20 +142,38 @@ def search(
     return result, path
 
 
-def _able(runtimes: Sequence[str], fmt: str) -> list[str]:
-    """The runtimes that can run models of format ``fmt`` (the others are skipped, not failed)."""
+def _files(stored: StoredModel, runtimes: Sequence[str]) -> dict[str, Path]:
+    """The build's file by format: its own, and the TFLite twin of an FP32 ONNX build when LiteRT
+    is among ``runtimes`` and can run it."""
+    from edgeinfer.engine.twins import litert_files
+    from edgeinfer.runtimes.base import model_format
+
+    files: dict[str, Path] = {stored.config.format: stored.path}
+    if "litert" in runtimes:
+        files.update({model_format(p): p for p in litert_files(stored.config, stored.path, "auto").values()})
+    return files
+
+
+def _format_for(runtime: str, files: dict[str, Path]) -> str:
     from edgeinfer.runtimes.registry import factory
 
-    return [name for name in runtimes if fmt in factory(name).formats]
+    return next(fmt for fmt in files if fmt in factory(runtime).formats)
+
+
+def _able(runtimes: Sequence[str], files: dict[str, Path]) -> list[str]:
+    """The runtimes that can run one of ``files`` (the others are skipped, not failed)."""
+    from edgeinfer.runtimes.registry import factory
+
+    return [name for name in runtimes if any(fmt in factory(name).formats for fmt in files)]
 
 
 def _measure(
-    stored: StoredModel, runtime: str, precision: str, threads: int, *, samples: np.ndarray, space: TuneSpace
+    path: Path, runtime: str, precision: str, threads: int, *, samples: np.ndarray, space: TuneSpace
 ) -> list[Trial]:
     from edgeinfer.runtimes.registry import load
 
     try:
-        opened = load(runtime, stored.path, RuntimeOptions(threads=threads))
+        opened = load(runtime, path, RuntimeOptions(threads=threads))
     except EdgeInferError as exc:
         return [Trial(runtime, precision, threads, b, error=str(exc)) for b in space.batch_sizes]
     try:

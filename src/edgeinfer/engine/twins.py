@@ -1,0 +1,45 @@
+"""Files of a build that other runtimes run: the TFLite twin LiteRT runs for an FP32 ONNX build.
+
+Here, above the runtimes and the models, because choosing needs both: whether LiteRT is installed
+and which runtime was asked for (the registry), and how to write the twin (``models``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeinfer.errors import IntegrityError, RuntimeUnavailable
+from edgeinfer.models.config import ModelConfig
+from edgeinfer.models.tflite_export import tflite_twin
+from edgeinfer.runtimes.registry import canonical, factory
+
+
+def litert_files(config: ModelConfig, onnx_path: Path, runtime: str) -> dict[str, Path]:
+    """``{"litert": twin}`` when ``runtime`` (a runtime's name or alias, or ``"auto"``) may run this
+    ONNX build on LiteRT through its TFLite twin (:func:`tflite_twin`, written on first use), else
+    ``{}``.
+
+    Only FP32 builds have a twin, only with LiteRT installed, and only for graphs made of the ops
+    the zoo uses. Asking for ``litert`` by name when the build has none raises
+    :class:`RuntimeUnavailable` saying why; ``auto`` just leaves LiteRT out.
+    """
+    wanted = runtime.strip().lower()
+    named = wanted != "auto"
+    if config.format != "onnx" or (named and canonical(wanted) != "litert"):
+        return {}
+    if not factory("litert").available() or config.precision != "fp32":
+        if not named:
+            return {}
+        if config.precision != "fp32":
+            raise RuntimeUnavailable(
+                f"LiteRT runs {config.name} in FP32 only (a .tflite converted from the FP32 ONNX "
+                f"build), not {config.precision}; use onnxruntime or openvino for {config.precision}, "
+                "or import a .tflite you have (edgeinfer models import)"
+            )
+        raise RuntimeUnavailable("runtime 'litert' is not installed; pip install 'edgeinfer[litert]'")
+    try:
+        return {"litert": tflite_twin(onnx_path, config.file_sha256)}
+    except (RuntimeUnavailable, IntegrityError) as exc:
+        if named:
+            raise RuntimeUnavailable(f"LiteRT cannot run {config.name}: {exc}") from exc
+        return {}
