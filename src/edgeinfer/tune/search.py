@@ -131,9 +131,9 @@ def search(
         samples = _samples(stored, max(space.batch_sizes), space.seed)
         files = _files(stored, space.runtimes)
         for runtime in _able(space.runtimes, files):
-            path = files[_format_for(runtime, files)]
+            model_file = files[_format_for(runtime, files)]
             for threads in space.threads:
-                for trial in _measure(path, runtime, precision, threads, samples=samples, space=space):
+                for trial in _measure(model_file, runtime, precision, threads, samples=samples, space=space):
                     trials.append(trial)
                     if progress:
                         progress(trial)
