@@ -84,7 +84,7 @@ class Engine:
         ``runtime_options`` are the named runtime's own switches (``RuntimeOptions.extra``), for
         example ``{"INFERENCE_PRECISION_HINT": "bf16"}`` on ``openvino``; they need a named runtime.
         """
-        from edgeinfer.engine.twins import litert_files
+        from edgeinfer.engine.alternates import litert_files
         from edgeinfer.runtimes.registry import open_runtime
         from edgeinfer.tune.store import tuned_choice
 

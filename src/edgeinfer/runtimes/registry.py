@@ -3,9 +3,10 @@
 Nothing heavy is imported here: availability comes from ``importlib.util.find_spec`` and
 versions from package metadata, so ``edgeinfer doctor`` and ``--help`` stay fast.
 
-``auto`` loads every installed runtime that can run the model's format (Keras and Null never
-take part), times a short probe of each (warm-up, then ~20 batch-1 runs, median) and picks the
-fastest. The result is cached per model file (sha256), machine (CPU model and usable cores),
+``auto`` loads every installed runtime that can run the model's format, and those given another
+file of the same model to run (``alternates``: LiteRT on an FP32 ONNX build's TFLite twin; Keras
+and Null never take part), times a short probe of each (warm-up, then ~20 batch-1 runs, median)
+and picks the fastest. The result is cached per model file (sha256), machine (CPU model and usable cores),
 thread request and runtime versions in ``<cache_dir>/auto_runtime.json``, so the probe runs once.
 """
 

@@ -145,7 +145,7 @@ def search(
 def _files(stored: StoredModel, runtimes: Sequence[str]) -> dict[str, Path]:
     """The build's file by format: its own, and the TFLite twin of an FP32 ONNX build when LiteRT
     is among ``runtimes`` and can run it."""
-    from edgeinfer.engine.twins import litert_files
+    from edgeinfer.engine.alternates import litert_files
     from edgeinfer.runtimes.base import model_format
 
     files: dict[str, Path] = {stored.config.format: stored.path}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgeinfer.engine import Engine
-from edgeinfer.engine.twins import litert_files
+from edgeinfer.engine.alternates import litert_files
 from edgeinfer.errors import RuntimeUnavailable
 from edgeinfer.models.repository import ModelRepository
 from edgeinfer.runtimes.registry import AUTO_CACHE_FILE

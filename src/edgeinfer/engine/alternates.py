@@ -1,4 +1,4 @@
-"""Files of a build that other runtimes run: the TFLite twin LiteRT runs for an FP32 ONNX build.
+"""Files of a build that another runtime runs instead: the TFLite twin LiteRT runs for an FP32 ONNX build.
 
 Here, above the runtimes and the models, because choosing needs both: whether LiteRT is installed
 and which runtime was asked for (the registry), and how to write the twin (``models``).
