@@ -163,3 +163,15 @@ def test_thread_budget_is_never_oversubscribed(engine: Engine, repo: ModelReposi
         if total == 2:
             with pytest.raises(Overloaded, match="no CPU threads left"):
                 Engine.load("mobilenet_v2", runtime="onnxruntime", repository=repo)
+
+
+def test_choose_runtime_says_what_load_would_open(repo: ModelRepository) -> None:
+    assert Engine.choose_runtime("mobilenet_v2", runtime="ort", repository=repo) == "onnxruntime"
+    chosen = Engine.choose_runtime("mobilenet_v2", threads=1, repository=repo)  # auto: probed, cached
+    engine = Engine.load("mobilenet_v2", threads=1, repository=repo)
+    try:
+        assert engine.runtime.name == chosen
+    finally:
+        engine.close()
+    with pytest.raises(RuntimeUnavailable, match="unknown runtime 'tpu'"):
+        Engine.choose_runtime("mobilenet_v2", runtime="tpu", repository=repo)

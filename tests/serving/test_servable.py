@@ -54,3 +54,33 @@ def test_adaptive_shape_falls_back_to_one_instance_where_the_runtime_cannot_be_s
     finally:
         for engine in opened:
             engine.close()
+
+
+def test_the_adaptive_shape_under_auto_runs_its_twin_on_the_wide_instances_runtime(
+    edgeinfer_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeinfer.runtimes import registry
+    from edgeinfer.serving.dataplane import load_engines
+    from edgeinfer.serving.settings import ServeSettings
+
+    monkeypatch.setattr(threads, "_budget", ThreadBudget(total=2))
+    monkeypatch.setenv(threads.CORES_ENV, "2")
+    asked: list[int | None] = []
+
+    def choose_auto(*args: object, **kwargs: object) -> registry.AutoChoice:
+        options = args[3] if len(args) > 3 else kwargs["options"]
+        asked.append(options.threads)  # type: ignore[attr-defined]
+        # a single-thread probe that prefers a runtime the twin cannot share, as LiteRT can be
+        chosen = "null" if options.threads == 1 else "onnxruntime"  # type: ignore[attr-defined]
+        return registry.AutoChoice(runtime=chosen, results=(), cached=True, key="k")
+
+    monkeypatch.setattr(registry, "choose_auto", choose_auto)
+    loaded = load_engines("mobilenet_v2", ServeSettings(runtime="auto"))
+    assert not isinstance(loaded, list)
+    try:
+        assert asked == [2]  # auto decided once, for the wide instance
+        assert loaded.split is not None and loaded.split_lanes == 2
+        assert {e.runtime.name for e in [*loaded.instances, loaded.split]} == {"onnxruntime"}
+    finally:
+        for engine in [*loaded.instances, loaded.split]:
+            engine.close()

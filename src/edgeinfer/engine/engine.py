@@ -84,25 +84,47 @@ class Engine:
         ``runtime_options`` are the named runtime's own switches (``RuntimeOptions.extra``), for
         example ``{"INFERENCE_PRECISION_HINT": "bf16"}`` on ``openvino``; they need a named runtime.
         """
-        from edgeinfer.engine.alternates import litert_files
         from edgeinfer.runtimes.registry import open_runtime
-        from edgeinfer.tune.store import tuned_choice
 
         if runtime_options and runtime.strip().lower() == "auto":
             raise InvalidInput("runtime options belong to one runtime: name it (runtime=...) instead of auto")
         started = time.perf_counter_ns()
-        repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
-        stored = repo.get(model, precision)
-        stored.verify()
-        if runtime.strip().lower() == "auto":
-            # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe.
-            runtime = tuned_choice(repo.root, stored.config.name, stored.config.precision) or "auto"
+        repo, stored, runtime, alternates = _resolve(model, runtime, precision, repository)
         extra = dict(runtime_options or {})
-        alternates = litert_files(stored.config, stored.path, runtime)  # LiteRT runs a TFLite twin
         opened = open_runtime(
             runtime, stored, RuntimeOptions(threads, extra), cache_dir=repo.root, alternates=alternates
         )
         return cls(stored, opened, options, load_ns=time.perf_counter_ns() - started)
+
+    @staticmethod
+    def choose_runtime(
+        model: str = "mobilenet_v2",
+        *,
+        runtime: str = "auto",
+        precision: str | None = None,
+        threads: int | None = None,
+        repository: ModelRepository | Path | None = None,
+    ) -> str:
+        """The runtime :meth:`load` with these arguments opens (``auto``: tuned, or probed and cached).
+
+        For callers that load one model several times with different thread counts (the server's
+        wide instance and its single-thread twin), so that every load runs on the same runtime.
+        """
+        from edgeinfer.runtimes.registry import canonical, choose_auto
+
+        repo, stored, runtime, alternates = _resolve(model, runtime, precision, repository)
+        if runtime != "auto":
+            return canonical(runtime)
+        config = stored.config
+        return choose_auto(
+            stored.path,
+            config.format,
+            config.inputs,
+            RuntimeOptions(threads),
+            repo.root,
+            model_sha256=config.file_sha256,
+            alternates=alternates,
+        ).runtime
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -189,3 +211,20 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     exp = np.exp(shifted)
     result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
     return result
+
+
+def _resolve(
+    model: str, runtime: str, precision: str | None, repository: ModelRepository | Path | None
+) -> tuple[ModelRepository, StoredModel, str, dict[str, Path]]:
+    """The repository, the verified build, the runtime to open (the tuned choice for ``auto`` where
+    ``edgeinfer tune`` measured this machine) and the other files runtimes may run instead."""
+    from edgeinfer.engine.alternates import litert_files
+    from edgeinfer.tune.store import tuned_choice
+
+    repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
+    stored = repo.get(model, precision)
+    stored.verify()
+    if runtime.strip().lower() == "auto":
+        # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe.
+        runtime = tuned_choice(repo.root, stored.config.name, stored.config.precision) or "auto"
+    return repo, stored, runtime, litert_files(stored.config, stored.path, runtime)

@@ -53,10 +53,16 @@ def load_engines(name: str, settings: ServeSettings) -> list[ModelEngine] | Engi
         max_image_pixels=settings.max_image_pixels, max_image_bytes=settings.max_image_bytes
     )
     if settings.instances == 1 and settings.threads is None and settings.threads_per_instance >= 2:
+        # `auto` chosen once, for the wide instance: the twin must run on the same runtime (a
+        # single-thread probe may prefer one that cannot be shared, which would cost the twin)
+        runtime = Engine.choose_runtime(
+            name, runtime=settings.runtime, precision=settings.precision,
+            threads=settings.threads_per_instance, repository=settings.repository,
+        )  # fmt: skip
 
         def load(threads: int) -> ModelEngine:
             return Engine.load(
-                name, runtime=settings.runtime, precision=settings.precision, threads=threads,
+                name, runtime=runtime, precision=settings.precision, threads=threads,
                 repository=settings.repository, options=options,
             )  # fmt: skip
 
