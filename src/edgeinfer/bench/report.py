@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from edgeinfer.bench.resources import ResourceSummary
 from edgeinfer.bench.stats import LatencySummary
 from edgeinfer.errors import IntegrityError
+from edgeinfer.system.files import write_atomically
 
 SCHEMA = "edgeinfer.bench.report"
 SCHEMA_VERSION = 1
@@ -278,15 +279,9 @@ def write_report(report: BenchReport, out_dir: Path) -> ReportPaths:
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
     html_path = out / "report.html"
-    _atomic_write(json_path, to_json(report))
-    _atomic_write(html_path, render_html(report))
+    write_atomically(json_path, to_json(report))
+    write_atomically(html_path, render_html(report))
     return ReportPaths(json_path, html_path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _convert(tp: Any, raw: Any) -> Any:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,8 @@ import onnx
 from onnx import numpy_helper
 
 from edgeinfer.errors import IntegrityError, RuntimeUnavailable
+from edgeinfer.models.repository import sha256_file
+from edgeinfer.system.files import write_atomically
 
 TFLITE_FILE = "model.tflite"
 SCHEMA_VERSION = 3
@@ -299,7 +299,7 @@ def tflite_twin(onnx_path: Path, onnx_sha256: str) -> Path:
     try:
         record = json.loads(record_path.read_text())
         current = record.get("onnx_sha256") == onnx_sha256 and record.get("writer") == WRITER_VERSION
-        if current and record.get("tflite_sha256") == _sha256(twin):
+        if current and record.get("tflite_sha256") == sha256_file(twin):
             return twin
     except (OSError, ValueError, AttributeError):
         pass
@@ -310,27 +310,8 @@ def tflite_twin(onnx_path: Path, onnx_sha256: str) -> Path:
         "writer": WRITER_VERSION,
     }
     try:
-        _write_atomically(twin, data)
-        _write_atomically(record_path, json.dumps(record, indent=2).encode())
+        write_atomically(twin, data)
+        write_atomically(record_path, json.dumps(record, indent=2))
     except OSError as exc:
         raise RuntimeUnavailable(f"cannot write the LiteRT twin of {onnx_path}: {exc}") from exc
     return twin
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(staging, path)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise

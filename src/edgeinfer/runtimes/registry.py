@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -33,6 +31,7 @@ from edgeinfer.runtimes.litert import LiteRtFactory
 from edgeinfer.runtimes.null import NullFactory, NullRuntime
 from edgeinfer.runtimes.onnxruntime import OnnxRuntimeFactory
 from edgeinfer.runtimes.openvino import OpenVinoFactory
+from edgeinfer.system.files import write_atomically
 from edgeinfer.system.machine import RuntimeInfo, machine_key
 
 FACTORIES: dict[str, RuntimeFactory] = {
@@ -323,14 +322,7 @@ def _write_cache(path: Path, key: str, choice: AutoChoice, model: str) -> None:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"version": AUTO_CACHE_VERSION, "entries": entries}, indent=2, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=".auto_runtime.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, text)
 
 
 # -- what the engine calls ----------------------------------------------------------------------------

@@ -6,10 +6,10 @@ Kept free of heavy imports so ``Engine.load(runtime="auto")`` can read it on eve
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from edgeinfer.system.files import write_atomically
 
 TUNING_DIR = "tuning"
 TUNING_SCHEMA_VERSION = 1
@@ -41,14 +41,7 @@ def write_entry(repo_root: Path, model: str, machine: str, result: dict[str, Any
     machines[machine] = result
     document = {"schema_version": TUNING_SCHEMA_VERSION, "model": model, "machines": machines}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{model}.", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as stream:
-            json.dump(document, stream, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(document, indent=2, sort_keys=True))
     return path
 
 
