@@ -190,3 +190,30 @@ def test_auto_breaks_near_ties_by_load_time() -> None:
     assert pick_fastest([ort, ov]).runtime == "onnxruntime"  # 5% slower but loads 5x faster
     much_faster = ProbeResult("openvino", "1", 20, median_ms=3.0, p90_ms=3.2, load_ms=650.0)
     assert pick_fastest([ort, much_faster]).runtime == "openvino"  # 25% faster wins outright
+
+
+def test_an_alternate_file_is_made_only_when_its_runtime_is_probed_or_opened(
+    tiny_onnx: TinyModel, tmp_path: Path
+) -> None:
+    made: list[str] = []
+
+    def make() -> Path:
+        made.append("twin")
+        raise RuntimeUnavailable("LiteRT cannot run tiny: no twin for this graph")
+
+    cache = tmp_path / "cache"
+    options = RuntimeOptions(threads=1)
+    first = registry.choose_auto(
+        tiny_onnx.path, options=options, cache_dir=cache, runs=5, alternates={"litert": make}
+    )
+    by_name = {r.runtime: r for r in first.results}
+    assert made == ["twin"] and by_name["litert"].error == "LiteRT cannot run tiny: no twin for this graph"
+    assert first.runtime != "litert" and by_name[first.runtime].median_ms is not None
+    again = registry.choose_auto(
+        tiny_onnx.path, options=options, cache_dir=cache, alternates={"litert": make}
+    )
+    assert again.cached and made == ["twin"]  # a cached choice needs no file
+    registry.open_runtime(first.runtime, tiny_onnx.path, options, alternates={"litert": make}).close()
+    assert made == ["twin"]
+    with pytest.raises(RuntimeUnavailable, match="no twin for this graph"):
+        registry.open_runtime("litert", tiny_onnx.path, options, alternates={"litert": make})

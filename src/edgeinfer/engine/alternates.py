@@ -6,6 +6,7 @@ and which runtime was asked for (the registry), and how to write the twin (``mod
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from edgeinfer.errors import IntegrityError, RuntimeUnavailable
@@ -14,14 +15,16 @@ from edgeinfer.models.tflite_export import tflite_twin
 from edgeinfer.runtimes.registry import canonical, factory
 
 
-def litert_files(config: ModelConfig, onnx_path: Path, runtime: str) -> dict[str, Path]:
+def litert_files(config: ModelConfig, onnx_path: Path, runtime: str) -> dict[str, Callable[[], Path]]:
     """``{"litert": twin}`` when ``runtime`` (a runtime's name or alias, or ``"auto"``) may run this
-    ONNX build on LiteRT through its TFLite twin (:func:`tflite_twin`, written on first use), else
-    ``{}``.
+    ONNX build on LiteRT through its TFLite twin, else ``{}``; ``twin()`` returns the twin's path,
+    writing or checking it (:func:`tflite_twin`) only then, so a load that ends up on another
+    runtime never touches it.
 
     Only FP32 builds have a twin, only with LiteRT installed, and only for graphs made of the ops
-    the zoo uses. Asking for ``litert`` by name when the build has none raises
-    :class:`RuntimeUnavailable` saying why; ``auto`` just leaves LiteRT out.
+    the zoo uses (``twin()`` raises :class:`RuntimeUnavailable` for others). Asking for ``litert``
+    by name when the build cannot have one raises :class:`RuntimeUnavailable` saying why; ``auto``
+    just leaves LiteRT out.
     """
     wanted = runtime.strip().lower()
     named = wanted != "auto"
@@ -37,9 +40,11 @@ def litert_files(config: ModelConfig, onnx_path: Path, runtime: str) -> dict[str
                 "or import a .tflite you have (edgeinfer models import)"
             )
         raise RuntimeUnavailable("runtime 'litert' is not installed; pip install 'edgeinfer[litert]'")
-    try:
-        return {"litert": tflite_twin(onnx_path, config.file_sha256)}
-    except (RuntimeUnavailable, IntegrityError) as exc:
-        if named:
+
+    def twin() -> Path:
+        try:
+            return tflite_twin(onnx_path, config.file_sha256)
+        except (RuntimeUnavailable, IntegrityError) as exc:
             raise RuntimeUnavailable(f"LiteRT cannot run {config.name}: {exc}") from exc
-        return {}
+
+    return {"litert": twin}

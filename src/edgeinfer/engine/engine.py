@@ -7,7 +7,7 @@ different threads (decode while the previous batch infers) and time them separat
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -215,7 +215,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def _resolve(
     model: str, runtime: str, precision: str | None, repository: ModelRepository | Path | None
-) -> tuple[ModelRepository, StoredModel, str, dict[str, Path]]:
+) -> tuple[ModelRepository, StoredModel, str, dict[str, Callable[[], Path]]]:
     """The repository, the verified build, the runtime to open (the tuned choice for ``auto`` where
     ``edgeinfer tune`` measured this machine) and the other files runtimes may run instead."""
     from edgeinfer.engine.alternates import litert_files

@@ -4,10 +4,11 @@ Nothing heavy is imported here: availability comes from ``importlib.util.find_sp
 versions from package metadata, so ``edgeinfer doctor`` and ``--help`` stay fast.
 
 ``auto`` loads every installed runtime that can run the model's format, and those given another
-file of the same model to run (``alternates``: LiteRT on an FP32 ONNX build's TFLite twin; Keras
-and Null never take part), times a short probe of each (warm-up, then ~20 batch-1 runs, median)
-and picks the fastest. The result is cached per model file (sha256), machine (CPU model and usable cores),
-thread request and runtime versions in ``<cache_dir>/auto_runtime.json``, so the probe runs once.
+file of the same model to run (``alternates``, made only when used: LiteRT on an FP32 ONNX
+build's TFLite twin; Keras and Null never take part), times a short probe of each (warm-up, then
+~20 batch-1 runs, median) and picks the fastest. The result is cached per model file (sha256),
+machine (CPU model and usable cores), thread request and runtime versions in
+``<cache_dir>/auto_runtime.json``, so the probe runs once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hashlib
 import json
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,7 +164,7 @@ def choose_auto(
     warmup_runs: int = 5,
     model_sha256: str | None = None,
     refresh: bool = False,
-    alternates: Mapping[str, Path] | None = None,
+    alternates: Mapping[str, Callable[[], Path]] | None = None,
 ) -> AutoChoice:
     """Pick the fastest installed runtime for this model on this machine (cached; see module doc).
 
@@ -189,7 +190,9 @@ def choose_auto(
         results = tuple(ProbeResult(**r) for r in cached.get("results", ()))
         return AutoChoice(runtime=cached["runtime"], results=results, cached=True, key=key)
     results = tuple(
-        probe(name, alternates.get(name, path), options, inputs, runs=runs, warmup_runs=warmup_runs)
+        _probe_candidate(
+            name, alternates.get(name), path, options, inputs, runs=runs, warmup_runs=warmup_runs
+        )
         for name in candidates
     )
     timed = [r for r in results if r.median_ms is not None]
@@ -200,6 +203,25 @@ def choose_auto(
     if cache_path is not None:
         _write_cache(cache_path, key, choice, model=path.name)
     return choice
+
+
+def _probe_candidate(
+    name: str,
+    alternate: Callable[[], Path] | None,
+    path: Path,
+    options: RuntimeOptions,
+    inputs: Sequence[TensorSpec] | None,
+    *,
+    runs: int,
+    warmup_runs: int,
+) -> ProbeResult:
+    """``name``'s probe on ``path``, or on the file ``alternate()`` makes for it."""
+    if alternate is not None:
+        try:
+            path = alternate()
+        except EdgeInferError as exc:  # no file for this runtime only removes this candidate
+            return ProbeResult(name, factory(name).version(), 0, None, None, None, error=_describe(exc))
+    return probe(name, path, options, inputs, runs=runs, warmup_runs=warmup_runs)
 
 
 # Runtimes whose probe medians differ by less than this are a tie: the quicker to load wins, since
@@ -368,12 +390,13 @@ def open_runtime(
     model: StoredModelLike | Path,
     options: RuntimeOptions | None = None,
     cache_dir: Path | None = None,
-    alternates: Mapping[str, Path] | None = None,
+    alternates: Mapping[str, Callable[[], Path]] | None = None,
 ) -> Runtime:
     """Open a built model (or a bare model file) on ``runtime``, ``auto`` included.
 
-    ``alternates`` maps a runtime to another file of the same model that it runs instead (the
-    TFLite twin of an FP32 ONNX build for ``litert``); ``auto`` then measures that runtime too.
+    ``alternates`` maps a runtime to a maker of another file of the same model that it runs
+    instead (the TFLite twin of an FP32 ONNX build for ``litert``), called only when that runtime
+    is opened or probed; ``auto`` then measures that runtime too.
     """
     options = options or RuntimeOptions()
     alternates = alternates or {}
@@ -393,7 +416,7 @@ def open_runtime(
         )
         name = choice.runtime
     if name in alternates:
-        alternate = alternates[name]
+        alternate = alternates[name]()
         return require(name, model_format(alternate)).load(alternate, options)
     if name == "null" and stored is not None:
         return NullRuntime(stored.config.inputs, stored.config.outputs)

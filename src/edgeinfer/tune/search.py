@@ -150,7 +150,12 @@ def _files(stored: StoredModel, runtimes: Sequence[str]) -> dict[str, Path]:
 
     files: dict[str, Path] = {stored.config.format: stored.path}
     if "litert" in runtimes:
-        files.update({model_format(p): p for p in litert_files(stored.config, stored.path, "auto").values()})
+        for make in litert_files(stored.config, stored.path, "auto").values():
+            try:
+                twin = make()
+            except EdgeInferError:  # not a graph LiteRT can have: skipped, like other formats
+                continue
+            files[model_format(twin)] = twin
     return files
 
 
