@@ -95,3 +95,11 @@ def test_ops_outside_the_zoo_subset_are_refused_by_name() -> None:
     )
     with pytest.raises(IntegrityError, match=r"g2: grouped convolution \(group 2\) has no TFLite op"):
         onnx_to_tflite(grouped)
+    square = onnx.numpy_helper.from_array(np.zeros((4, 4, 3, 3), np.float32), "w")
+    dilated = _tiny(helper.make_node("Conv", ["input", "w"], ["y"], name="d2", dilations=[2, 2]), [square])
+    with pytest.raises(IntegrityError, match="d2: only square 2-D convolutions without dilation are written"):
+        onnx_to_tflite(dilated)
+    offset = onnx.numpy_helper.from_array(np.ones((1, 4, 1, 1), np.float32), "offset")
+    broadcast = _tiny(helper.make_node("Add", ["input", "offset"], ["y"], name="shift"), [offset])
+    with pytest.raises(IntegrityError, match="shift: input 'offset' is not a tensor this writer can feed"):
+        onnx_to_tflite(broadcast)

@@ -123,7 +123,7 @@ class _Converter:
             for name in node.input:
                 self.readers[name] = self.readers.get(name, 0) + 1
         self.values: dict[str, tuple[int, tuple[int, ...]]] = {}  # ONNX name -> (tensor, NHWC shape)
-        self.fused: dict[str, str] = {}  # a Clip's output -> the conv output it was fused into
+        self.fused: set[str] = set()  # outputs of nodes written together with the node before
 
     def convert(self) -> bytes:
         s = self.s
@@ -152,7 +152,10 @@ class _Converter:
             return
         if handler is None:
             raise IntegrityError(f"cannot write ONNX op {node.op_type} ({node.name}) as TFLite")
-        handler(node, following)
+        try:
+            handler(node, following)
+        except KeyError as exc:  # an input that no written op produced: a constant, or a skipped op
+            raise IntegrityError(f"{node.name}: input {exc} is not a tensor this writer can feed") from exc
 
     def _attrs(self, node: onnx.NodeProto) -> dict[str, Any]:
         return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -168,7 +171,13 @@ class _Converter:
         weight = self.constants[node.input[1]]
         bias = self.constants[node.input[2]] if len(node.input) > 2 else np.zeros(weight.shape[0], np.float32)
         attrs = self._attrs(node)
-        stride = int(attrs.get("strides", [1, 1])[0])
+        strides = [int(v) for v in attrs.get("strides", [1, 1])]
+        square = weight.ndim == 4 and weight.shape[-1] == weight.shape[-2] and strides[0] == strides[1]
+        undilated = all(int(v) == 1 for v in attrs.get("dilations", [1, 1]))
+        plain = undilated and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
+        if not (square and plain):
+            raise IntegrityError(f"{node.name}: only square 2-D convolutions without dilation are written")
+        stride = strides[0]
         group = int(attrs.get("group", 1))
         k = int(weight.shape[-1])
         top, left, bottom, right = (int(p) for p in attrs.get("pads", [0, 0, 0, 0]))
@@ -206,7 +215,7 @@ class _Converter:
         w.op(code, [x, filt, b], [y], kind, options)
         self.values[node.output[0]] = self.values[name] = (y, (n, out_h, out_w, out_c))
         if fuse and following is not None:
-            self.fused[following.output[0]] = node.output[0]
+            self.fused.add(following.output[0])
 
     def _clip(self, node: onnx.NodeProto, following: onnx.NodeProto | None) -> None:
         del following
@@ -225,7 +234,9 @@ class _Converter:
 
     def _add(self, node: onnx.NodeProto, following: onnx.NodeProto | None) -> None:
         del following
-        (a, shape), (b, _) = self.values[node.input[0]], self.values[node.input[1]]
+        (a, shape), (b, other) = self.values[node.input[0]], self.values[node.input[1]]
+        if shape != other:
+            raise IntegrityError(f"{node.name}: only Add of two equal shapes (a residual) is written")
         y = self.w.tensor(node.output[0], shape)
         self.w.op(
             self.s.BuiltinOperator.ADD, [a, b], [y], self.s.BuiltinOptions.AddOptions, self.s.AddOptionsT()
@@ -233,7 +244,13 @@ class _Converter:
         self.values[node.output[0]] = (y, shape)
 
     def _globalaveragepool(self, node: onnx.NodeProto, following: onnx.NodeProto | None) -> None:
-        if following is None or following.op_type != "Flatten" or following.input[0] != node.output[0]:
+        flattens = (
+            following is not None
+            and following.op_type == "Flatten"
+            and following.input[0] == node.output[0]
+            and self._attrs(following).get("axis", 1) == 1
+        )
+        if following is None or not flattens:
             raise IntegrityError(f"{node.name}: GlobalAveragePool is written only when Flatten follows it")
         s, w = self.s, self.w
         x, (n, _, _, c) = self.values[node.input[0]]
@@ -243,12 +260,13 @@ class _Converter:
         axes = w.constant(f"{node.name}.axes", np.array([1, 2], np.int32))
         w.op(s.BuiltinOperator.MEAN, [x, axes], [y], s.BuiltinOptions.ReducerOptions, options)
         self.values[following.output[0]] = (y, (n, c))
-        self.fused[following.output[0]] = node.output[0]
+        self.fused.add(following.output[0])
 
     def _gemm(self, node: onnx.NodeProto, following: onnx.NodeProto | None) -> None:
         del following
         attrs = self._attrs(node)
-        if attrs.get("transB") != 1 or attrs.get("transA", 0) != 0:
+        scaled = attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0
+        if attrs.get("transB") != 1 or attrs.get("transA", 0) != 0 or scaled:
             raise IntegrityError(f"{node.name}: only Gemm with transB=1 (torch's Linear) is written")
         s, w = self.s, self.w
         x, (n, _) = self.values[node.input[0]]
@@ -264,6 +282,8 @@ class _Converter:
         del following
         s, w = self.s, self.w
         x, shape = self.values[node.input[0]]
+        if len(shape) != 2 or self._attrs(node).get("axis", -1) not in (1, -1):
+            raise IntegrityError(f"{node.name}: only Softmax over the classes of (N, classes) is written")
         y = w.tensor(node.output[0], shape)
         options = s.SoftmaxOptionsT()
         options.beta = 1.0
