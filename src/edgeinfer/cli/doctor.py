@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print(info: MachineInfo, repo_root: str) -> None:
     console = Console()
+    bits = _int8_weight_bits()
     machine = Table(title="machine", title_justify="left", show_header=False)
     machine.add_column(style="bold")
     machine.add_column()
@@ -47,12 +48,8 @@ def _print(info: MachineInfo, repo_root: str) -> None:
         "cores": f"{info.physical_cores} physical, {info.logical_cores} logical, {info.usable_cores} usable "
         f"(CPUs {', '.join(map(str, info.affinity_cpus))})",
         "ISA": ", ".join(info.isa_flags) or "none of note",
-        "INT8 builds": f"{_int8_weight_bits()}-bit weights"
-        + (
-            " (int8 products are summed in 16 bits here and would saturate with 8)"
-            if int8_products_saturate()
-            else ""
-        ),
+        "INT8 builds": f"{bits}-bit weights"
+        + (" (int8 products are summed in 16 bits here and would saturate with 8)" if bits < 8 else ""),
         "RAM": f"{info.ram_total_mb / 1024:.1f} GiB ({info.ram_available_mb / 1024:.1f} GiB available)",
         "OS": f"{info.os}, kernel {info.kernel}",
         "Python": info.python_version,
