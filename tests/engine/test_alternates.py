@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgeinfer.engine import Engine
-from edgeinfer.engine.alternates import litert_files
+from edgeinfer.engine.alternates import alternate_runtimes, litert_files
 from edgeinfer.errors import RuntimeUnavailable
 from edgeinfer.models.repository import ModelRepository
 from edgeinfer.runtimes.registry import AUTO_CACHE_FILE
@@ -24,6 +24,9 @@ def test_which_builds_litert_runs(repo: ModelRepository) -> None:
     assert litert_files(int8.config, int8.path, "auto") == {}  # auto simply leaves LiteRT out
     with pytest.raises(RuntimeUnavailable, match="LiteRT runs mobilenet_v2 in FP32 only"):
         litert_files(int8.config, int8.path, "litert")
+    # what `edgeinfer tune` adds to the runtimes it searches by default
+    assert alternate_runtimes("onnx") == ("litert",)
+    assert alternate_runtimes("tflite") == ()  # LiteRT runs those itself
 
 
 def test_the_engine_runs_a_zoo_model_on_litert_and_auto_measures_it(

@@ -95,11 +95,11 @@ def _describe(trial: Trial) -> str:
 
 
 def _runtimes(raw: str | None, fmt: str) -> tuple[str, ...]:
-    from edgeinfer.runtimes.registry import auto_candidates, canonical, factory
+    from edgeinfer.engine.alternates import alternate_runtimes
+    from edgeinfer.runtimes.registry import auto_candidates, canonical
 
     if raw is None:  # what auto measures: LiteRT too, through an FP32 ONNX build's TFLite twin
-        extra = ["litert"] if fmt == "onnx" and factory("litert").available() else []
-        return tuple(dict.fromkeys([*auto_candidates(fmt), *extra]))
+        return tuple(dict.fromkeys([*auto_candidates(fmt), *alternate_runtimes(fmt)]))
     return tuple(dict.fromkeys(canonical(name) for name in _words(raw)))
 
 

@@ -15,6 +15,12 @@ from edgeinfer.models.tflite_export import tflite_twin
 from edgeinfer.runtimes.registry import canonical, factory
 
 
+def alternate_runtimes(fmt: str) -> tuple[str, ...]:
+    """Installed runtimes that run a build of format ``fmt`` through another file of it (LiteRT
+    runs an ONNX build's TFLite twin), whatever the build's precision."""
+    return ("litert",) if fmt == "onnx" and factory("litert").available() else ()
+
+
 def litert_files(config: ModelConfig, onnx_path: Path, runtime: str) -> dict[str, Callable[[], Path]]:
     """``{"litert": twin}`` when ``runtime`` (a runtime's name or alias, or ``"auto"``) may run this
     ONNX build on LiteRT through its TFLite twin, else ``{}``; ``twin()`` returns the twin's path,
@@ -30,7 +36,7 @@ def litert_files(config: ModelConfig, onnx_path: Path, runtime: str) -> dict[str
     named = wanted != "auto"
     if config.format != "onnx" or (named and canonical(wanted) != "litert"):
         return {}
-    if not factory("litert").available() or config.precision != "fp32":
+    if not alternate_runtimes(config.format) or config.precision != "fp32":
         if not named:
             return {}
         if config.precision != "fp32":
