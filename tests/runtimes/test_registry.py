@@ -192,6 +192,25 @@ def test_auto_breaks_near_ties_by_load_time() -> None:
     assert pick_fastest([ort, much_faster]).runtime == "openvino"  # 25% faster wins outright
 
 
+def test_a_preferred_runtime_is_taken_when_its_probe_is_close_enough() -> None:
+    from edgeinfer.runtimes.registry import AutoChoice, ProbeResult, prefer_within
+
+    def choice(chosen: str, **medians: float | None) -> AutoChoice:
+        results = tuple(ProbeResult(name, "1", 20, ms, ms, 10.0) for name, ms in medians.items())
+        return AutoChoice(runtime=chosen, results=results, cached=True, key="k")
+
+    near = choice("litert", litert=4.0, onnxruntime=5.2, openvino=4.6)  # 1.3x slower at batch 1
+    assert prefer_within(near, {"onnxruntime"}, 1.35) == "onnxruntime"
+    assert prefer_within(near, {"onnxruntime"}, 1.2) == "litert"
+    assert prefer_within(near, (), 1.35) == "litert"
+    assert prefer_within(near, {"onnxruntime", "openvino"}, 1.35) == "openvino"  # the fastest of them
+    assert prefer_within(choice("onnxruntime", onnxruntime=5.0, litert=3.0), {"onnxruntime"}, 1.0) == (
+        "onnxruntime"
+    )
+    failed = choice("litert", litert=4.0, onnxruntime=None)  # a preferred runtime that could not run
+    assert prefer_within(failed, {"onnxruntime"}, 1.35) == "litert"
+
+
 def test_an_alternate_file_is_made_only_when_its_runtime_is_probed_or_opened(
     tiny_onnx: TinyModel, tmp_path: Path
 ) -> None:

@@ -84,3 +84,36 @@ def test_the_adaptive_shape_under_auto_runs_its_twin_on_the_wide_instances_runti
     finally:
         for engine in [*loaded.instances, loaded.split]:
             engine.close()
+
+
+@pytest.mark.parametrize(
+    ("fast_ms", "ort_ms", "served_on"),
+    [(4.0, 5.2, "onnxruntime"), (4.0, 6.0, "null")],  # "null" stands in for a faster runtime
+)
+def test_the_server_under_auto_takes_split_lanes_over_a_somewhat_faster_single_instance(
+    edgeinfer_home: Path, monkeypatch: pytest.MonkeyPatch, fast_ms: float, ort_ms: float, served_on: str
+) -> None:
+    from edgeinfer.runtimes import registry
+    from edgeinfer.serving.dataplane import load_engines
+    from edgeinfer.serving.settings import ServeSettings
+
+    monkeypatch.setattr(threads, "_budget", ThreadBudget(total=2))
+    monkeypatch.setenv(threads.CORES_ENV, "2")
+
+    def choose_auto(*args: object, **kwargs: object) -> registry.AutoChoice:
+        results = (
+            registry.ProbeResult("null", "1", 20, fast_ms, fast_ms, 10.0),
+            registry.ProbeResult("onnxruntime", "1", 20, ort_ms, ort_ms, 30.0),
+        )
+        return registry.AutoChoice(runtime="null", results=results, cached=True, key="k")
+
+    monkeypatch.setattr(registry, "choose_auto", choose_auto)
+    loaded = load_engines("mobilenet_v2", ServeSettings(runtime="auto"))
+    assert not isinstance(loaded, list)
+    engines = [*loaded.instances, *([loaded.split] if loaded.split is not None else [])]
+    try:
+        assert {e.runtime.name for e in engines} == {served_on}
+        assert (loaded.split is not None) == (served_on == "onnxruntime")
+    finally:
+        for engine in engines:
+            engine.close()

@@ -7,7 +7,7 @@ different threads (decode while the previous batch infers) and time them separat
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -104,19 +104,24 @@ class Engine:
         precision: str | None = None,
         threads: int | None = None,
         repository: ModelRepository | Path | None = None,
+        prefer: Collection[str] = (),
+        prefer_within: float = 1.0,
     ) -> str:
         """The runtime :meth:`load` with these arguments opens (``auto``: tuned, or probed and cached).
 
         For callers that load one model several times with different thread counts (the server's
         wide instance and its single-thread twin), so that every load runs on the same runtime.
+        Where ``auto`` probes, a runtime in ``prefer`` whose batch-1 median is within
+        ``prefer_within`` times the fastest one's is taken instead (the server's split lanes).
         """
         from edgeinfer.runtimes.registry import canonical, choose_auto
+        from edgeinfer.runtimes.registry import prefer_within as preferring
 
         repo, stored, runtime, alternates = _resolve(model, runtime, precision, repository)
         if runtime != "auto":
             return canonical(runtime)
         config = stored.config
-        return choose_auto(
+        choice = choose_auto(
             stored.path,
             config.format,
             config.inputs,
@@ -124,7 +129,8 @@ class Engine:
             repo.root,
             model_sha256=config.file_sha256,
             alternates=alternates,
-        ).runtime
+        )
+        return preferring(choice, prefer, prefer_within)
 
     # -- stages ---------------------------------------------------------------------------------
 

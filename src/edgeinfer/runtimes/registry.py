@@ -17,7 +17,7 @@ import hashlib
 import json
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,6 +222,20 @@ def _probe_candidate(
         except EdgeInferError as exc:  # no file for this runtime only removes this candidate
             return ProbeResult(name, factory(name).version(), 0, None, None, None, error=_describe(exc))
     return probe(name, path, options, inputs, runs=runs, warmup_runs=warmup_runs)
+
+
+def prefer_within(choice: AutoChoice, preferred: Collection[str], ratio: float) -> str:
+    """``choice``'s runtime, unless one of ``preferred`` probed within ``ratio`` times its median:
+    then the fastest such one (for callers that gain from what those runtimes can do, such as the
+    server's split lanes, more than a faster batch-1 call gives)."""
+    if choice.runtime in preferred:
+        return choice.runtime
+    medians = {r.runtime: r.median_ms for r in choice.results if r.median_ms is not None}
+    chosen_ms = medians.get(choice.runtime)
+    if chosen_ms is None:
+        return choice.runtime
+    close = [(ms, name) for name, ms in medians.items() if name in preferred and ms <= chosen_ms * ratio]
+    return min(close)[1] if close else choice.runtime
 
 
 # Runtimes whose probe medians differ by less than this are a tie: the quicker to load wins, since

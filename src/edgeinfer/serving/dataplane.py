@@ -25,7 +25,14 @@ from edgeinfer.serving.protocol import (
     ModelMetadata,
     ServerMetadata,
 )
-from edgeinfer.serving.servable import EngineSet, ModelEngine, Servable, load_adaptive
+from edgeinfer.serving.servable import (
+    CONCURRENT_RUNTIMES,
+    LANES_WORTH_RATIO,
+    EngineSet,
+    ModelEngine,
+    Servable,
+    load_adaptive,
+)
 from edgeinfer.serving.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -54,10 +61,12 @@ def load_engines(name: str, settings: ServeSettings) -> list[ModelEngine] | Engi
     )
     if settings.instances == 1 and settings.threads is None and settings.threads_per_instance >= 2:
         # `auto` chosen once, for the wide instance: the twin must run on the same runtime (a
-        # single-thread probe may prefer one that cannot be shared, which would cost the twin)
+        # single-thread probe may prefer one that cannot be shared, which would cost the twin),
+        # and a runtime with split lanes is worth a somewhat slower batch-1 call
         runtime = Engine.choose_runtime(
             name, runtime=settings.runtime, precision=settings.precision,
             threads=settings.threads_per_instance, repository=settings.repository,
+            prefer=CONCURRENT_RUNTIMES, prefer_within=LANES_WORTH_RATIO,
         )  # fmt: skip
 
         def load(threads: int) -> ModelEngine:

@@ -50,6 +50,11 @@ IMAGE_INPUT = "image"
 # Runtimes whose one loaded model may run from several threads at once, each call computing on its
 # caller's thread when loaded with one thread (ONNX Runtime sessions are documented thread-safe).
 CONCURRENT_RUNTIMES = frozenset({"onnxruntime"})
+# Under `auto`, a runtime with split lanes is served when its batch-1 probe is within this factor of
+# the fastest runtime's: on the 2-core development machine ONNX Runtime with split lanes served as
+# much or more under load than LiteRT (FP32) and OpenVINO (INT8, FP32) on one instance, which were
+# 1.3x faster at batch 1 (docs/BENCHMARKS.md, "Which runtime to serve on").
+LANES_WORTH_RATIO = 1.35
 
 
 class ModelEngine(Protocol):
