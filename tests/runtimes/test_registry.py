@@ -192,7 +192,9 @@ def test_auto_breaks_near_ties_by_load_time() -> None:
     assert pick_fastest([ort, much_faster]).runtime == "openvino"  # 25% faster wins outright
 
 
-def test_a_preferred_runtime_is_taken_when_its_probe_is_close_enough() -> None:
+def test_a_preferred_runtime_is_taken_when_its_probe_is_close_enough(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from edgeinfer.runtimes.registry import AutoChoice, ProbeResult, prefer_within
 
     def choice(chosen: str, **medians: float | None) -> AutoChoice:
@@ -200,7 +202,9 @@ def test_a_preferred_runtime_is_taken_when_its_probe_is_close_enough() -> None:
         return AutoChoice(runtime=chosen, results=results, cached=True, key="k")
 
     near = choice("litert", litert=4.0, onnxruntime=5.2, openvino=4.6)  # 1.3x slower at batch 1
-    assert prefer_within(near, {"onnxruntime"}, 1.35) == "onnxruntime"
+    with caplog.at_level("INFO", logger="edgeinfer.runtimes"):
+        assert prefer_within(near, {"onnxruntime"}, 1.35) == "onnxruntime"
+    assert "onnxruntime (5.20 ms at batch 1) taken over the fastest, litert (4.00 ms)" in caplog.text
     assert prefer_within(near, {"onnxruntime"}, 1.2) == "litert"
     assert prefer_within(near, (), 1.35) == "litert"
     assert prefer_within(near, {"onnxruntime", "openvino"}, 1.35) == "openvino"  # the fastest of them

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import statistics
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -45,6 +46,7 @@ EXTRAS = {"openvino": "openvino", "litert": "litert", "keras": "keras"}
 # baselines and test doubles, never chosen by measurement
 NOT_AUTO = frozenset({"keras", "null"})
 AUTO_CACHE_FILE = "auto_runtime.json"
+log = logging.getLogger("edgeinfer.runtimes")
 AUTO_CACHE_VERSION = 2  # 2: ties within AUTO_TIE_RATIO go to the quicker load
 
 
@@ -235,7 +237,14 @@ def prefer_within(choice: AutoChoice, preferred: Collection[str], ratio: float) 
     if chosen_ms is None:
         return choice.runtime
     close = [(ms, name) for name, ms in medians.items() if name in preferred and ms <= chosen_ms * ratio]
-    return min(close)[1] if close else choice.runtime
+    if not close:
+        return choice.runtime
+    taken_ms, taken = min(close)
+    log.info(
+        "auto: %s (%.2f ms at batch 1) taken over the fastest, %s (%.2f ms): within %.2fx",
+        taken, taken_ms, choice.runtime, chosen_ms, ratio,
+    )  # fmt: skip
+    return taken
 
 
 # Runtimes whose probe medians differ by less than this are a tie: the quicker to load wins, since
