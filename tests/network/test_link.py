@@ -66,12 +66,20 @@ def quantile(values: list[float], q: float) -> float:
 @pytest.mark.parametrize("name", ["wifi", "lte"])
 def test_rtt_through_the_proxy_matches_the_profile(echo: EchoServer, name: str) -> None:
     """Without jitter every round trip should take the profile's RTT. A busy machine only ever adds
-    delay (a late wake-up), so the lower quartile is read: it is what the emulator itself does."""
+    delay (a late wake-up), so the lower quartile is read: it is what the emulator itself does. Too
+    fast fails at once; too slow is measured again (up to three times), since a stretch of load on
+    the shared cores delays every round trip of one measurement (CI saw 22.1 ms for 21)."""
     profile = get_profile(name)
+    seen = []
     with link_process(echo.address, "--profile", name, "--jitter-ms", "0") as (_, address):
-        rtts = ping_rtts_ms(address, 30)
-    measured = quantile(rtts, 0.25) - baseline_ms(echo)
-    assert measured == pytest.approx(profile.rtt_ms, rel=TOLERANCE), rtts
+        for _ in range(3):
+            rtts = ping_rtts_ms(address, 30)
+            measured = quantile(rtts, 0.25) - baseline_ms(echo)
+            assert measured >= profile.rtt_ms * (1 - TOLERANCE), rtts  # load never speeds it up
+            seen.append(measured)
+            if measured <= profile.rtt_ms * (1 + TOLERANCE):
+                return
+    pytest.fail(f"RTT {seen} ms, want {profile.rtt_ms} ms within {TOLERANCE:.0%}")
 
 
 @pytest.mark.e2e
