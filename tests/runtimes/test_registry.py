@@ -204,7 +204,7 @@ def test_a_preferred_runtime_is_taken_when_its_probe_is_close_enough(
     near = choice("litert", litert=4.0, onnxruntime=5.2, openvino=4.6)  # 1.3x slower at batch 1
     with caplog.at_level("INFO", logger="edgeinfer.runtimes"):
         assert prefer_within(near, {"onnxruntime"}, 1.35) == "onnxruntime"
-    assert "onnxruntime (5.20 ms at batch 1) taken over the fastest, litert (4.00 ms)" in caplog.text
+    assert "onnxruntime (5.20 ms at batch 1) taken over the probe's pick, litert (4.00 ms)" in caplog.text
     assert prefer_within(near, {"onnxruntime"}, 1.2) == "litert"
     assert prefer_within(near, (), 1.35) == "litert"
     assert prefer_within(near, {"onnxruntime", "openvino"}, 1.35) == "openvino"  # the fastest of them

@@ -112,7 +112,7 @@ class Engine:
         For callers that load one model several times with different thread counts (the server's
         wide instance and its single-thread twin), so that every load runs on the same runtime.
         Where ``auto`` probes, a runtime in ``prefer`` whose batch-1 median is within
-        ``prefer_within`` times the fastest one's is taken instead (the server's split lanes).
+        ``prefer_within`` times that of the probe's pick is taken instead (the server's split lanes).
         """
         from edgeinfer.runtimes.registry import canonical, choose_auto
         from edgeinfer.runtimes.registry import prefer_within as preferring

@@ -40,13 +40,14 @@ FACTORIES: dict[str, RuntimeFactory] = {
     factory.name: factory
     for factory in (OnnxRuntimeFactory(), OpenVinoFactory(), LiteRtFactory(), KerasFactory(), NullFactory())
 }
+log = logging.getLogger("edgeinfer.runtimes")
+
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "tflite": "litert", "tensorflow": "keras"}
 # the pip extra that installs each optional runtime
 EXTRAS = {"openvino": "openvino", "litert": "litert", "keras": "keras"}
 # baselines and test doubles, never chosen by measurement
 NOT_AUTO = frozenset({"keras", "null"})
 AUTO_CACHE_FILE = "auto_runtime.json"
-log = logging.getLogger("edgeinfer.runtimes")
 AUTO_CACHE_VERSION = 2  # 2: ties within AUTO_TIE_RATIO go to the quicker load
 
 
@@ -241,7 +242,7 @@ def prefer_within(choice: AutoChoice, preferred: Collection[str], ratio: float) 
         return choice.runtime
     taken_ms, taken = min(close)
     log.info(
-        "auto: %s (%.2f ms at batch 1) taken over the fastest, %s (%.2f ms): within %.2fx",
+        "auto: %s (%.2f ms at batch 1) taken over the probe's pick, %s (%.2f ms): within %.2fx",
         taken, taken_ms, choice.runtime, chosen_ms, ratio,
     )  # fmt: skip
     return taken
