@@ -202,3 +202,32 @@ def test_unknown_model_fails_start_up_with_its_exit_code(edgeinfer_home: Path) -
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
     assert "no_such_model" in result.stderr
+
+
+def test_any_free_port_is_said_in_the_ready_line(edgeinfer_home: Path) -> None:
+    import urllib.request
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edgeinfer.cli.main", "serve", "--http-port", "0", "--grpc-port", "0",
+         "--runtime", "onnxruntime", "--threads", "1"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    watchdog = threading.Timer(60, server.kill)  # a server that never gets ready ends the wait
+    watchdog.start()
+    try:
+        assert server.stderr is not None
+        for line in server.stderr:
+            if "ready: http://" in line:
+                break
+        else:
+            pytest.fail("the server exited without a ready line")
+        http_port = int(line.split("ready: http://127.0.0.1:")[1].split(",")[0])
+        grpc_port = int(line.rsplit(":", 1)[1])
+        assert 0 not in (http_port, grpc_port), line
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=10) as answer:
+            assert answer.status == 200
+        assert tgrpc.InferenceServerClient(f"127.0.0.1:{grpc_port}").is_server_ready()
+    finally:
+        watchdog.cancel()
+        server.terminate()
+        assert server.wait(30) == 0

@@ -99,9 +99,22 @@ class InferenceServer:
             if self.streams is not None:
                 self.streams.start(self.plane.engine(self.settings.models[0]))
             log.info(
-                "ready: http://%s:%d%s", self.settings.host, self.settings.http_port,
+                "ready: http://%s:%d%s", self.settings.host, await self._http_port(),
                 f", grpc {self.settings.host}:{self.grpc.port}" if self.grpc else "",
             )  # fmt: skip
+
+    async def _http_port(self) -> int:
+        """The port HTTP listens on: the one the system picked for ``--http-port 0``, once uvicorn
+        has bound it (it binds right after the lifespan start-up that began the load)."""
+        for _ in range(500):
+            servers = self._uvicorn.servers if self._uvicorn is not None and self._uvicorn.started else []
+            for server in servers:
+                for sock in server.sockets:
+                    return int(sock.getsockname()[1])
+            if self._uvicorn is None:
+                break
+            await asyncio.sleep(0.01)
+        return self.settings.http_port
 
     def _request_exit(self) -> None:
         self.begin_shutdown()
