@@ -130,6 +130,8 @@ def test_bad_files_and_options(tmp_path: Path, efficientnet_tflite: Path) -> Non
         FACTORY.load(junk, RuntimeOptions())
     with pytest.raises(InvalidInput, match="unknown litert option"):
         FACTORY.load(efficientnet_tflite, RuntimeOptions(extra={"gpu": "1"}))
+    with pytest.raises(InvalidInput, match="xnnpack must be 0 or 1, got '2'"):
+        FACTORY.load(efficientnet_tflite, RuntimeOptions(extra={"xnnpack": "2"}))
     assert read_tflite_labels(junk) is None
 
 

@@ -217,8 +217,11 @@ def _interpreter(model_path: Path, threads: int, options: RuntimeOptions) -> Any
     unknown = set(options.extra) - {"xnnpack"}
     if unknown:
         raise InvalidInput(f"unknown litert option(s) {sorted(unknown)}; the one option is xnnpack=0|1")
+    xnnpack = str(options.extra.get("xnnpack", "1")).strip()
+    if xnnpack not in ("0", "1"):
+        raise InvalidInput(f"litert option xnnpack must be 0 or 1, got {xnnpack!r}")
     kwargs: dict[str, Any] = {}
-    if options.extra.get("xnnpack", "1") == "0":
+    if xnnpack == "0":
         from ai_edge_litert.interpreter import OpResolverType
 
         kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
