@@ -21,33 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(port: int, server: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if server.poll() is not None:
-            raise RuntimeError(f"edgeinfer serve exited with {server.returncode} before it was ready")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"edgeinfer serve not ready after {timeout_s:.0f} s")
+from run_targets import free_port, wait_ready  # this folder's: the script's own directory is on sys.path
 
 
 def serve_and_load(arm: str, args: argparse.Namespace, extra: list[str]) -> list[dict[str, Any]]:
