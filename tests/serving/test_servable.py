@@ -117,3 +117,49 @@ def test_the_server_under_auto_takes_split_lanes_over_a_somewhat_faster_single_i
     finally:
         for engine in engines:
             engine.close()
+
+
+@pytest.mark.parametrize(
+    ("fast_ms", "ort_ms", "served_on"),
+    [(4.0, 5.2, "onnxruntime"), (4.0, 6.0, "null")],  # "null" stands in for a faster runtime
+)
+def test_the_server_applies_the_same_preference_to_a_tuned_choice(
+    edgeinfer_home: Path, monkeypatch: pytest.MonkeyPatch, fast_ms: float, ort_ms: float, served_on: str
+) -> None:
+    from edgeinfer.runtimes import registry
+    from edgeinfer.serving.dataplane import load_engines
+    from edgeinfer.serving.settings import ServeSettings
+    from edgeinfer.system.machine import machine_key
+    from edgeinfer.tune import store
+
+    monkeypatch.setattr(threads, "_budget", ThreadBudget(total=2))
+    monkeypatch.setenv(threads.CORES_ENV, "2")
+
+    def trial(runtime: str, threads: int, batch_size: int, p50_ms: float) -> dict[str, object]:
+        return {
+            "runtime": runtime, "precision": "fp32", "threads": threads, "batch_size": batch_size,
+            "runs": 20, "p50_ms": p50_ms, "p90_ms": p50_ms * 1.1, "p99_ms": p50_ms * 1.3,
+            "images_per_s": 1000 * batch_size / p50_ms, "error": None,
+        }  # fmt: skip
+
+    trials = [
+        trial("null", 2, 1, fast_ms),
+        trial("onnxruntime", 2, 1, ort_ms),
+        trial("onnxruntime", 1, 1, fast_ms * 0.9),  # another thread count: not the wide instance's
+        trial("onnxruntime", 2, 4, fast_ms),  # a batch: not what the preference compares
+    ]
+    entry = {"trials": trials, "best_by_precision": {"fp32": {"latency": trials[0]}}}
+    monkeypatch.setattr(store, "read_entries", lambda root, model: {machine_key(): entry})
+
+    def no_probe(*args: object, **kwargs: object) -> registry.AutoChoice:
+        raise AssertionError("a tuned model is not probed")
+
+    monkeypatch.setattr(registry, "choose_auto", no_probe)
+    loaded = load_engines("mobilenet_v2", ServeSettings(runtime="auto"))
+    assert not isinstance(loaded, list)
+    engines = [*loaded.instances, *([loaded.split] if loaded.split is not None else [])]
+    try:
+        assert {e.runtime.name for e in engines} == {served_on}
+    finally:
+        for engine in engines:
+            engine.close()

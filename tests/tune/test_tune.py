@@ -103,3 +103,23 @@ def test_search_measures_litert_on_the_fp32_builds_tflite_twin(repo: ModelReposi
     result, _ = search(repo, "mobilenet_v2", _space("litert"), save=False)
     trials = [(t.runtime, t.batch_size, t.ok) for t in result.trials]
     assert trials == [("litert", 1, True), ("litert", 2, True)]
+
+
+def test_batch1_figures_skip_failed_and_malformed_trials(tmp_path: Path) -> None:
+    from edgeinfer.tune.store import tuned_batch1_ms, write_entry
+
+    good = {"runtime": "onnxruntime", "precision": "fp32", "threads": 2, "batch_size": 1, "p50_ms": 5.0}
+    trials = [
+        good,
+        {**good, "p50_ms": 4.0, "error": "crashed"},  # failed: not a figure
+        {**good, "p50_ms": "fast"},  # malformed
+        {**good, "runtime": "no-such-runtime", "p50_ms": 1.0},  # not installed
+        {**good, "precision": "int8", "p50_ms": 2.0},  # another precision
+        "not a trial",
+    ]
+    write_entry(tmp_path, "mobilenet_v2", machine_key(), {"trials": trials})
+    assert tuned_batch1_ms(tmp_path, "mobilenet_v2", "fp32", threads=2) == {"onnxruntime": 5.0}
+    assert tuned_batch1_ms(tmp_path, "mobilenet_v2", "fp32", threads=1) == {"onnxruntime": 5.0}  # none at 1
+    write_entry(tmp_path, "mobilenet_v2", machine_key(), {"trials": "garbage"})
+    assert tuned_batch1_ms(tmp_path, "mobilenet_v2", "fp32") == {}
+    assert tuned_batch1_ms(tmp_path / "never-tuned", "mobilenet_v2", "fp32") == {}

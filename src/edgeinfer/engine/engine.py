@@ -111,15 +111,22 @@ class Engine:
 
         For callers that load one model several times with different thread counts (the server's
         wide instance and its single-thread twin), so that every load runs on the same runtime.
-        Where ``auto`` probes, a runtime in ``prefer`` whose batch-1 median is within
-        ``prefer_within`` times that of the probe's pick is taken instead (the server's split lanes).
+        Under ``auto``, a runtime in ``prefer`` whose batch-1 median is within ``prefer_within``
+        times that of the pick (the probe's, or ``edgeinfer tune``'s from its batch-1 trials) is
+        taken instead (the server's split lanes).
         """
-        from edgeinfer.runtimes.registry import canonical, choose_auto
+        from edgeinfer.runtimes.registry import canonical, choose_auto, prefer_close
         from edgeinfer.runtimes.registry import prefer_within as preferring
+        from edgeinfer.tune.store import tuned_batch1_ms
 
+        asked_auto = runtime.strip().lower() == "auto"
         repo, stored, runtime, alternates = _resolve(model, runtime, precision, repository)
         if runtime != "auto":
-            return canonical(runtime)
+            if not asked_auto or not prefer:
+                return canonical(runtime)
+            # tuned: the same preference, over tune's batch-1 figures
+            tuned_ms = tuned_batch1_ms(repo.root, stored.config.name, stored.config.precision, threads)
+            return prefer_close(canonical(runtime), tuned_ms, prefer, prefer_within, source="tune's")
         config = stored.config
         choice = choose_auto(
             stored.path,

@@ -231,19 +231,29 @@ def prefer_within(choice: AutoChoice, preferred: Collection[str], ratio: float) 
     """``choice``'s runtime, unless one of ``preferred`` probed within ``ratio`` times its median:
     then the fastest such one (for callers that gain from what those runtimes can do, such as the
     server's split lanes, more than a faster batch-1 call gives)."""
-    if choice.runtime in preferred:
-        return choice.runtime
     medians = {r.runtime: r.median_ms for r in choice.results if r.median_ms is not None}
-    chosen_ms = medians.get(choice.runtime)
+    return prefer_close(choice.runtime, medians, preferred, ratio, source="the probe's")
+
+
+def prefer_close(
+    chosen: str, timings_ms: Mapping[str, float], preferred: Collection[str], ratio: float,
+    *, source: str,
+) -> str:  # fmt: skip
+    """``chosen``, unless a runtime in ``preferred`` took at most ``ratio`` times its time in
+    ``timings_ms`` (batch-1 milliseconds by runtime): then the fastest such one. ``source`` names
+    where the timings come from, for the log line."""
+    if chosen in preferred:
+        return chosen
+    chosen_ms = timings_ms.get(chosen)
     if chosen_ms is None:
-        return choice.runtime
-    close = [(ms, name) for name, ms in medians.items() if name in preferred and ms <= chosen_ms * ratio]
+        return chosen
+    close = [(ms, name) for name, ms in timings_ms.items() if name in preferred and ms <= chosen_ms * ratio]
     if not close:
-        return choice.runtime
+        return chosen
     taken_ms, taken = min(close)
     log.info(
-        "auto: %s (%.2f ms at batch 1) taken over the probe's pick, %s (%.2f ms): within %.2fx",
-        taken, taken_ms, choice.runtime, chosen_ms, ratio,
+        "auto: %s (%.2f ms at batch 1) taken over %s pick, %s (%.2f ms): within %.2fx",
+        taken, taken_ms, source, chosen, chosen_ms, ratio,
     )  # fmt: skip
     return taken
 

@@ -75,3 +75,32 @@ def tuned_choice(repo_root: Path, model: str, precision: str, goal: str = "laten
 
     found = FACTORIES.get(runtime)
     return runtime if found is not None and found.available() else None
+
+
+def tuned_batch1_ms(
+    repo_root: Path, model: str, precision: str, threads: int | None = None
+) -> dict[str, float]:
+    """Each installed runtime's best batch-1 median (ms) in this machine's tuning of ``model`` at
+    ``precision``: at ``threads`` where the search timed that count, over every count otherwise.
+    Empty when not tuned here. (The figures ``auto``'s preferences compare, like the probe's.)"""
+    entry = tuned_entry(repo_root, model)
+    trials = entry.get("trials") if isinstance(entry, dict) else None
+    if not isinstance(trials, list):
+        return {}
+    single = [
+        t for t in trials
+        if isinstance(t, dict) and t.get("precision") == precision and t.get("batch_size") == 1
+        and t.get("error") is None and isinstance(t.get("p50_ms"), int | float)
+        and isinstance(t.get("runtime"), str)
+    ]  # fmt: skip
+    if threads is not None and any(t.get("threads") == threads for t in single):
+        single = [t for t in single if t.get("threads") == threads]
+    from edgeinfer.runtimes.registry import FACTORIES
+
+    best: dict[str, float] = {}
+    for trial in single:
+        runtime, ms = trial["runtime"], float(trial["p50_ms"])
+        found = FACTORIES.get(runtime)
+        if found is not None and found.available() and ms < best.get(runtime, float("inf")):
+            best[runtime] = ms
+    return best
