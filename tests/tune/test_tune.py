@@ -13,7 +13,7 @@ from edgeinfer.engine import Engine
 from edgeinfer.errors import InvalidInput
 from edgeinfer.models.repository import ModelRepository
 from edgeinfer.system.machine import machine_key
-from edgeinfer.tune import TuneSpace, search, tuned_choice, tuning_path
+from edgeinfer.tune import TuneSpace, search, tuned_choice, tuned_threads, tuning_path
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,23 @@ def test_auto_follows_the_tuned_runtime(repo: ModelRepository) -> None:
             assert engine.runtime.name == runtime
 
 
+def test_auto_takes_the_tuned_thread_count_unless_threads_are_given(
+    repo: ModelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeinfer.system import threads
+    from edgeinfer.system.threads import ThreadBudget
+
+    monkeypatch.setattr(threads, "_budget", ThreadBudget(total=2))  # 2 free: None would take both
+    search(repo, "mobilenet_v2", _space("onnxruntime"))  # the space times 1 thread only
+    assert tuned_threads(repo.root, "mobilenet_v2", "fp32") == 1
+    with Engine.load("mobilenet_v2", runtime="auto", repository=repo) as engine:
+        assert (engine.runtime.name, engine.runtime.threads) == ("onnxruntime", 1)
+    with Engine.load("mobilenet_v2", runtime="auto", threads=2, repository=repo) as engine:
+        assert engine.runtime.threads == 2
+    with Engine.load("mobilenet_v2", runtime="onnxruntime", repository=repo) as engine:
+        assert engine.runtime.threads == 2  # a named runtime is not the tuned configuration
+
+
 def test_no_tuning_means_no_choice(repo: ModelRepository, tmp_path: Path) -> None:
     assert tuned_choice(tmp_path, "mobilenet_v2", "fp32") is None
     assert tuned_choice(repo.root, "mobilenet_v2", "bf16") is None  # precision not searched
@@ -74,6 +91,7 @@ def test_no_tuning_means_no_choice(repo: ModelRepository, tmp_path: Path) -> Non
     broken.parent.mkdir(parents=True)
     broken.write_text("{not json")
     assert tuned_choice(tmp_path, "mobilenet_v2", "fp32") is None
+    assert tuned_threads(tmp_path, "mobilenet_v2", "fp32") is None
     with pytest.raises(ValueError, match="goal"):
         tuned_choice(repo.root, "mobilenet_v2", "fp32", goal="cheapest")
 

@@ -80,7 +80,9 @@ class Engine:
     ) -> Engine:
         """Load (building on first use) ``model`` and open it on ``runtime``.
 
-        ``precision=None`` is FP32 for zoo models and the one build of an imported model.
+        ``precision=None`` is FP32 for zoo models and the one build of an imported model. Under
+        ``runtime="auto"``, where ``edgeinfer tune`` measured this machine, the tuned runtime is
+        opened, with the tuned thread count unless ``threads`` is given.
         ``runtime_options`` are the named runtime's own switches (``RuntimeOptions.extra``), for
         example ``{"INFERENCE_PRECISION_HINT": "bf16"}`` on ``openvino``; they need a named runtime.
         """
@@ -88,8 +90,14 @@ class Engine:
 
         if runtime_options and runtime.strip().lower() == "auto":
             raise InvalidInput("runtime options belong to one runtime: name it (runtime=...) instead of auto")
+        from edgeinfer.tune.store import tuned_threads
+
         started = time.perf_counter_ns()
+        asked_auto = runtime.strip().lower() == "auto"
         repo, stored, runtime, alternates = _resolve(model, runtime, precision, repository)
+        if asked_auto and threads is None and runtime != "auto":
+            # tuned: the winning configuration's thread count too
+            threads = tuned_threads(repo.root, stored.config.name, stored.config.precision)
         extra = dict(runtime_options or {})
         opened = open_runtime(
             runtime, stored, RuntimeOptions(threads, extra), cache_dir=repo.root, alternates=alternates

@@ -59,6 +59,20 @@ def tuned_choice(repo_root: Path, model: str, precision: str, goal: str = "laten
     p99 bound). None when the model was not tuned here, the precision was not part of the search,
     or the tuned runtime is no longer installed.
     """
+    best = tuned_best(repo_root, model, precision, goal)
+    return None if best is None else str(best["runtime"])
+
+
+def tuned_threads(repo_root: Path, model: str, precision: str, goal: str = "latency") -> int | None:
+    """The thread count of :func:`tuned_choice`'s configuration, or None."""
+    best = tuned_best(repo_root, model, precision, goal)
+    threads = None if best is None else best.get("threads")
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
+
+
+def tuned_best(repo_root: Path, model: str, precision: str, goal: str = "latency") -> dict[str, Any] | None:
+    """The winning trial (runtime, threads, batch size and figures) for ``goal``, as stored; None
+    where :func:`tuned_choice` is."""
     if goal not in ("latency", "throughput"):
         raise ValueError(f"goal must be 'latency' or 'throughput', got {goal!r}")
     entry = tuned_entry(repo_root, model)
@@ -70,11 +84,10 @@ def tuned_choice(repo_root: Path, model: str, precision: str, goal: str = "laten
         return None
     if not isinstance(best, dict) or not isinstance(best.get("runtime"), str):
         return None  # malformed: treated like a missing file (tuning is a hint)
-    runtime: str = best["runtime"]
     from edgeinfer.runtimes.registry import FACTORIES
 
-    found = FACTORIES.get(runtime)
-    return runtime if found is not None and found.available() else None
+    found = FACTORIES.get(best["runtime"])
+    return best if found is not None and found.available() else None
 
 
 def tuned_batch1_ms(
