@@ -59,7 +59,7 @@ def test_classify_missing_file_reports_and_continues(
     done = edgeinfer(
         "classify", "-r", "onnxruntime", str(tmp_path / "nope.jpg"), str(photos["coffee"]), home=home
     )
-    assert done.returncode == 1
+    assert done.returncode == 3  # NotFound's exit code
     assert "no such image file" in done.stderr
     assert "espresso" in done.stdout
     assert "Traceback" not in done.stderr
@@ -69,8 +69,11 @@ def test_classify_corrupt_image(home: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated nonsense")
     done = edgeinfer("classify", "-r", "onnxruntime", str(bad), home=home)
-    assert done.returncode == 1
+    assert done.returncode == 2  # InvalidInput's exit code
     assert "bad.jpg is corrupt or truncated" in done.stderr
+    mixed = edgeinfer("classify", "-r", "onnxruntime", str(bad), str(tmp_path / "nope.jpg"), home=home)
+    assert mixed.returncode == 1  # failures of different kinds
+    assert "corrupt or truncated" in mixed.stderr and "no such image file" in mixed.stderr
 
 
 def test_classify_passes_runtime_options(home: Path, photos: dict[str, Path]) -> None:

@@ -125,3 +125,106 @@ def test_bad_arrays(array: np.ndarray, message: str) -> None:
 def test_unsupported_source_type() -> None:
     with pytest.raises(InvalidInput, match="cannot read an image from int"):
         decode_image(42)  # type: ignore[arg-type]
+
+
+def test_wide_greyscale_is_scaled_to_8_bits_not_clipped(chelsea: Image.Image) -> None:
+    grey = np.asarray(chelsea.convert("L"))
+    expected = decode_image(grey)
+    sixteen = Image.fromarray(grey.astype(np.uint16) * 257)  # 16-bit samples, as a 16-bit PNG holds
+    assert sixteen.mode.startswith("I;16")
+    for source in (_encode(sixteen, "PNG"), sixteen, _encode(sixteen, "TIFF")):
+        assert np.array_equal(decode_image(source), expected)
+    eight_in_32 = Image.fromarray(grey.astype(np.int32))  # mode I with 8-bit samples
+    assert np.array_equal(decode_image(eight_in_32), expected)
+    unit_float = Image.fromarray(grey.astype(np.float32) / 255)  # mode F from 0 to 1
+    assert np.array_equal(decode_image(unit_float), expected)
+    with pytest.raises(InvalidInput, match="from 0 to 1"):
+        decode_image(Image.fromarray(np.full((8, 8), 300.0, dtype=np.float32)))
+    with pytest.raises(InvalidInput, match="from 0 to 65535"):
+        decode_image(Image.fromarray(np.full((8, 8), -5, dtype=np.int32)))
+
+
+def _with_header_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """``jpeg`` whose frame header claims another size (as a decompression bomb's does)."""
+    data = bytearray(jpeg)
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_a_bomb_with_exif_orientation_is_refused_like_any_other() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    tiny = _encode(Image.new("RGB", (16, 16)), "JPEG", exif=exif.tobytes())
+    for side in (7_000, 10_000, 20_000):  # under Pillow's own limit (89.5 M), above it, above twice it
+        with pytest.raises(ImageTooLarge, match="over the limit of 40000000 pixels"):
+            decode_image(_with_header_size(tiny, side, side))
+
+
+def test_the_configured_pixel_limit_decides_not_pillows(
+    chelsea: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # Pillow's guard far below the image
+    png = _encode(chelsea, "PNG")  # 451x300 = 135300 pixels
+    assert decode_image(png, DecodeOptions(max_pixels=200_000)).shape == (300, 451, 3)
+    with pytest.raises(ImageTooLarge, match="135300 pixels, over the limit of 100000 pixels"):
+        decode_image(png, DecodeOptions(max_pixels=100_000))
+
+
+def test_exif_after_the_first_64_kib_is_found(chelsea: Image.Image) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    jpeg = _encode(chelsea, "JPEG", quality=95, exif=exif.tobytes())
+    comment = b"\xff\xfe" + (65000).to_bytes(2, "big") + b"c" * 64998  # two 65 kB comments first
+    padded = jpeg[:2] + comment + comment + jpeg[2:]
+    upright = decode_image(jpeg)
+    assert upright.shape == (451, 300, 3)
+    assert np.array_equal(decode_image(padded), upright)
+
+
+def test_reading_stops_at_the_byte_limit_for_pipes(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "camera.pipe"
+    os.mkfifo(fifo)
+    released = threading.Event()
+    timed_out: list[bool] = []
+
+    def write() -> None:
+        with fifo.open("wb") as pipe:
+            pipe.write(b"\xff" * 5000)
+            pipe.flush()
+            timed_out.append(not released.wait(20))  # the pipe stays open: no end of file
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        with pytest.raises(ImageTooLarge, match="more than 1000 bytes"):
+            decode_image(fifo, DecodeOptions(max_bytes=1000))
+    finally:
+        released.set()
+        writer.join()
+    assert timed_out == [False]  # refused while the writer still held the pipe open
+
+
+def test_closed_and_unusable_pil_images_are_invalid_input(chelsea: Image.Image) -> None:
+    closed = chelsea.copy()
+    closed.close()
+    with pytest.raises(InvalidInput, match="unusable"):
+        decode_image(closed)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("", "path is empty"), ("http://camera.local/frame.jpg", "is a URL"), ("  ", "path is empty")],
+)
+def test_paths_that_are_not_files(path: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        decode_image(path)
+
+
+def test_unidentified_bytes_get_a_message_without_internals() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        decode_image(b"GIF89a but not really an image at all")
+    assert "BytesIO" not in str(caught.value) and "0x" not in str(caught.value)

@@ -19,7 +19,7 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "classify", help="classify images (top-k ImageNet labels with scores)"
     )
-    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, BMP)")
+    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, BMP, GIF, TIFF...)")
     parser.add_argument("--top-k", "-k", type=int, default=5, help="labels per image (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_engine_args(parser)
@@ -29,13 +29,13 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     engine = load_engine(args)
     results: list[dict[str, Any]] = []
-    failures = 0
+    failures: list[EdgeInferError] = []
     with engine:
         for image in args.images:
             try:
                 result = engine.classify(image, top_k=args.top_k)
             except EdgeInferError as exc:
-                failures += 1
+                failures.append(exc)
                 results.append({"image": image, "error": {"kind": exc.kind, "message": str(exc)}})
                 if not args.json:
                     print(f"edgeinfer: error: {exc}", file=sys.stderr)
@@ -51,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
             "results": results,
         }
         print(json.dumps(payload, indent=2))
-    return 1 if failures else 0
+    return _exit_code(failures)
+
+
+def _exit_code(failures: list[EdgeInferError]) -> int:
+    """0 when every image was classified; the errors' exit code when they share one, else 1."""
+    codes = {exc.exit_code for exc in failures}
+    return 0 if not codes else codes.pop() if len(codes) == 1 else 1
 
 
 def _as_dict(image: str, result: Classification) -> dict[str, Any]:

@@ -9,9 +9,13 @@ pixel is decoded, so a decompression bomb costs nothing.
 from __future__ import annotations
 
 import io
+import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from struct import error as struct_error
 from typing import Any
 
 import numpy as np
@@ -53,7 +57,7 @@ def decode_image(source: ImageSource, options: DecodeOptions = DEFAULT_DECODE) -
     if isinstance(source, Image.Image):
         return _from_pil(source, options)
     if isinstance(source, (str, Path)):
-        return decode_bytes(_read_file(Path(source), options), options, name=str(source))
+        return decode_bytes(_read_file(_as_path(source), options), options, name=str(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
         return decode_bytes(bytes(source), options)
     raise InvalidInput(
@@ -75,18 +79,37 @@ def decode_bytes(data: bytes, options: DecodeOptions = DEFAULT_DECODE, name: str
     return _decode_with_pillow(data, options, name)
 
 
+def _as_path(source: str | Path) -> Path:
+    if isinstance(source, str):
+        if not source.strip():
+            raise InvalidInput("the image path is empty")
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source):
+            raise InvalidInput(
+                f"{source} is a URL: edgeinfer reads local files only (nothing downloads at run time); "
+                "fetch the image and give its bytes"
+            )
+    return Path(source)
+
+
 def _read_file(path: Path, options: DecodeOptions) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > options.max_bytes:
-            raise ImageTooLarge(f"{path} is {size} bytes, over the limit of {options.max_bytes}")
-        return path.read_bytes()
+        if path.stat().st_size > options.max_bytes:
+            raise ImageTooLarge(
+                f"{path} is {path.stat().st_size} bytes, over the limit of {options.max_bytes}"
+            )
+        with path.open("rb") as file:  # at most one byte past the limit: pipes and devices have no size
+            data = file.read(options.max_bytes + 1)
     except FileNotFoundError as exc:
         raise NotFound(f"no such image file: {path}") from exc
     except IsADirectoryError as exc:
         raise InvalidInput(f"{path} is a directory, not an image file") from exc
     except PermissionError as exc:
         raise InvalidInput(f"cannot read {path}: permission denied") from exc
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > options.max_bytes:
+        raise ImageTooLarge(f"{path} is more than {options.max_bytes} bytes, the limit")
+    return data
 
 
 def _check_pixels(width: int, height: int, options: DecodeOptions, name: str) -> None:
@@ -95,7 +118,8 @@ def _check_pixels(width: int, height: int, options: DecodeOptions, name: str) ->
     if width * height > options.max_pixels:
         raise ImageTooLarge(
             f"{name} is {width}x{height} = {width * height} pixels, over the limit of "
-            f"{options.max_pixels} (a decompression-bomb guard; raise max_pixels if you trust it)"
+            f"{options.max_pixels} pixels (a decompression-bomb guard; if you trust the image, raise "
+            "EngineOptions.max_image_pixels, or max_image_pixels in the server's settings)"
         )
 
 
@@ -125,34 +149,63 @@ def _decode_jpeg(data: bytes, options: DecodeOptions, name: str) -> np.ndarray |
 
 def _decode_with_pillow(data: bytes, options: DecodeOptions, name: str) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _pillow_limit(options):
             image = Image.open(io.BytesIO(data))
             _check_pixels(image.width, image.height, options, name)
             image.load()
     except (ImageTooLarge, InvalidInput):
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(f"{name} is over the limit of {options.max_pixels} pixels: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise _too_large_for_pillow(exc, options, name) from exc
     except UnidentifiedImageError as exc:
-        raise InvalidInput(f"{name} is not a supported image (JPEG, PNG, WebP, BMP...): {exc}") from exc
+        raise InvalidInput(f"{name} is not a supported image (JPEG, PNG, WebP, BMP, GIF, TIFF...)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInput(f"{name} is corrupt or truncated: {exc}") from exc
-    return _from_pil(image, options)
+    return _from_pil(image, options, owned=True)
 
 
-def _from_pil(image: Image.Image, options: DecodeOptions) -> np.ndarray:
+@contextmanager
+def _pillow_limit(options: DecodeOptions) -> Iterator[None]:
+    """Pillow's own decompression-bomb guard, set no lower than ours so that only ours decides.
+
+    Pillow warns above ``Image.MAX_IMAGE_PIXELS`` (89.5 million by default) and refuses above
+    twice that, process-wide; a configured limit above it raises Pillow's to the same value.
+    Inside, Pillow's warning is silenced: every image is checked against our limit from its header.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and options.max_pixels > limit:
+        Image.MAX_IMAGE_PIXELS = options.max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _too_large_for_pillow(exc: Exception, options: DecodeOptions, name: str) -> ImageTooLarge:
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{found.group(1)} pixels" if found else "larger than Pillow allows"
+    return ImageTooLarge(
+        f"{name} is {size}, over the limit of {options.max_pixels} pixels (a decompression-bomb guard)"
+    )
+
+
+def _from_pil(image: Image.Image, options: DecodeOptions, owned: bool = False) -> np.ndarray:
+    """An HWC uint8 RGB array of ``image``, upright; ``owned``: ours to change in place."""
     _check_pixels(image.width, image.height, options, "image")
     try:
-        image = ImageOps.exif_transpose(image)
+        if owned:
+            ImageOps.exif_transpose(image, in_place=True)
+        elif image.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None):
+            image = ImageOps.exif_transpose(image)  # a copy: the caller's image stays as it was
         if image.mode != "RGB":
             image = _to_rgb(image)
         return np.asarray(image, dtype=np.uint8)
-    except OSError as exc:
-        raise InvalidInput(f"image is corrupt or truncated: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"image is corrupt, truncated or unusable: {exc}") from exc
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I") or image.mode == "F":
+        return _wide_grey_to_rgb(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -161,13 +214,41 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _wide_grey_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float greyscale scaled to 8 bits (Pillow's convert clips them at 255)."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if not np.isfinite(values).all() or low < 0:
+            raise InvalidInput("a floating-point image must hold finite values from 0 to 1 (or to 255)")
+        if high <= 1.0:
+            values = values * 255.0
+        elif high > 255.0:
+            raise InvalidInput(
+                f"a floating-point image must hold values from 0 to 1 (or to 255); this one reaches {high:g}"
+            )
+        grey = np.round(values).astype(np.uint8)
+    else:
+        wide = values.astype(np.int64)
+        low, high = (int(wide.min()), int(wide.max())) if wide.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise InvalidInput(
+                f"a {image.mode} image must hold values from 0 to 65535; this one has {low} to {high}"
+            )
+        is_8_bit = image.mode == "I" and high <= 255  # 8-bit samples stored in 32-bit integers
+        grey = (wide if is_8_bit else (wide * 255 + 32767) // 65535).astype(np.uint8)
+    return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2), "RGB")
+
+
 def _from_array(array: np.ndarray, options: DecodeOptions) -> np.ndarray:
     if array.dtype != np.uint8:
         raise InvalidInput(f"image arrays must be uint8, got {array.dtype}")
     if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
+        array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise InvalidInput(f"image arrays must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
+        raise InvalidInput(
+            f"image arrays must be HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA), got shape {array.shape}"
+        )
     _check_pixels(array.shape[1], array.shape[0], options, "image array")
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
@@ -177,13 +258,38 @@ def _from_array(array: np.ndarray, options: DecodeOptions) -> np.ndarray:
 
 
 def _exif_orientation(data: bytes) -> int | None:
-    """The EXIF orientation of a JPEG, read from its header only (None: no EXIF)."""
-    if b"Exif" not in data[:65536]:
+    """The EXIF orientation of a JPEG, read from its APP1 segment only (None: no EXIF)."""
+    segment = _jpeg_exif_segment(data)
+    if segment is None:
         return None
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            exif: Any = image.getexif()
-            value = exif.get(_EXIF_ORIENTATION)
-            return int(value) if value is not None else None
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError):
+        exif = Image.Exif()
+        exif.load(segment)
+        value: Any = exif.get(_EXIF_ORIENTATION)
+        return int(value) if value is not None else None
+    except (OSError, ValueError, SyntaxError, TypeError, struct_error):
         return None
+
+
+def _jpeg_exif_segment(data: bytes) -> bytes | None:
+    """The ``Exif\\0\\0`` APP1 segment of a JPEG, found by walking its markers up to the scan."""
+    at = 2  # after SOI
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return None  # not a marker where one must be: leave the file to the decoder
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length
+            at += 2
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan, end of image: EXIF comes before
+            return None
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if length < 2:
+            return None
+        if marker == 0xE1 and data[at + 4 : at + 10] == b"Exif\x00\x00":
+            return data[at + 4 : at + 2 + length]
+        at += 2 + length
+    return None
