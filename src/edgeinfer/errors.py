@@ -56,6 +56,13 @@ class UnsafeCheckpoint(IntegrityError):
     """A pickle that asks for a global or opcode outside the state-dict allow-list."""
 
 
+class StorageError(EdgeInferError):
+    """A model repository or other folder edgeinfer must write to that cannot be written."""
+
+    kind = "storage"
+    exit_code = 7
+
+
 class QualityGateFailed(EdgeInferError):
     """A build (for example INT8) that does not reach its accuracy threshold."""
 

@@ -110,7 +110,9 @@ def test_runtime_not_installed_exit_code(home: Path, photos: dict[str, Path]) ->
 def test_models_list_and_build(tmp_path: Path) -> None:
     done = edgeinfer("models", "build", "efficientnet_lite0", home=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "built efficientnet_lite0 fp32" in done.stdout
+    assert done.stdout.startswith("built efficientnet_lite0 fp32")
+    again = edgeinfer("models", "build", "efficientnet_lite0", home=tmp_path)
+    assert again.returncode == 0 and again.stdout.startswith("already built efficientnet_lite0 fp32")
     listing = edgeinfer("models", "list", "--json", home=tmp_path)
     rows = {row["name"]: row for row in json.loads(listing.stdout)["models"]}
     assert set(rows) >= {"mobilenet_v2", "efficientnet_lite0"}

@@ -109,6 +109,7 @@ def test_an_outdated_int8_build_is_used_with_a_warning_and_rebuilt_by_models_bui
     config_path.write_text(json.dumps(raw))
     old_sha = raw["file_sha256"]
 
+    caplog.clear()  # the shared repository's first-use build announced itself above
     with caplog.at_level(logging.WARNING, logger="edgeinfer.models.repository"):
         used = local.get("mobilenet_v2", "int8")
         local.get("mobilenet_v2", "int8")

@@ -121,3 +121,150 @@ def test_missing_weights_package_says_how_to_install(monkeypatch: pytest.MonkeyP
     with pytest.raises(RuntimeUnavailable, match=hint):
         ModelRepository(tmp_path).build("mobilenet_v2")
     assert not any(p for p in (tmp_path / "models").iterdir() if not p.name.startswith(".lock"))
+
+
+def _copy_of(repo: ModelRepository, tmp_path: Path, precision: str = "fp32") -> ModelRepository:
+    """A repository in ``tmp_path`` holding a copy of the shared FP32 build as ``precision``."""
+    import shutil
+
+    local = ModelRepository(tmp_path)
+    target = local.model_dir("mobilenet_v2", precision)
+    shutil.copytree(repo.get("mobilenet_v2").directory, target)
+    if precision != "fp32":
+        raw = json.loads((target / "config.json").read_text())
+        raw["precision"] = precision
+        (target / "config.json").write_text(json.dumps(raw))
+    return local
+
+
+def test_a_damaged_config_is_rebuilt_by_build_and_listed_as_damaged(
+    repo: ModelRepository, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeinfer.cli.main import main
+
+    local = _copy_of(repo, tmp_path)
+    config = local.model_dir("mobilenet_v2") / "config.json"
+    config.write_text('{"name": "mobilenet_v2", broken')
+    with pytest.raises(IntegrityError, match="`edgeinfer models build mobilenet_v2` rebuilds it"):
+        local.get("mobilenet_v2")
+    assert main(["models", "list", "--json", "--home", str(tmp_path)]) == 0  # the list survives it
+    listing = json.loads(capsys.readouterr().out)
+    row = next(m for m in listing["models"] if m["name"] == "mobilenet_v2")
+    assert [b["precision"] for b in row["builds"]] == ["fp32"]
+    assert "cannot read model config" in row["builds"][0]["damaged"]
+    rebuilt = local.build("mobilenet_v2")  # what the message advises: no --force needed
+    rebuilt.verify()
+
+
+def test_a_missing_model_file_is_an_integrity_error_and_listed(
+    repo: ModelRepository, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeinfer.cli.main import main
+
+    local = _copy_of(repo, tmp_path, "fp16")
+    stored = local.get("mobilenet_v2", "fp16")
+    stored.path.unlink()
+    with pytest.raises(IntegrityError, match=r"is missing; `edgeinfer models build mobilenet_v2 -p fp16`"):
+        stored.verify()
+    assert main(["models", "list", "--json", "--home", str(tmp_path)]) == 0
+    row = next(m for m in json.loads(capsys.readouterr().out)["models"] if m["name"] == "mobilenet_v2")
+    assert row["builds"][0]["size_mb"] is None and "is missing" in row["builds"][0]["damaged"]
+
+
+def _with_quality(local: ModelRepository, precision: str, agreement: float, passed: bool) -> None:
+    path = local.model_dir("mobilenet_v2", precision) / "config.json"
+    raw = json.loads(path.read_text())
+    raw["quality"] = {
+        "reference": "fp32", "images": 242, "top1_agreement": agreement, "top5_overlap": 0.9,
+        "threshold": 0.99, "passed": passed,
+    }  # fmt: skip
+    path.write_text(json.dumps(raw))
+
+
+def test_a_build_below_the_gate_is_refused_on_load_unless_allowed(
+    repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edgeinfer.errors import InvalidInput, QualityGateFailed
+
+    local = _copy_of(repo, tmp_path, "fp16")
+    _with_quality(local, "fp16", 0.971, passed=False)  # stored under $EDGEINFER_ALLOW_FAILED_QUALITY
+    monkeypatch.delenv("EDGEINFER_ALLOW_FAILED_QUALITY", raising=False)
+    monkeypatch.delenv("EDGEINFER_MIN_TOP1_AGREEMENT", raising=False)
+    with pytest.raises(QualityGateFailed, match=r"97\.1% of 242 .* below the required 99\.0%"):
+        local.get("mobilenet_v2", "fp16")
+    with pytest.raises(QualityGateFailed, match="--force"):
+        local.build("mobilenet_v2", "fp16")  # found, not silently returned (nor rebuilt: same result)
+    monkeypatch.setenv("EDGEINFER_ALLOW_FAILED_QUALITY", "1")
+    caplog.clear()
+    local.get("mobilenet_v2", "fp16")
+    local.get("mobilenet_v2", "fp16")
+    said = [r.getMessage() for r in caplog.records if "accuracy gate" in r.getMessage()]
+    assert len(said) == 1 and "used because $EDGEINFER_ALLOW_FAILED_QUALITY is set" in said[0]
+    monkeypatch.setenv("EDGEINFER_ALLOW_FAILED_QUALITY", "maybe")
+    with pytest.raises(InvalidInput, match="EDGEINFER_ALLOW_FAILED_QUALITY must be 1 or 0"):
+        local.get("mobilenet_v2", "fp16")
+    monkeypatch.delenv("EDGEINFER_ALLOW_FAILED_QUALITY")
+    monkeypatch.setenv("EDGEINFER_MIN_TOP1_AGREEMENT", "0.95")  # the threshold as configured now decides
+    assert local.get("mobilenet_v2", "fp16").config.quality is not None
+    _with_quality(local, "fp16", 0.996, passed=True)
+    monkeypatch.setenv("EDGEINFER_MIN_TOP1_AGREEMENT", "0.999")  # stricter than when it was built
+    with pytest.raises(QualityGateFailed, match=r"below the required 99\.9%"):
+        local.get("mobilenet_v2", "fp16")
+    monkeypatch.setenv("EDGEINFER_MIN_TOP1_AGREEMENT", "nan")
+    with pytest.raises(InvalidInput, match="EDGEINFER_MIN_TOP1_AGREEMENT"):
+        local.build("mobilenet_v2", "fp16")  # checked though nothing is built
+
+
+def test_rebuilding_a_damaged_int8_build_keeps_its_recipe(
+    repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import asdict
+
+    from edgeinfer.models.recipes import named_recipe
+
+    local = _copy_of(repo, tmp_path, "int8")
+    path = local.model_dir("mobilenet_v2", "int8") / "config.json"
+    raw = json.loads(path.read_text())
+    raw["extra"] = {"quality": {"recipe_name": "accurate", "recipe": asdict(named_recipe("accurate"))}}
+    path.write_text(json.dumps(raw))
+    with (path.parent / "model.onnx").open("r+b") as handle:
+        handle.seek(5000)
+        handle.write(b"\x00\x01\x02\x03")
+    asked: list[str | None] = []
+
+    class Stop(Exception):
+        pass
+
+    def builder(name: str, precision: str, recipe: str | None = None) -> None:
+        asked.append(recipe)
+        raise Stop
+
+    monkeypatch.setattr(local, "_builder", builder)
+    for force in (False, True):
+        with pytest.raises(Stop):
+            local.build("mobilenet_v2", "int8", force=force)
+    assert asked == ["accurate", "accurate"]
+
+
+def test_a_read_only_repository_serves_what_it_holds_and_says_what_it_cannot_write(
+    repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from edgeinfer.errors import StorageError
+    from edgeinfer.models import repository as module
+
+    local = _copy_of(repo, tmp_path)
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(module.Path, "mkdir", read_only)
+    monkeypatch.setattr(module.tempfile, "mkdtemp", read_only)
+    assert local.build("mobilenet_v2").config.name == "mobilenet_v2"  # intact: no lock, no write
+    with pytest.raises(
+        StorageError, match=r"cannot write to the model repository .*Read-only.*EDGEINFER_HOME"
+    ):
+        local.build("efficientnet_lite0")
+    with pytest.raises(StorageError):
+        local.build("mobilenet_v2", force=True)

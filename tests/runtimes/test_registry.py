@@ -133,6 +133,46 @@ def test_a_corrupt_auto_cache_is_measured_again_and_rewritten(tiny_onnx: TinyMod
     assert json.loads((cache / registry.AUTO_CACHE_FILE).read_text())["entries"][choice.key]
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"runtime": "onnxruntime", "results": [{"runtime": "onnxruntime", "median": 1}]},  # unknown field
+        {"runtime": "onnxruntime", "results": "fast"},
+        "onnxruntime",
+    ],
+)
+def test_a_malformed_auto_cache_entry_is_measured_again(
+    tiny_onnx: TinyModel, tmp_path: Path, entry: object
+) -> None:
+    first = registry.choose_auto(
+        tiny_onnx.path, options=RuntimeOptions(threads=1), cache_dir=tmp_path, runs=5
+    )
+    cache = tmp_path / registry.AUTO_CACHE_FILE
+    stored = json.loads(cache.read_text())
+    stored["entries"][first.key] = entry
+    cache.write_text(json.dumps(stored))
+    again = registry.choose_auto(
+        tiny_onnx.path, options=RuntimeOptions(threads=1), cache_dir=tmp_path, runs=5
+    )
+    assert not again.cached and again.key == first.key
+
+
+def test_a_cache_that_cannot_be_written_keeps_the_choice_for_the_process(
+    tiny_onnx: TinyModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(registry, "write_atomically", read_only)
+    choice = registry.choose_auto(
+        tiny_onnx.path, options=RuntimeOptions(threads=1), cache_dir=tmp_path, runs=5
+    )
+    assert choice.runtime in registry.auto_candidates("onnx")
+    assert any("cannot store the probe's choice" in r.getMessage() for r in caplog.records)
+
+
 def test_auto_without_a_cache_dir_still_chooses(tiny_onnx: TinyModel) -> None:
     free = process_budget().free
     choice = registry.choose_auto(tiny_onnx.path, options=RuntimeOptions(threads=1), runs=5)

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeinfer.cli.common import add_repository_arg, repository
+from edgeinfer.errors import IntegrityError
 from edgeinfer.models.recipes import INT8_RECIPES, outdated
-from edgeinfer.models.repository import PRECISIONS, ModelRepository, StoredModel
+from edgeinfer.models.repository import CONFIG_FILE, PRECISIONS, ModelRepository, StoredModel
 from edgeinfer.models.zoo import ZOO
 
 
@@ -60,13 +61,26 @@ def register(subparsers: Any) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     repo = repository(args)
+    before = _config_identity(repo, args.name, args.precision)
     stored = repo.build(args.name, args.precision, force=args.force, recipe=args.recipe)
     note = f"; {_quality_text(_build_row(stored))}" if stored.config.quality else ""
+    done = "already built" if before is not None and before == _config_identity(
+        repo, args.name, args.precision
+    ) else "built"  # fmt: skip
     print(
-        f"built {stored.config.name} {stored.config.precision}: {stored.path} "
+        f"{done} {stored.config.name} {stored.config.precision}: {stored.path} "
         f"({stored.size_bytes / 1e6:.1f} MB{note})"
     )
     return 0
+
+
+def _config_identity(repo: ModelRepository, name: str, precision: str) -> tuple[int, int] | None:
+    """Which stored config file is in place (a build installs a new one)."""
+    try:
+        found = (repo.model_dir(name, precision) / CONFIG_FILE).stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns
 
 
 def run_remove(args: argparse.Namespace) -> int:
@@ -91,8 +105,8 @@ def run_list(args: argparse.Namespace) -> int:
             row["source"],
             ", ".join(b["precision"] for b in builds) or "-",
             ", ".join(sorted({b["format"] for b in builds})) or "-",
-            ", ".join(f"{b['size_mb']:.1f}" for b in builds) or "-",
-            ", ".join(_quality_text(b) for b in builds if b.get("quality")) or "-",
+            ", ".join("-" if b["size_mb"] is None else f"{b['size_mb']:.1f}" for b in builds) or "-",
+            ", ".join(_quality_text(b) for b in builds if b.get("quality") or b.get("damaged")) or "-",
         )
         if args.verbose:
             for key in ("description", "origin", "license", "weights_sha256"):
@@ -103,6 +117,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def _quality_text(build: dict[str, Any]) -> str:
+    if build.get("damaged"):
+        return f"{build['precision']}: DAMAGED ({build['damaged']})"
     q = build["quality"]
     verdict = "ok" if q["passed"] else "REFUSED"
     labels = [build["recipe"]] if build.get("recipe") else []
@@ -116,12 +132,22 @@ def _quality_text(build: dict[str, Any]) -> str:
 
 
 def _describe(repo: ModelRepository, name: str) -> dict[str, Any]:
-    builds = repo.builds(name)
+    builds: list[StoredModel] = []
+    rows: list[dict[str, Any]] = []
+    for precision in PRECISIONS:
+        try:
+            stored = repo.find(name, precision)
+        except IntegrityError as exc:  # an unreadable config: listed as damaged, not fatal to the list
+            rows.append({"precision": precision, "format": "?", "size_mb": None, "damaged": str(exc)})
+            continue
+        if stored is not None:
+            builds.append(stored)
+            rows.append(_build_row(stored))
     entry = ZOO.get(name)
     row: dict[str, Any] = {
         "name": name,
         "source": f"{entry.distribution} {entry.source_version()}" if entry else "imported",
-        "builds": [_build_row(stored) for stored in builds],
+        "builds": rows,
     }
     if entry is not None:
         row.update(
@@ -142,11 +168,21 @@ def _build_row(stored: StoredModel) -> dict[str, Any]:
     config = stored.config
     quality = config.quality
     details = config.extra.get("quality", {})  # what the build measured beyond the gate
+    try:
+        stored.verify()
+        damaged = None
+    except IntegrityError as exc:
+        damaged = str(exc)
+    try:
+        size_mb: float | None = round(stored.size_bytes / 1e6, 2)
+    except OSError:
+        size_mb = None
     return {
         "precision": config.precision,
         "format": config.format,
         "path": str(Path(stored.path)),
-        "size_mb": round(stored.size_bytes / 1e6, 2),
+        "size_mb": size_mb,
+        "damaged": damaged,
         "file_sha256": config.file_sha256,
         "recipe": details.get("recipe_name"),
         "outdated": outdated(config),

@@ -15,6 +15,7 @@ held-out image is recorded too, in the config's ``extra["quality"]``;
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ from edgeinfer.models.config import QualityReport
 
 MIN_AGREEMENT_ENV = "EDGEINFER_MIN_TOP1_AGREEMENT"
 ALLOW_FAILED_ENV = "EDGEINFER_ALLOW_FAILED_QUALITY"
+
+
+_YES = ("1", "true", "yes", "on")
+_NO = ("", "0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,14 @@ class GateSettings:
         """Defaults, overridden by ``$EDGEINFER_MIN_TOP1_AGREEMENT`` (0..1) and
         ``$EDGEINFER_ALLOW_FAILED_QUALITY=1`` (store a build below the threshold, flagged as failed)."""
         raw = os.environ.get(MIN_AGREEMENT_ENV)
-        allow = os.environ.get(ALLOW_FAILED_ENV, "").strip().lower() in ("1", "true", "yes")
+        allow_raw = os.environ.get(ALLOW_FAILED_ENV, "").strip().lower()
+        if allow_raw not in _YES + _NO:
+            raise InvalidInput(f"${ALLOW_FAILED_ENV} must be 1 or 0 (yes/no, true/false), got {allow_raw!r}")
+        allow = allow_raw in _YES
         try:
             threshold = float(raw) if raw else cls.min_top1_agreement
+            if math.isnan(threshold):  # NaN fails every comparison, so no range check refuses it
+                raise ValueError("NaN")
             return cls(min_top1_agreement=threshold, allow_failed=allow)
         except ValueError:
             raise InvalidInput(

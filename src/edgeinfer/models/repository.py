@@ -8,6 +8,7 @@ half-written model behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import importlib
@@ -20,9 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeinfer.errors import IntegrityError, InvalidInput, ModelNotFound
+from edgeinfer.errors import IntegrityError, InvalidInput, ModelNotFound, QualityGateFailed, StorageError
 from edgeinfer.models.config import ModelConfig
-from edgeinfer.models.recipes import built_with, named_recipe, outdated, stored_recipe_name
+from edgeinfer.models.recipes import INT8_RECIPES, built_with, named_recipe, outdated, stored_recipe_name
 from edgeinfer.models.zoo import ZOO, zoo_entry
 
 logger = logging.getLogger(__name__)
@@ -62,12 +63,25 @@ class StoredModel:
 
     def verify(self) -> None:
         """Raise IntegrityError if the model file no longer matches the sha256 recorded at build."""
-        actual = sha256_file(self.path)
+        try:
+            actual = sha256_file(self.path)
+        except FileNotFoundError:
+            raise IntegrityError(f"{self.path} is missing; {rebuild_hint(self.config)}") from None
+        except OSError as exc:
+            raise IntegrityError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         if actual != self.config.file_sha256:
             raise IntegrityError(
                 f"{self.path} has sha256 {actual}, but it was built as {self.config.file_sha256}: "
-                f"the file was modified; rebuild with `edgeinfer models build {self.config.name} --force`"
+                f"the file was modified; {rebuild_hint(self.config)}"
             )
+
+
+def rebuild_hint(config: ModelConfig) -> str:
+    """How to get an intact copy of ``config``'s build back (a damaged copy is rebuilt as it was)."""
+    if config.name not in ZOO:
+        return "import the model again (`edgeinfer models import`)"
+    precision = "" if config.precision == "fp32" else f" -p {config.precision}"
+    return f"`edgeinfer models build {config.name}{precision}` rebuilds it"
 
 
 # A builder writes the model's files into a staging directory and returns its config.
@@ -81,6 +95,7 @@ class ModelRepository:
         self.root = (root or default_root()).expanduser()
         self.models_dir = self.root / "models"
         self._warned: set[Path] = set()
+        self._warned_gate: set[Path] = set()
 
     def model_dir(self, name: str, precision: str = "fp32") -> Path:
         return self.models_dir / name / precision
@@ -91,7 +106,15 @@ class ModelRepository:
         config_path = directory / CONFIG_FILE
         if not config_path.is_file():
             return None
-        return StoredModel(ModelConfig.read(config_path), directory)
+        try:
+            return StoredModel(ModelConfig.read(config_path), directory)
+        except IntegrityError as exc:
+            build = f" -p {precision}" if precision != "fp32" else ""
+            remedy = (
+                f"`edgeinfer models build {name}{build}` rebuilds it" if name in ZOO
+                else f"`edgeinfer models remove {name}` and import it again"
+            )  # fmt: skip
+            raise IntegrityError(f"{exc}; {remedy}") from exc
 
     def get(self, name: str, precision: str | None = "fp32", *, build: bool = True) -> StoredModel:
         """The built model; zoo models are built on first use when ``build`` is true.
@@ -104,6 +127,7 @@ class ModelRepository:
         stored = self.find(name, precision)
         if stored is not None:
             self._warn_if_outdated(stored)
+            self._gate(stored)
             return stored
         if name not in ZOO and not self.models_dir.joinpath(name).is_dir():
             zoo_entry(name)  # raises ModelNotFound with the list of known models
@@ -112,6 +136,10 @@ class ModelRepository:
                 f"model {name!r} ({precision}) is not built; run `edgeinfer models build {name}"
                 f"{'' if precision == 'fp32' else ' --precision ' + precision}`"
             )
+        logger.warning(
+            "%s (%s) is not built yet: building it now%s (`edgeinfer models build` does it ahead of time)",
+            name, precision, " (about a minute)" if precision == "int8" else "",
+        )  # fmt: skip
         return self.build(name, precision)
 
     def build(
@@ -128,25 +156,52 @@ class ModelRepository:
             raise InvalidInput(f"--recipe chooses how INT8 is built; it does not apply to {precision}")
         if precision not in PRECISIONS:
             raise ModelNotFound(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        intact = self._intact(name, precision, recipe) if not force else None
+        if intact is not None:  # nothing to write: a read-only repository serves it too
+            self._gate(intact)
+            return intact
         with self._lock(name, precision):
-            existing = self.find(name, precision)
-            if existing is not None and recipe is None and outdated(existing.config):
-                recipe = stored_recipe_name(existing.config)
+            try:
+                existing = self.find(name, precision)
+            except IntegrityError as exc:
+                logger.warning("rebuilding %s (%s): %s", name, precision, exc)
+                existing = None  # a damaged config: rebuild over it
+            if existing is not None and recipe is None and precision == "int8":
+                kept = stored_recipe_name(existing.config)  # a rebuild keeps the stored recipe
+                recipe = kept if kept in INT8_RECIPES else None
             if existing is not None and recipe is not None:
                 force = force or not built_with(existing.config, recipe)
             if existing is not None and not force:
                 try:
                     existing.verify()
+                    self._gate(existing)
                     return existing
                 except IntegrityError:
                     pass  # rebuild over a damaged copy
             builder = self._builder(name, precision, recipe)
             return self.install(name, precision, builder)
 
+    def _intact(self, name: str, precision: str, recipe: str | None) -> StoredModel | None:
+        """The stored build :meth:`build` would return as it is, found without taking the lock."""
+        try:
+            existing = self.find(name, precision)
+        except IntegrityError:
+            return None
+        if existing is None or outdated(existing.config):
+            return None
+        if recipe is not None and not built_with(existing.config, recipe):
+            return None
+        try:
+            existing.verify()
+        except IntegrityError:
+            return None
+        return existing
+
     def install(self, name: str, precision: str, builder: Builder) -> StoredModel:
         """Run ``builder`` in a staging folder, then move the result into place atomically."""
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=self.models_dir))
+        with self._writing():
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=self.models_dir))
         try:
             config = builder(staging)
             (staging / CONFIG_FILE).write_text(config.to_json())
@@ -214,11 +269,57 @@ class ModelRepository:
             config.precision,
         )
 
+    def _gate(self, stored: StoredModel) -> None:
+        """Refuse a stored reduced-precision build whose agreement with FP32 is below the gate as
+        configured now (``$EDGEINFER_MIN_TOP1_AGREEMENT``), unless ``$EDGEINFER_ALLOW_FAILED_QUALITY``
+        allows it, which is then said once: a build the gate refused is not used silently."""
+        quality = stored.config.quality
+        if quality is None:
+            return
+        from edgeinfer.models.quality import ALLOW_FAILED_ENV, GateSettings
+
+        settings = GateSettings.from_env()  # also refuses malformed values, build or no build
+        if quality.top1_agreement >= settings.min_top1_agreement:
+            return
+        config = stored.config
+        figure = (
+            f"top-1 agreement with FP32 {quality.top1_agreement:.1%} of {quality.images} held-out "
+            f"images, below the required {settings.min_top1_agreement:.1%}"
+        )
+        if not settings.allow_failed:
+            raise QualityGateFailed(
+                f"the {config.precision} build of {config.name} does not pass the accuracy gate "
+                f"({figure}); `edgeinfer models build {config.name} -p {config.precision} --force` "
+                f"rebuilds it (--recipe accurate is closer to FP32), ${ALLOW_FAILED_ENV}=1 uses it anyway"
+            )
+        if stored.directory not in self._warned_gate:
+            self._warned_gate.add(stored.directory)
+            logger.warning(
+                "the %s build of %s does not pass the accuracy gate (%s); used because $%s is set",
+                config.precision, config.name, figure, ALLOW_FAILED_ENV,
+            )  # fmt: skip
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a repository that cannot be written into one clear error."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StorageError(
+                f"cannot write to the model repository {self.root}: {exc.strerror}; set "
+                f"${HOME_ENV} (or --home) to a writable folder"
+            ) from exc
+
     @contextmanager
     def _lock(self, name: str, precision: str) -> Iterator[None]:
-        self.models_dir.mkdir(parents=True, exist_ok=True)
+        with self._writing():
+            self.models_dir.mkdir(parents=True, exist_ok=True)
         lock_path = self.models_dir / f".lock-{name}-{precision}"
-        with lock_path.open("a") as handle:
+        with self._writing():
+            handle = lock_path.open("a")
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield

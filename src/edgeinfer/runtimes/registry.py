@@ -189,9 +189,9 @@ def choose_auto(
     key = _cache_key(sha, options, candidates)
     cache_path = cache_dir / AUTO_CACHE_FILE if cache_dir is not None else None
     cached = _read_cache(cache_path).get(key) if cache_path and not refresh else None
-    if cached is not None and cached.get("runtime") in candidates:
-        results = tuple(ProbeResult(**r) for r in cached.get("results", ()))
-        return AutoChoice(runtime=cached["runtime"], results=results, cached=True, key=key)
+    results = _cached_results(cached, candidates)
+    if results is not None and cached is not None:
+        return AutoChoice(runtime=str(cached["runtime"]), results=results, cached=True, key=key)
     results = tuple(
         _probe_candidate(
             name, alternates.get(name), path, options, inputs, runs=runs, warmup_runs=warmup_runs
@@ -367,8 +367,27 @@ def _read_cache(path: Path) -> dict[str, Any]:
     return entries if isinstance(entries, dict) else {}
 
 
+def _cached_results(cached: object, candidates: Sequence[str]) -> tuple[ProbeResult, ...] | None:
+    """A cache entry's probe results, or None where it names no candidate or is malformed (the
+    cache is a hint: a damaged entry is probed again, never a reason to fail)."""
+    if not isinstance(cached, dict) or cached.get("runtime") not in candidates:
+        return None
+    try:
+        return tuple(ProbeResult(**r) for r in cached.get("results", ()))
+    except TypeError:
+        return None
+
+
 def _write_cache(path: Path, key: str, choice: AutoChoice, model: str) -> None:
-    """Merge one entry into the cache file, replacing it atomically."""
+    """Merge one entry into the cache file, replacing it atomically; a repository that cannot be
+    written (read-only media) keeps the choice for this process only."""
+    try:
+        _merge_cache(path, key, choice, model)
+    except OSError as exc:
+        log.warning("auto: cannot store the probe's choice in %s (%s); it holds for this process", path, exc)
+
+
+def _merge_cache(path: Path, key: str, choice: AutoChoice, model: str) -> None:
     entries = _read_cache(path)
     entries[key] = {
         "runtime": choice.runtime,
