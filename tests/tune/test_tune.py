@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
+import math
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgeinfer.cli.main import main
 from edgeinfer.engine import Engine
-from edgeinfer.errors import InvalidInput
+from edgeinfer.errors import InvalidInput, StorageError
 from edgeinfer.models.repository import ModelRepository
 from edgeinfer.system.machine import machine_key
-from edgeinfer.tune import TuneSpace, search, tuned_choice, tuned_threads, tuning_path
+from edgeinfer.tune import TuneSpace, search, tuned_choice, tuned_entry, tuned_threads, tuning_path
+from edgeinfer.tune.store import TUNING_SCHEMA_VERSION, tuned_batch1_ms, write_entry
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +29,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
     return own
 
 
-def _space(runtime: str) -> TuneSpace:
+def _space(*runtimes: str) -> TuneSpace:
     return TuneSpace(
-        runtimes=(runtime,),
+        runtimes=runtimes,
         precisions=("fp32",),
         threads=(1,),
         batch_sizes=(1, 2),
@@ -54,6 +59,7 @@ def test_search_writes_both_winners_for_this_machine(repo: ModelRepository) -> N
     entry = stored["machines"][machine_key()]
     assert entry["best_by_precision"]["fp32"]["latency"]["runtime"] == "onnxruntime"
     assert entry["space"]["batch_sizes"] == [1, 2]
+    assert entry["file_sha256"] == {"fp32": _sha(repo)}  # the build the figures belong to
 
 
 def test_auto_follows_the_tuned_runtime(repo: ModelRepository) -> None:
@@ -62,7 +68,7 @@ def test_auto_follows_the_tuned_runtime(repo: ModelRepository) -> None:
         chosen.append("openvino")
     for runtime in chosen:  # tune with one runtime at a time: auto must follow each result
         search(repo, "mobilenet_v2", _space(runtime))
-        assert tuned_choice(repo.root, "mobilenet_v2", "fp32") == runtime
+        assert tuned_choice(repo.root, "mobilenet_v2", "fp32", file_sha256=_sha(repo)) == runtime
         with Engine.load("mobilenet_v2", runtime="auto", threads=1, repository=repo) as engine:
             assert engine.runtime.name == runtime
 
@@ -75,7 +81,7 @@ def test_auto_takes_the_tuned_thread_count_unless_threads_are_given(
 
     monkeypatch.setattr(threads, "_budget", ThreadBudget(total=2))  # 2 free: None would take both
     search(repo, "mobilenet_v2", _space("onnxruntime"))  # the space times 1 thread only
-    assert tuned_threads(repo.root, "mobilenet_v2", "fp32") == 1
+    assert tuned_threads(repo.root, "mobilenet_v2", "fp32", file_sha256=_sha(repo)) == 1
     with Engine.load("mobilenet_v2", runtime="auto", repository=repo) as engine:
         assert (engine.runtime.name, engine.runtime.threads) == ("onnxruntime", 1)
     with Engine.load("mobilenet_v2", runtime="auto", threads=2, repository=repo) as engine:
@@ -85,15 +91,16 @@ def test_auto_takes_the_tuned_thread_count_unless_threads_are_given(
 
 
 def test_no_tuning_means_no_choice(repo: ModelRepository, tmp_path: Path) -> None:
-    assert tuned_choice(tmp_path, "mobilenet_v2", "fp32") is None
-    assert tuned_choice(repo.root, "mobilenet_v2", "bf16") is None  # precision not searched
+    sha = _sha(repo)
+    assert tuned_choice(tmp_path, "mobilenet_v2", "fp32", file_sha256=sha) is None
+    assert tuned_choice(repo.root, "mobilenet_v2", "bf16", file_sha256=sha) is None  # not searched
     broken = tuning_path(tmp_path, "mobilenet_v2")
     broken.parent.mkdir(parents=True)
     broken.write_text("{not json")
-    assert tuned_choice(tmp_path, "mobilenet_v2", "fp32") is None
-    assert tuned_threads(tmp_path, "mobilenet_v2", "fp32") is None
+    assert tuned_choice(tmp_path, "mobilenet_v2", "fp32", file_sha256=sha) is None
+    assert tuned_threads(tmp_path, "mobilenet_v2", "fp32", file_sha256=sha) is None
     with pytest.raises(ValueError, match="goal"):
-        tuned_choice(repo.root, "mobilenet_v2", "fp32", goal="cheapest")
+        tuned_choice(repo.root, "mobilenet_v2", "fp32", goal="cheapest", file_sha256=sha)
 
 
 def test_bad_space_is_refused() -> None:
@@ -101,6 +108,160 @@ def test_bad_space_is_refused() -> None:
         TuneSpace(runtimes=("onnxruntime",), batch_sizes=(0,))
     with pytest.raises(InvalidInput, match="runtimes"):
         TuneSpace(runtimes=())
+    with pytest.raises(InvalidInput, match="unknown precision 'foo'; choose from fp32, fp16, int8"):
+        TuneSpace(runtimes=("onnxruntime",), precisions=("fp32", "foo"))
+    for field in ("duration_s", "p99_bound_ms"):
+        for value in (math.nan, math.inf):
+            with pytest.raises(InvalidInput, match="must be a finite positive number"):
+                TuneSpace(runtimes=("onnxruntime",), **{field: value})
+    with pytest.raises(InvalidInput, match="tune times named runtimes") as refused:
+        TuneSpace(runtimes=("auto",))
+    assert "auto," not in str(refused.value) and "null" in str(refused.value)  # the choices, not auto
+
+
+def test_cli_refuses_bad_options_before_measuring(
+    repo: ModelRepository, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["tune", "mobilenet_v2", "-r", "ort", "--threads", "1", "--batch", "1", "--home", str(repo.root)]
+    for bad, message in [
+        (["--duration", "nan"], "must be a finite positive number"),
+        (["--duration", "inf"], "must be a finite positive number"),
+        (["--p99-bound-ms", "nan"], "must be a finite positive number"),
+        (["-p", "fp32,foo"], "unknown precision 'foo'"),
+        (["-r", "auto"], "tune times named runtimes"),
+    ]:
+        assert main([*args, "-p", "fp32", "--duration", "0.05", *bad]) == InvalidInput.exit_code, bad
+        err = capsys.readouterr().err
+        assert err.startswith("edgeinfer: error: ") and message in err and err.count("\n") == 1, err
+
+
+def _sha(repo: ModelRepository) -> str:
+    return repo.get("mobilenet_v2", "fp32").config.file_sha256
+
+
+def _store(
+    root: Path, sha: str, *, runtime: str = "onnxruntime", threads: int = 1, precision: str = "fp32"
+) -> None:
+    """Store a tuning result with one winning trial, as ``search`` would."""
+    trial = {
+        "runtime": runtime, "precision": precision, "threads": threads, "batch_size": 1, "runs": 5,
+        "p50_ms": 5.0, "p90_ms": 6.0, "p99_ms": 7.0, "images_per_s": 200.0, "error": None,
+    }  # fmt: skip
+    winners = {precision: {"latency": trial, "throughput": trial}}
+    result = {"trials": [trial], "best_by_precision": winners, "file_sha256": {precision: sha}}
+    write_entry(root, "mobilenet_v2", machine_key(), result)
+
+
+def test_null_is_timed_but_never_a_winner(repo: ModelRepository, tmp_path: Path) -> None:
+    result, _ = search(repo, "mobilenet_v2", _space("null", "onnxruntime"), save=False)
+    assert {t.runtime for t in result.trials if t.ok} == {"null", "onnxruntime"}  # null is far quicker
+    for goals in (result.best, result.best_by_precision["fp32"]):
+        assert [t.runtime if t else None for t in goals.values()] == ["onnxruntime", "onnxruntime"]
+    for runtime in ("null", "keras"):  # stored by an earlier version: auto must not open it
+        _store(tmp_path, "sha", runtime=runtime)
+        assert tuned_choice(tmp_path, "mobilenet_v2", "fp32", file_sha256="sha") is None
+    _store(tmp_path, "sha")
+    assert tuned_choice(tmp_path, "mobilenet_v2", "fp32", file_sha256="sha") == "onnxruntime"
+
+
+def test_cli_says_why_keras_is_skipped_and_stores_no_null_winner(
+    repo: ModelRepository, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["tune", "mobilenet_v2", "-p", "fp32", "--threads", "1", "--batch", "1", "--duration", "0.05"]
+    args += ["--home", str(repo.root)]
+    assert main([*args, "-r", "keras,ort"]) == 0
+    err = capsys.readouterr().err
+    assert "edgeinfer: skipping keras: it runs torch models, not mobilenet_v2's onnx build" in err
+    stored = tuning_path(repo.root, "mobilenet_v2").read_text()
+    assert main([*args, "-r", "null"]) == 1  # timed, but no winner: nothing stored
+    assert "gave a winner (null and keras never do); nothing stored" in capsys.readouterr().err
+    assert tuning_path(repo.root, "mobilenet_v2").read_text() == stored
+    assert tuned_choice(repo.root, "mobilenet_v2", "fp32", file_sha256=_sha(repo)) == "onnxruntime"
+
+
+def test_each_run_replaces_only_the_precisions_it_found_winners_for(tmp_path: Path) -> None:
+    def threads(precision: str) -> int | None:
+        return tuned_threads(tmp_path, "mobilenet_v2", precision, file_sha256=f"{precision}-sha")
+
+    _store(tmp_path, "fp32-sha", threads=1)
+    _store(tmp_path, "int8-sha", threads=2, precision="int8")  # a later run of int8 only
+    assert (threads("fp32"), threads("int8")) == (1, 2)
+    assert tuned_batch1_ms(tmp_path, "mobilenet_v2", "fp32", file_sha256="fp32-sha") == {"onnxruntime": 5.0}
+    failed = {
+        "runtime": "onnxruntime",
+        "precision": "fp32",
+        "threads": 2,
+        "batch_size": 1,
+        "error": "crashed",
+    }
+    nothing = {"trials": [failed], "best_by_precision": {"fp32": {"latency": None, "throughput": None}}}
+    write_entry(tmp_path, "mobilenet_v2", machine_key(), {**nothing, "file_sha256": {"fp32": "fp32-sha"}})
+    assert (threads("fp32"), threads("int8")) == (1, 2)  # every fp32 trial failed: the good one stays
+    _store(tmp_path, "fp32-sha", threads=2)
+    assert (threads("fp32"), threads("int8")) == (2, 2)
+    entry = tuned_entry(tmp_path, "mobilenet_v2")
+    assert entry is not None
+    assert sorted((t["precision"], t["threads"]) for t in entry["trials"]) == [("fp32", 2), ("int8", 2)]
+
+
+def test_a_tuning_of_another_build_is_not_followed(
+    repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeinfer.runtimes import registry
+
+    search(repo, "mobilenet_v2", _space("onnxruntime"))
+    sha, other = _sha(repo), "0" * 64
+    assert tuned_choice(repo.root, "mobilenet_v2", "fp32", file_sha256=sha) == "onnxruntime"
+    assert tuned_choice(repo.root, "mobilenet_v2", "fp32", file_sha256=other) is None
+    assert tuned_threads(repo.root, "mobilenet_v2", "fp32", file_sha256=other) is None
+    assert tuned_batch1_ms(repo.root, "mobilenet_v2", "fp32", file_sha256=other) == {}
+    entry = tuned_entry(repo.root, "mobilenet_v2")
+    assert entry is not None
+    del entry["file_sha256"]  # a file from before the sha256 was stored: probe again
+    document = {"schema_version": TUNING_SCHEMA_VERSION, "machines": {machine_key(): entry}}
+    tuning_path(tmp_path, "mobilenet_v2").parent.mkdir()
+    tuning_path(tmp_path, "mobilenet_v2").write_text(json.dumps(document))
+    assert tuned_choice(tmp_path, "mobilenet_v2", "fp32", file_sha256=sha) is None
+
+    probed: list[Any] = []
+
+    def probe(*args: object, **kwargs: Any) -> registry.AutoChoice:
+        probed.append(kwargs["model_sha256"])
+        return registry.AutoChoice(runtime="onnxruntime", results=(), cached=False, key="probe")
+
+    monkeypatch.setattr(registry, "choose_auto", probe)
+    assert Engine.choose_runtime("mobilenet_v2", repository=repo) == "onnxruntime"
+    assert probed == []  # tuned on this build: followed
+    _store(repo.root, other)  # tuned on a build since replaced (rebuilt, or removed and built again)
+    assert Engine.choose_runtime("mobilenet_v2", repository=repo) == "onnxruntime"
+    assert probed == [sha]  # probed again
+
+
+def test_an_unwritable_repository_is_refused_before_measuring(
+    repo: ModelRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeinfer.tune import store
+
+    copy = ModelRepository(tmp_path / "home")
+    shutil.copytree(repo.models_dir, copy.models_dir)
+    (copy.root / "tuning").write_text("a file where the folder goes")  # refused even to root
+    measured: list[object] = []
+    with pytest.raises(StorageError, match="cannot write tuning results to"):
+        search(copy, "mobilenet_v2", _space("onnxruntime"), measured.append)
+    assert measured == []
+    args = ["tune", "mobilenet_v2", "-r", "ort", "-p", "fp32", "--threads", "1", "--batch", "1"]
+    assert main([*args, "--home", str(copy.root)]) == StorageError.exit_code
+    err = capsys.readouterr().err
+    assert err.startswith("edgeinfer: error: cannot write tuning results") and err.count("\n") == 1
+
+    (copy.root / "tuning").unlink()
+
+    def read_only(path: Path, data: object) -> None:  # the disk turns read-only while measuring
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(store, "write_atomically", read_only)
+    with pytest.raises(StorageError, match="Read-only file system"):
+        search(copy, "mobilenet_v2", _space("onnxruntime"))
 
 
 def test_cli_tune_prints_json_and_rejects_bad_numbers(
@@ -124,8 +285,6 @@ def test_search_measures_litert_on_the_fp32_builds_tflite_twin(repo: ModelReposi
 
 
 def test_batch1_figures_skip_failed_and_malformed_trials(tmp_path: Path) -> None:
-    from edgeinfer.tune.store import tuned_batch1_ms, write_entry
-
     good = {"runtime": "onnxruntime", "precision": "fp32", "threads": 2, "batch_size": 1, "p50_ms": 5.0}
     trials = [
         good,
@@ -135,9 +294,19 @@ def test_batch1_figures_skip_failed_and_malformed_trials(tmp_path: Path) -> None
         {**good, "precision": "int8", "p50_ms": 2.0},  # another precision
         "not a trial",
     ]
-    write_entry(tmp_path, "mobilenet_v2", machine_key(), {"trials": trials})
-    assert tuned_batch1_ms(tmp_path, "mobilenet_v2", "fp32", threads=2) == {"onnxruntime": 5.0}
-    assert tuned_batch1_ms(tmp_path, "mobilenet_v2", "fp32", threads=1) == {"onnxruntime": 5.0}  # none at 1
-    write_entry(tmp_path, "mobilenet_v2", machine_key(), {"trials": "garbage"})
-    assert tuned_batch1_ms(tmp_path, "mobilenet_v2", "fp32") == {}
-    assert tuned_batch1_ms(tmp_path / "never-tuned", "mobilenet_v2", "fp32") == {}
+
+    def tuned(trials: object) -> None:  # written as is: the reader must cope with damaged files
+        entry = {"trials": trials, "file_sha256": {"fp32": "sha"}}
+        document = {"schema_version": TUNING_SCHEMA_VERSION, "machines": {machine_key(): entry}}
+        tuning_path(tmp_path, "mobilenet_v2").parent.mkdir(exist_ok=True)
+        tuning_path(tmp_path, "mobilenet_v2").write_text(json.dumps(document))
+
+    tuned(trials)
+    figures = {"onnxruntime": 5.0}
+    assert tuned_batch1_ms(tmp_path, "mobilenet_v2", "fp32", threads=2, file_sha256="sha") == figures
+    assert (
+        tuned_batch1_ms(tmp_path, "mobilenet_v2", "fp32", threads=1, file_sha256="sha") == figures
+    )  # none at 1
+    tuned("garbage")
+    assert tuned_batch1_ms(tmp_path, "mobilenet_v2", "fp32", file_sha256="sha") == {}
+    assert tuned_batch1_ms(tmp_path / "never-tuned", "mobilenet_v2", "fp32", file_sha256="sha") == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -11,7 +12,7 @@ from rich.table import Table
 
 from edgeinfer.cli.common import add_repository_arg, repository
 from edgeinfer.errors import InvalidInput
-from edgeinfer.tune.search import Trial, TuneResult, TuneSpace, search
+from edgeinfer.tune.search import Trial, TuneResult, TuneSpace, runtime_name, search
 
 
 def register(subparsers: Any) -> None:
@@ -21,10 +22,17 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("model", nargs="?", default="mobilenet_v2", help="model name (default: %(default)s)")
     parser.add_argument(
-        "--runtime", "-r", default=None, help="comma-separated runtimes (default: every installed one)"
+        "--runtime",
+        "-r",
+        default=None,
+        help="comma-separated runtimes (default: every installed one auto may pick); null is timed "
+        "but never a winner, keras (the baseline: edgeinfer bench times it) is skipped with a note",
     )
     parser.add_argument(
-        "--precision", "-p", default="fp32,int8", help="comma-separated (default: %(default)s)"
+        "--precision",
+        "-p",
+        default="fp32,int8",
+        help="comma-separated fp32, fp16, int8 (default: %(default)s)",
     )
     parser.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1..cores)")
     parser.add_argument(
@@ -47,7 +55,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     repo = repository(args)
     space = TuneSpace(
-        runtimes=_runtimes(args.runtime, repo.get(args.model, "fp32").config.format),
+        runtimes=_runtimes(args.runtime, args.model, repo.get(args.model, "fp32").config.format),
         precisions=tuple(_words(args.precision)),
         threads=_ints(args.threads, "--threads") if args.threads else _default_threads(),
         batch_sizes=_ints(args.batch, "--batch"),
@@ -58,9 +66,17 @@ def run(args: argparse.Namespace) -> int:
     progress = None if args.json else lambda trial: console.print(f"  {_describe(trial)}", highlight=False)
     result, path = search(repo, args.model, space, progress)
     if args.json:
-        print(json.dumps({**result.to_dict(), "path": str(path)}, indent=2))
+        print(json.dumps({**result.to_dict(), "path": str(path) if path else None}, indent=2))
     else:
         _print_winners(result)
+    if path is None:
+        print(
+            f"edgeinfer: error: no configuration of {args.model} gave a winner (null and keras never do); "
+            "nothing stored (an earlier tuning is kept)",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.json:
         print(f"wrote {path}")
     return 0 if result.best.get("latency") is not None else 1
 
@@ -94,13 +110,27 @@ def _describe(trial: Trial) -> str:
     return f"{where}: p90 {trial.p90_ms:.2f} ms, p99 {trial.p99_ms:.2f} ms, {trial.images_per_s:.0f} images/s"
 
 
-def _runtimes(raw: str | None, fmt: str) -> tuple[str, ...]:
+def _runtimes(raw: str | None, model: str, fmt: str) -> tuple[str, ...]:
+    """The runtimes to time; a named one that cannot run ``model``'s builds is left out with a line
+    on stderr saying why, rather than silently (``keras`` runs the source checkpoint)."""
     from edgeinfer.engine.alternates import alternate_runtimes
-    from edgeinfer.runtimes.registry import auto_candidates, canonical
+    from edgeinfer.runtimes.registry import auto_candidates, factory
 
     if raw is None:  # what auto measures: LiteRT too, through an FP32 ONNX build's TFLite twin
         return tuple(dict.fromkeys([*auto_candidates(fmt), *alternate_runtimes(fmt)]))
-    return tuple(dict.fromkeys(canonical(name) for name in _words(raw)))
+    named = tuple(dict.fromkeys(runtime_name(name) for name in _words(raw)))
+    able = tuple(n for n in named if fmt in factory(n).formats or n in alternate_runtimes(fmt))
+    for name in named:
+        if name not in able:
+            hint = " (the Keras baseline: time it with edgeinfer bench -r keras)" if name == "keras" else ""
+            formats = ", ".join(factory(name).formats)
+            print(
+                f"edgeinfer: skipping {name}: it runs {formats} models, not {model}'s {fmt} build{hint}",
+                file=sys.stderr,
+            )
+    if not able:
+        raise InvalidInput(f"none of {', '.join(named)} can run {model}'s {fmt} build")
+    return able
 
 
 def _default_threads() -> tuple[int, ...]:

@@ -97,7 +97,9 @@ class Engine:
         repo, stored, runtime, alternates = _resolve(model, runtime, precision, repository)
         if asked_auto and threads is None and runtime != "auto":
             # tuned: the winning configuration's thread count too
-            threads = tuned_threads(repo.root, stored.config.name, stored.config.precision)
+            threads = tuned_threads(
+                repo.root, stored.config.name, stored.config.precision, file_sha256=stored.config.file_sha256
+            )
         extra = dict(runtime_options or {})
         opened = open_runtime(
             runtime, stored, RuntimeOptions(threads, extra), cache_dir=repo.root, alternates=alternates
@@ -133,7 +135,13 @@ class Engine:
             if not asked_auto or not prefer:
                 return canonical(runtime)
             # tuned: the same preference, over tune's batch-1 figures
-            tuned_ms = tuned_batch1_ms(repo.root, stored.config.name, stored.config.precision, threads)
+            tuned_ms = tuned_batch1_ms(
+                repo.root,
+                stored.config.name,
+                stored.config.precision,
+                threads,
+                file_sha256=stored.config.file_sha256,
+            )
             return prefer_close(canonical(runtime), tuned_ms, prefer, prefer_within, source="tune's")
         config = stored.config
         choice = choose_auto(
@@ -247,5 +255,8 @@ def _resolve(
     stored.verify()
     if runtime.strip().lower() == "auto":
         # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe.
-        runtime = tuned_choice(repo.root, stored.config.name, stored.config.precision) or "auto"
+        tuned = tuned_choice(
+            repo.root, stored.config.name, stored.config.precision, file_sha256=stored.config.file_sha256
+        )
+        runtime = tuned or "auto"
     return repo, stored, runtime, litert_files(stored.config, stored.path, runtime)

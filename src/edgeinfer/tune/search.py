@@ -7,12 +7,18 @@ a warm-up that is not counted. Two winners are kept for each precision and overa
 - ``throughput``: the most images per second among configurations whose p99 batch latency stays
   within ``p99_bound_ms``.
 
+``null`` and ``keras`` are never winners, as ``auto`` never opens them: ``null`` (zeros, the
+engine's own overhead) is timed where named, for comparison; ``keras`` runs the source checkpoint,
+not a build, so it has nothing to time here (``edgeinfer bench`` times the baseline).
+
 The result goes to ``<repository>/tuning/<model>.json`` under this machine's key
-(:func:`edgeinfer.system.machine.machine_key`), where ``runtime="auto"`` finds it.
+(:func:`edgeinfer.system.machine.machine_key`), merged per precision with the builds' sha256,
+where ``runtime="auto"`` finds it.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError, InvalidInput
-from edgeinfer.models.repository import ModelRepository, StoredModel
+from edgeinfer.models.repository import PRECISIONS, ModelRepository, StoredModel
 from edgeinfer.runtimes.base import RuntimeOptions
-from edgeinfer.tune.store import write_entry
+from edgeinfer.tune.store import check_writable, write_entry
 
 GOALS = ("latency", "throughput")
 
@@ -53,10 +59,36 @@ class TuneSpace:
         ):
             if not values:
                 raise InvalidInput(f"tune needs at least one value for {label}")
+        for name in self.runtimes:
+            runtime_name(name)
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown:  # refused before minutes of measuring, not stored as a failed precision
+            raise InvalidInput(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
         if any(t < 1 for t in self.threads) or any(b < 1 for b in self.batch_sizes):
             raise InvalidInput("threads and batch sizes must be at least 1")
+        for label, value in (("duration_s", self.duration_s), ("p99_bound_ms", self.p99_bound_ms)):
+            if not math.isfinite(value):  # NaN passes the checks below, then never ends or bounds a run
+                raise InvalidInput(f"{label} must be a finite positive number, got {value}")
         if self.duration_s <= 0 or self.p99_bound_ms <= 0 or self.min_runs < 1 or self.warmup_runs < 0:
             raise InvalidInput("duration_s and p99_bound_ms must be positive, min_runs at least 1")
+
+
+def runtime_name(name: str) -> str:
+    """The registry name of a runtime tune can time (aliases allowed): not ``auto``, which is what
+    tune measures for, nor an unknown name; :class:`InvalidInput` listing the choices otherwise."""
+    from edgeinfer.runtimes.registry import ALIASES, FACTORIES
+
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    choices = (
+        f"choose from {', '.join(FACTORIES)} (aliases: {', '.join(ALIASES)}), or leave the runtimes "
+        "out to time every one auto may pick"
+    )
+    if key == "auto":
+        raise InvalidInput(f"tune times named runtimes, not auto (which opens their winner); {choices}")
+    if key not in FACTORIES:
+        raise InvalidInput(f"unknown runtime {name!r}; {choices}")
+    return key
 
 
 @dataclass(frozen=True)
@@ -88,6 +120,13 @@ class TuneResult:
     trials: tuple[Trial, ...]
     best: dict[str, Trial | None] = field(default_factory=dict)
     best_by_precision: dict[str, dict[str, Trial | None]] = field(default_factory=dict)
+    # the sha256 of each precision's build the trials ran on: a rebuilt model is not this tuning's
+    file_sha256: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def found(self) -> bool:
+        """Whether any precision has a winner (a result without one is not stored)."""
+        return any(t is not None for goals in self.best_by_precision.values() for t in goals.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +140,7 @@ class TuneResult:
                 precision: {goal: _as_dict(t) for goal, t in goals.items()}
                 for precision, goals in self.best_by_precision.items()
             },
+            "file_sha256": dict(self.file_sha256),
         }
 
 
@@ -115,10 +155,14 @@ def search(
     *,
     save: bool = True,
 ) -> tuple[TuneResult, Path | None]:
-    """Measure every configuration in ``space``; store the winners unless ``save`` is false."""
+    """Measure every configuration in ``space``; store the winners unless ``save`` is false or
+    there is none (the path is then None, and what was stored before stays)."""
     from edgeinfer.system.machine import machine_key
 
+    if save:
+        check_writable(repo.root, model)  # before the measuring, not after it
     trials: list[Trial] = []
+    shas: dict[str, str] = {}
     for precision in space.precisions:
         try:
             stored = repo.get(model, precision)
@@ -128,6 +172,7 @@ def search(
             if progress:
                 progress(trials[-1])
             continue
+        shas[precision] = stored.config.file_sha256
         samples = _samples(stored, max(space.batch_sizes), space.seed)
         files = _files(stored, space.runtimes)
         for runtime in _able(space.runtimes, files):
@@ -137,8 +182,8 @@ def search(
                     trials.append(trial)
                     if progress:
                         progress(trial)
-    result = _summarize(model, machine_key(), space, trials)
-    path = write_entry(repo.root, model, result.machine, result.to_dict()) if save else None
+    result = _summarize(model, machine_key(), space, trials, shas)
+    path = write_entry(repo.root, model, result.machine, result.to_dict()) if save and result.found else None
     return result, path
 
 
@@ -234,7 +279,9 @@ def _trial(runtime: str, precision: str, threads: int, batch_size: int, times_ns
     )
 
 
-def _summarize(model: str, machine: str, space: TuneSpace, trials: list[Trial]) -> TuneResult:
+def _summarize(
+    model: str, machine: str, space: TuneSpace, trials: list[Trial], shas: dict[str, str]
+) -> TuneResult:
     by_precision = {
         precision: _winners([t for t in trials if t.precision == precision], space)
         for precision in space.precisions
@@ -247,12 +294,18 @@ def _summarize(model: str, machine: str, space: TuneSpace, trials: list[Trial]) 
         trials=tuple(trials),
         best=_winners(trials, space),
         best_by_precision=by_precision,
+        file_sha256=shas,
     )
 
 
 def _winners(trials: Sequence[Trial], space: TuneSpace) -> dict[str, Trial | None]:
-    single = [t for t in trials if t.ok and t.batch_size == 1]
-    bounded = [t for t in trials if t.ok and t.p99_ms is not None and t.p99_ms <= space.p99_bound_ms]
+    """The two goals' winners, never a runtime ``auto`` would not open (``null``'s zeros win every
+    race, ``keras`` is the baseline)."""
+    from edgeinfer.runtimes.registry import NOT_AUTO
+
+    candidates = [t for t in trials if t.ok and t.runtime not in NOT_AUTO]
+    single = [t for t in candidates if t.batch_size == 1]
+    bounded = [t for t in candidates if t.p99_ms is not None and t.p99_ms <= space.p99_bound_ms]
     return {
         "latency": min(single, key=lambda t: t.p90_ms or float("inf"), default=None),
         "throughput": max(bounded, key=lambda t: t.images_per_s or 0.0, default=None),
