@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from edgeinfer.bench.compare import expand, pick_baseline, runtime_name, speedups, with_agreement
+from edgeinfer.bench.compare import (
+    expand,
+    pick_baseline,
+    precision_name,
+    runtime_name,
+    skipped,
+    speedups,
+    with_agreement,
+)
 from edgeinfer.bench.report import ConfigurationResult, ModelOnly, ScenarioResult
 from edgeinfer.bench.stats import summarize_ns
 
@@ -84,3 +92,16 @@ def test_top1_agreement_with_the_baseline() -> None:
     updated = with_agreement([keras, ort])
     assert updated[1].extra["top1_agreement_with_baseline"] == 0.5
     assert updated[0].extra["top1_agreement_with_baseline"] == 1.0
+
+
+def test_one_configuration_is_not_compared_with_itself() -> None:
+    (only,) = with_agreement([config("onnxruntime", 10.0, 120.0)])
+    assert "top1_agreement_with_baseline" not in only.extra
+
+
+def test_skipped_combinations_are_named_once() -> None:
+    assert precision_name(" FP16 ") == "fp16"
+    assert skipped(["keras", "tf", "ort"], ["fp32", "int8", "INT8"]) == [
+        "keras/int8 is skipped: Keras, the blog's path, runs its FP32 weights only"
+    ]
+    assert expand("mobilenet_v2", ["keras"], ["int8"], [1]) == []

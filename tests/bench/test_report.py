@@ -103,3 +103,47 @@ def test_write_report_creates_the_directory_and_replaces_files(report: BenchRepo
     assert first == second
     assert "second" in second.html.read_text()
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
+
+
+def test_html_settings_read_as_json(report: BenchReport, tmp_path: Path) -> None:
+    settings = {
+        "repository": None,
+        "isolated_processes": True,
+        "scenarios": [{"scenario": "Offline", "mlperf": False}],
+    }
+    html = write_report(replace(report, settings=settings), tmp_path).html.read_text()
+    assert "<dd>null</dd>" in html and "<dd>true</dd>" in html
+    assert "{&quot;scenario&quot;: &quot;Offline&quot;, &quot;mlperf&quot;: false}" in html
+    assert "None" not in html and "False" not in html
+
+
+def test_inline_svgs_do_not_share_element_ids(report: BenchReport, tmp_path: Path) -> None:
+    html = write_report(report, tmp_path).html.read_text()
+    ids = re.findall(r'\bid="([^"]+)"', html)
+    assert ids and len(ids) == len(set(ids))
+    for ref in re.findall(r'url\(#([^)]+)\)|href="#([^"]+)"', html):
+        assert (ref[0] or ref[1]) in ids  # every reference still finds its element
+
+
+def test_timeline_phase_labels_do_not_overlap(null_result: ConfigurationResult) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from edgeinfer.bench.plots import _timeline_panel
+
+    timeline = null_result.timeline
+    assert timeline is not None
+    end = timeline.t_s[-1]
+    names = ("warm-up", "SingleStream", "MultiStream", "Server @ 58.1 QPS", "Offline-b1", "model-only")
+    starts = (0.0, 0.1, 0.16, 0.22, 0.28, 0.9)  # short phases side by side, as in the audit's report
+    config = replace(
+        null_result,
+        timeline=replace(timeline, marks=tuple((s * end, n) for s, n in zip(starts, names, strict=True))),
+    )
+    fig = Figure(figsize=(9.0, 2.0), layout="constrained")
+    canvas = FigureCanvasAgg(fig)
+    _timeline_panel(fig.add_subplot(), config)
+    canvas.draw()
+    boxes = [t.get_window_extent() for t in fig.axes[0].texts]
+    assert len(boxes) >= 3
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])

@@ -8,9 +8,9 @@ import pytest
 
 from edgeinfer.bench.loading import ConfigurationSpec
 from edgeinfer.bench.report import ConfigurationResult
-from edgeinfer.bench.runner import run_configuration
+from edgeinfer.bench.runner import RunOptions, offline_rate, run_configuration
 from edgeinfer.bench.samples import Sample
-from edgeinfer.bench.scenarios import Scenario
+from edgeinfer.bench.scenarios import Scenario, ScenarioSettings
 from tests.bench.conftest import quick_options as options
 
 
@@ -80,3 +80,24 @@ def test_onnxruntime_end_to_end_is_model_time_plus_decode(
     assert infer > 0.5  # a real network, unlike the Null runtime
     assert ss.latency.mean_ms >= infer + ss.stages["decode"].mean_ms
     assert set(result.top1.values()) - {0}  # real predictions, not the Null runtime's zeros
+
+
+def test_offline_rate_errs_high_so_the_run_lasts_its_minimum() -> None:
+    # one slow batch (a busy moment) must not shrink LoadGen's Offline query
+    assert offline_rate(4, [100_000_000, 40_000_000, 50_000_000], single_rate=50.0) == pytest.approx(100.0)
+    # batching rarely slows a sample: the single-sample rate is the floor
+    assert offline_rate(8, [1_000_000_000], single_rate=50.0) == 50.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"warmup_s": float("nan")}, "warmup_s must be a finite number"),
+        ({"model_only_s": float("inf")}, "model_only_s must be a finite number"),
+        ({"top_k": 0}, "top_k must be >= 1"),
+        ({"sample_interval_ms": 0}, "sample_interval_ms must be >= 10"),
+    ],
+)
+def test_bad_run_options_are_refused_on_construction(changes: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RunOptions(scenarios=(ScenarioSettings(Scenario.SINGLE_STREAM),), **changes)  # type: ignore[arg-type]

@@ -36,6 +36,10 @@ def test_unknown_scenario_lists_the_choices() -> None:
         ("batch_size", 0, "batch_size must be >= 1"),
         ("max_duration_s", 1.0, "max_duration_s"),
         ("server_target_qps", -1.0, "server_target_qps"),
+        ("min_duration_s", float("nan"), "min_duration_s must be a finite number"),
+        ("max_duration_s", float("inf"), "max_duration_s must be a finite number"),
+        ("server_latency_bound_ms", float("nan"), "server_latency_bound_ms must be a finite number"),
+        ("server_target_qps", float("nan"), "server_target_qps must be a finite number"),
     ],
 )
 def test_bad_settings_say_how_to_fix(field: str, value: float, message: str) -> None:
@@ -76,6 +80,26 @@ def test_mlperf_flag_takes_loadgens_official_minimums(scenario: Scenario, min_qu
 
 
 def test_mlperf_server_uses_resnet50_latency_bound() -> None:
-    ts = loadgen_settings(ScenarioSettings(Scenario.SERVER, seed=None, mlperf=True), EXPECT, 1024, 10.0)
+    settings = ScenarioSettings.official(Scenario.SERVER)
+    assert settings.server_latency_bound_ms == 15.0 and settings.seed is None
+    ts = loadgen_settings(settings, EXPECT, 1024, 10.0)
     assert ts.server_target_latency_ns == 15_000_000
+
+
+def test_official_settings_take_the_callers_values_on_top() -> None:
+    settings = ScenarioSettings.official(
+        Scenario.MULTI_STREAM,
+        min_duration_s=5.0,  # below the official 600 s: the official minimum stays
+        min_query_count=1000,  # above the official 662: raises it
+        server_latency_bound_ms=100.0,
+        multi_stream_samples_per_query=4,
+        seed=7,
+        workers=None,  # None keeps the default
+    )
+    assert (settings.min_duration_s, settings.min_query_count) == (600.0, 1000)
+    assert (settings.server_latency_bound_ms, settings.multi_stream_samples_per_query) == (100.0, 4)
+    ts = loadgen_settings(settings, EXPECT, sample_count=1024, target_qps=10.0)
+    assert (ts.min_duration_ms, ts.min_query_count) == (600_000, 1000)
+    assert (ts.server_target_latency_ns, ts.multi_stream_samples_per_query) == (100_000_000, 4)
+    assert ts.qsl_rng_seed == 7
     assert ts.server_target_latency_percentile == pytest.approx(0.99)

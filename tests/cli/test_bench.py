@@ -13,7 +13,10 @@ import pytest
 from PIL import Image, ImageStat
 
 from edgeinfer.bench.report import read_report
-from edgeinfer.cli.main import main
+from edgeinfer.bench.scenarios import Expectations, Scenario, loadgen_settings
+from edgeinfer.bench.session import BenchRequest
+from edgeinfer.cli.bench import build_request, skipped_combinations
+from edgeinfer.cli.main import build_parser, main
 from edgeinfer.models.repository import ModelRepository
 
 QUICK = (
@@ -154,12 +157,94 @@ def test_in_process_null_run(built_home: Path, tmp_path: Path, capsys: pytest.Ca
     [
         (["--scenario", "batchy"], "unknown scenario"),
         (["--runtime", "tensorrt"], "unknown runtime"),
-        (["--threads", "0"], "threads must be >= 1"),
-        (["--batch-size", "two"], "invalid literal"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--threads", "abc"], "--threads expects whole numbers, got 'abc'"),
+        (["--batch-size", "two"], "--batch-size expects whole numbers"),
+        (["--batch-size", "0"], "--batch-size values must be >= 1"),
+        (["--duration", "0"], "--duration must be > 0"),
+        (["--mlperf", "--max-duration", "5"], "--max-duration (5) must be 0 (no limit) or at least"),
+        # NaN passes every "x <= 0" test: refused up front, not when the results are written
+        (["--warmup", "nan"], "--warmup must be a finite number"),
+        (["--duration", "nan"], "--duration must be a finite number"),
+        (["--max-duration", "inf"], "--max-duration must be a finite number"),
+        (["--latency-bound-ms", "nan"], "--latency-bound-ms must be a finite number"),
+        (["--target-qps", "inf"], "--target-qps must be a finite number"),
+        (["--model-only=-inf"], "--model-only must be a finite number"),
+        (["--precision", "fp64"], "unknown precision 'fp64'; choose from fp32, fp16, int8"),
+        (["--samples", "0"], "--samples must be >= 1"),
+        (["--samples", "-3"], "--samples must be >= 1"),
+        (["--interval-ms", "0"], "--interval-ms must be >= 10"),
+        (["--top-k", "0"], "--top-k must be >= 1"),
+        (["--runtime", "keras", "--precision", "int8"], "nothing to run: keras/int8 is skipped"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert main(["bench", "--report", str(tmp_path), *args]) == 2
-    assert message in capsys.readouterr().err
+    assert main(["bench", "--report", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()  # nothing is created for a run that cannot start
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_report_path_that_cannot_be_a_folder_is_refused_before_the_run(
+    below: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    assert main(["bench", "--runtime", "null", "--report", str(afile / below)]) == 2
+    err = capsys.readouterr().err
+    assert "--report" in err and len(err.strip().splitlines()) == 1, err
+
+
+def request_for(report: Path, *args: str) -> BenchRequest:
+    return build_request(build_parser().parse_args(["bench", "--report", str(report), *args]))
+
+
+def test_the_report_folder_is_created_up_front(tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b"
+    request_for(out)
+    assert out.is_dir()
+
+
+def test_repeated_list_items_run_once(tmp_path: Path) -> None:
+    args = ("-b", "2,2,4", "-p", "fp32,FP32", "-t", "1,1", "-s", "offline,Offline", "-r", "ort,onnx")
+    request = request_for(tmp_path, *args)
+    assert request.options.batch_sizes == (2, 4)
+    assert request.precisions == ("fp32",) and request.threads == (1,)
+    assert [s.scenario for s in request.options.scenarios] == [Scenario.OFFLINE]
+
+
+def test_mlperf_settings_hold_what_loadgen_is_told(tmp_path: Path) -> None:
+    args = ("--mlperf", "-s", "multi-stream,server", "--latency-bound-ms", "100", "--samples-per-query", "4")
+    request = request_for(tmp_path, *args, "--duration", "5")
+    multi, server = request.options.scenarios
+    assert (multi.min_duration_s, multi.min_query_count) == (600.0, 662)  # official floors kept
+    assert multi.multi_stream_samples_per_query == 4 and server.server_latency_bound_ms == 100.0
+    expect = Expectations(sample_latency_ns=10_000_000, samples_per_s=100.0)
+    for settings in (multi, server):
+        ts = loadgen_settings(settings, expect, sample_count=1024, target_qps=10.0)
+        assert ts.min_duration_ms == settings.min_duration_s * 1000
+        assert ts.min_query_count == settings.min_query_count
+        assert ts.multi_stream_samples_per_query == settings.multi_stream_samples_per_query
+        assert ts.server_target_latency_ns == settings.server_latency_bound_ms * 1e6
+    official = request_for(tmp_path, "--mlperf", "-s", "multi-stream,server")
+    multi, server = official.options.scenarios
+    assert multi.multi_stream_samples_per_query == 8 and server.server_latency_bound_ms == 15.0
+
+
+def test_nothing_measured_exits_nonzero_with_the_reason(
+    built_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--home", str(built_home), "--runtime", "null", "--samples", "2", "--report", str(tmp_path)]
+    assert main(["bench", "--model", "mobilenet_v9", *args]) == 1
+    err = capsys.readouterr().err
+    assert "nothing was measured" in err and "mobilenet_v9" in err
+
+
+def test_a_skipped_combination_is_said_on_stderr(tmp_path: Path) -> None:
+    request = request_for(tmp_path, "-r", "keras,null", "-p", "fp32,int8")
+    assert skipped_combinations(request) == [
+        "keras/int8 is skipped: Keras, the blog's path, runs its FP32 weights only"
+    ]

@@ -42,23 +42,46 @@ def runtime_name(text: str) -> str:
     return RUNTIME_ALIASES[key]
 
 
+def precision_name(text: str) -> str:
+    """The precision for a CLI spelling (``FP16`` -> ``fp16``)."""
+    key = text.strip().lower()
+    if key not in PRECISIONS:
+        raise ValueError(f"unknown precision {text!r}; choose from {', '.join(PRECISIONS)}")
+    return key
+
+
 def expand(
     model: str, runtimes: Sequence[str], precisions: Sequence[str], threads: Sequence[int | None]
 ) -> list[ConfigurationSpec]:
-    """Every combination, in the order given (runtime-major), without duplicates; Keras at FP32 only."""
-    for precision in precisions:
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    """Every combination, in the order given (runtime-major), without duplicates; Keras at FP32 only.
+
+    :func:`skipped` says which combinations are left out and why.
+    """
+    precisions = [precision_name(p) for p in precisions]
     specs: list[ConfigurationSpec] = []
     for runtime in runtimes:
         for precision in precisions:
-            if runtime_name(runtime) == BASELINE_RUNTIME and precision != "fp32":
+            if _keras_beyond_fp32(runtime, precision):
                 continue  # the blog's path is Keras FP32; a Keras "int8" would run the FP32 weights
             for count in threads:
                 spec = ConfigurationSpec(model, runtime_name(runtime), precision, count)
                 if spec not in specs:
                     specs.append(spec)
     return specs
+
+
+def skipped(runtimes: Sequence[str], precisions: Sequence[str]) -> list[str]:
+    """One line for each runtime x precision combination that :func:`expand` leaves out, saying why."""
+    return [
+        f"{runtime}/{precision} is skipped: Keras, the blog's path, runs its FP32 weights only"
+        for runtime in dict.fromkeys(runtime_name(r) for r in runtimes)
+        for precision in dict.fromkeys(precision_name(p) for p in precisions)
+        if _keras_beyond_fp32(runtime, precision)
+    ]
+
+
+def _keras_beyond_fp32(runtime: str, precision: str) -> bool:
+    return runtime_name(runtime) == BASELINE_RUNTIME and precision_name(precision) != "fp32"
 
 
 def pick_baseline(configs: Sequence[ConfigurationResult]) -> ConfigurationResult | None:
@@ -121,9 +144,13 @@ def speedups(configs: Sequence[ConfigurationResult]) -> tuple[SpeedUp, ...]:
 
 
 def with_agreement(configs: Sequence[ConfigurationResult]) -> list[ConfigurationResult]:
-    """Add each configuration's top-1 agreement with the baseline on the warm-up samples to ``extra``."""
+    """Add each configuration's top-1 agreement with the baseline on the warm-up samples to ``extra``.
+
+    Nothing is added when no other configuration ran: the baseline would only agree with itself.
+    """
     baseline = pick_baseline(configs)
-    if baseline is None or not baseline.top1:
+    others = [c for c in configs if c is not baseline and c.status == "ok" and c.top1]
+    if baseline is None or not baseline.top1 or not others:
         return list(configs)
     updated = []
     for config in configs:

@@ -1,10 +1,15 @@
-"""The terminal side of a run: a rich progress display while it runs, tables when it is done."""
+"""The terminal side of a run: a rich progress display while it runs, tables when it is done.
+
+rich reads ``[...]`` as markup, so every text that comes from the user or from an error (labels,
+which hold the model name, messages, paths) goes through :func:`escape` first.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -46,20 +51,22 @@ class RichProgress:
 
     def started(self, spec: ConfigurationSpec, index: int, total: int) -> None:
         if self._task is None:
-            self._task = self._progress.add_task("bench", total=total, label=spec.label, phase="")
-        self._progress.update(self._task, completed=index, label=spec.label, phase="starting")
+            self._task = self._progress.add_task("bench", total=total, label=escape(spec.label), phase="")
+        self._progress.update(self._task, completed=index, label=escape(spec.label), phase="starting")
 
     def phase(self, spec: ConfigurationSpec, text: str) -> None:
-        self._progress.update(self._task, phase=text)
+        self._progress.update(self._task, phase=escape(text))
 
     def finished(self, result: ConfigurationResult) -> None:
         self._progress.advance(self._task)
         if result.status == "ok":
             ss = result.scenario("SingleStream")
             detail = f"SingleStream p90 {ss.latency.p90_ms:.2f} ms" if ss else "done"
-            self.console.print(f"[green]✓[/] {result.label}: {detail}")
+            self.console.print(f"[green]✓[/] {escape(result.label)}: {detail}")
         else:
-            self.console.print(f"[yellow]–[/] {result.label}: {result.status}: {result.message}")
+            self.console.print(
+                f"[yellow]–[/] {escape(result.label)}: {result.status}: {escape(result.message)}"
+            )
 
 
 def print_report(console: Console, report: BenchReport) -> None:
@@ -88,7 +95,9 @@ def _summary(report: BenchReport) -> Table:
     ):
         table.add_column(name, justify="right")
     for c in report.configurations:
-        label = c.label if c.runtime_resolved in (None, c.runtime) else f"{c.label} → {c.runtime_resolved}"
+        label = escape(
+            c.label if c.runtime_resolved in (None, c.runtime) else f"{c.label} → {c.runtime_resolved}"
+        )
         if c.status != "ok":
             table.add_row(label, f"[yellow]{c.status}[/]", *[""] * 10)
             continue
@@ -108,7 +117,7 @@ def _summary(report: BenchReport) -> Table:
             _f(c.cold_start.load_ms if c.cold_start else None, 0),
             _f(c.cold_start.first_inference_ms if c.cold_start else None, 1),
             _f(overhead_p90(c)),
-            f"{agree:.0%}" if isinstance(agree, float) else "",
+            f"{agree:.0%}" if isinstance(agree, float) else "-",  # "-": nothing else to compare with
         )
     return table
 
@@ -123,7 +132,7 @@ def _scenarios(report: BenchReport) -> Table:
         for r in c.scenarios:
             lat = r.query_latency if r.scenario in ("MultiStream", "Server") else r.latency
             table.add_row(
-                c.label,
+                escape(c.label),
                 _scenario_name(r.scenario, r.batch_size, r.target_qps),
                 str(r.samples),
                 f"[red]{r.errors}[/]" if r.errors else "0",
@@ -151,7 +160,9 @@ def _speedups(report: BenchReport) -> Table:
     """One row per configuration, one column per figure: the ratio, then the value behind it."""
     baseline = report.speedups[0].baseline
     figures = list(dict.fromkeys(s.figure for s in report.speedups))
-    table = Table(title=f"Speed-up over {baseline}, same run and inputs (> 1: better)", title_justify="left")
+    table = Table(
+        title=f"Speed-up over {escape(baseline)}, same run and inputs (> 1: better)", title_justify="left"
+    )
     table.add_column("configuration", no_wrap=True)
     for figure in figures:
         table.add_column(figure, justify="right")
@@ -160,7 +171,7 @@ def _speedups(report: BenchReport) -> Table:
         colour = "green" if s.ratio >= 1 else "red"
         cells.setdefault(s.label, {})[s.figure] = f"[{colour}]{s.ratio:.2f}×[/] ({_f(s.value)})"
     for label, row in cells.items():
-        table.add_row(label, *[row.get(figure, "") for figure in figures])
+        table.add_row(escape(label), *[row.get(figure, "") for figure in figures])
     return table
 
 

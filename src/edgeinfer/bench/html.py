@@ -7,6 +7,7 @@ plots, then the details a careful reader checks (LoadGen verdicts, Server search
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -426,8 +427,9 @@ def _kv(values: dict[str, Any]) -> str:
 
 
 def _plain(value: Any) -> str:
+    """A value as report.json writes it (null, true, {"key": ...}); text and lists of it unquoted."""
+    if isinstance(value, str):
+        return value
     if isinstance(value, list | tuple):
         return ", ".join(_plain(v) for v in value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items())
-    return str(value)
+    return json.dumps(value)

@@ -8,7 +8,9 @@ function returns ``None`` when there is nothing to draw, so the page shows only 
 from __future__ import annotations
 
 import io
+import itertools
 import math
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -37,6 +39,11 @@ PALETTE = (
     "#BAB0AC",
 )
 DASHES = ("-", "--", ":", "-.")
+# Where a phase name sits on the timeline: two rows, so that short phases side by side stay readable.
+PHASE_LABEL_ROWS = (0.97, 0.89)
+PHASE_LABEL_PT = 7
+_ID_REFERENCE = re.compile(r'(\bid="|url\(#|href="#)([^")]+)')
+_plot_numbers = itertools.count(1)
 WIDTH_IN = 9.0
 STYLE: dict[str, Any] = {
     "svg.fonttype": "none",
@@ -63,7 +70,7 @@ def _outside_legend(ax: Axes, count: int) -> None:
     if count > 4:
         ax.legend(fontsize=7.5, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     else:
-        ax.legend(fontsize=8, frameon=False, loc="lower right")
+        ax.legend(fontsize=8, frameon=False, loc="best")  # where it covers the fewest points
 
 
 def latency_cdf(series: Sequence[tuple[str, LatencySummary]], title: str) -> str | None:
@@ -229,21 +236,27 @@ def _timeline_panel(ax: Axes, config: ConfigurationResult) -> None:
     assert timeline is not None
     end = timeline.t_s[-1]
     marks = [m for m in timeline.marks if m[1] != "end"]
+    row_ends = [-math.inf] * len(PHASE_LABEL_ROWS)  # where each row's last label ends, in seconds
     for j, (start, name) in enumerate(marks):
         stop = marks[j + 1][0] if j + 1 < len(marks) else end
         if j % 2:
             ax.axvspan(start, stop, color="#000", alpha=0.045, linewidth=0)
-        if stop - start > end * 0.06:
-            ax.text(
-                start + end * 0.005,
-                0.97,
-                name,
-                transform=ax.get_xaxis_transform(),
-                fontsize=7,
-                va="top",
-                ha="left",
-                color="#444",
-            )
+        x = start + end * 0.005
+        right = x + _text_width_s(ax, name, end)
+        row = next((r for r, taken in enumerate(row_ends) if taken < x), None)
+        if row is None or right > end:
+            continue  # no room: the shading still shows the phase
+        row_ends[row] = right
+        ax.text(
+            x,
+            PHASE_LABEL_ROWS[row],
+            name,
+            transform=ax.get_xaxis_transform(),
+            fontsize=PHASE_LABEL_PT,
+            va="top",
+            ha="left",
+            color="#444",
+        )
     machine = [float(sum(row)) for row in timeline.system_cpu_percent_per_core]
     if machine and len(machine) == len(timeline.t_s):
         ax.plot(
@@ -260,6 +273,13 @@ def _timeline_panel(ax: Axes, config: ConfigurationResult) -> None:
     twin.grid(False)
     twin.spines["right"].set_visible(True)
     ax.set_title(config.label, loc="left", fontsize=9)
+
+
+def _text_width_s(ax: Axes, text: str, span_s: float) -> float:
+    """About how many seconds of a ``span_s``-wide axis the phase label ``text`` covers."""
+    axes_pt = ax.get_position().width * ax.get_figure().get_figwidth() * 72  # type: ignore[union-attr]
+    text_pt = (len(text) + 1) * PHASE_LABEL_PT * 0.62  # sans-serif: about 0.6 em a character
+    return span_s * text_pt / max(axes_pt, 1.0)
 
 
 def _log_ms(ax: Axes) -> None:
@@ -279,4 +299,20 @@ def _svg(fig: Figure) -> str:
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg")
     text = buffer.getvalue()
-    return text[text.index("<svg") :]  # drop the XML prologue and DOCTYPE: the SVG goes inline
+    svg = text[text.index("<svg") :]  # drop the XML prologue and DOCTYPE: the SVG goes inline
+    return unique_ids(svg, f"p{next(_plot_numbers)}-")
+
+
+def unique_ids(svg: str, prefix: str) -> str:
+    """``svg`` with ``prefix`` on every element id and every reference to one.
+
+    matplotlib numbers ids per figure (``figure_1``, ``axes_1``...), so several SVGs inline in one
+    page would repeat them, which is invalid HTML and lets one plot's clip path apply to another's.
+    """
+    ids = set(re.findall(r'\bid="([^"]+)"', svg))
+
+    def prefixed(match: re.Match[str]) -> str:
+        name = match.group(2)
+        return match.group(1) + (prefix + name if name in ids else name)
+
+    return _ID_REFERENCE.sub(prefixed, svg)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import psutil
 
 DEFAULT_INTERVAL_MS = 100
+MIN_INTERVAL_MS = 10  # sampling costs CPU too
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,10 @@ class ResourceSampler:
     """Samples this process every ``interval_ms`` until :meth:`stop`; use as a context manager."""
 
     def __init__(self, interval_ms: int = DEFAULT_INTERVAL_MS) -> None:
-        if interval_ms < 10:
-            raise ValueError(f"interval_ms must be >= 10 (sampling costs CPU too), got {interval_ms}")
+        if interval_ms < MIN_INTERVAL_MS:
+            raise ValueError(
+                f"interval_ms must be >= {MIN_INTERVAL_MS} (sampling costs CPU too), got {interval_ms}"
+            )
         self.interval_ms = interval_ms
         self._process = psutil.Process()
         self._samples: list[ResourceSample] = []

@@ -5,11 +5,14 @@ Vocabulary and rules are MLPerf's (``loadgen/test_settings.h``): a *query* carri
 samples). The quick defaults here take seconds; ``mlperf=True`` takes the official minimums from the
 ``mlperf.conf`` compiled into LoadGen for ``resnet50``, the MLPerf image-classification benchmark
 closest to ours (600 s each; 662 MultiStream queries; 24,576 Offline samples; 1,024 performance samples).
+:meth:`ScenarioSettings.official` builds those settings with the caller's choices on top, so that the
+settings (and the report) say what LoadGen is actually told.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +21,8 @@ from typing import Any
 from edgeinfer.errors import EdgeInferError
 
 MLPERF_REFERENCE_MODEL = "resnet50"
+# Official minimums the caller may raise but not lower; every other official value may be replaced.
+_OFFICIAL_FLOORS = ("min_duration_s", "min_query_count")
 
 
 class Scenario(enum.Enum):
@@ -66,8 +71,10 @@ class ScenarioSettings:
     samples and are batched only when they queue up). ``workers`` is how many threads serve Server and
     Offline queries (SingleStream and MultiStream are served on LoadGen's own thread: one query at a
     time by definition). ``server_latency_bound_ms`` is the Server p99 bound (MLPerf's resnet50 uses
-    15 ms, which ``mlperf=True`` applies). ``seed`` seeds LoadGen's sample order and Poisson
-    schedule; ``None`` uses the official MLPerf seeds.
+    15 ms). ``seed`` seeds LoadGen's sample order and Poisson schedule; ``None`` uses the official
+    MLPerf seeds. ``mlperf=True`` starts LoadGen from its built-in ``mlperf.conf`` and applies these
+    values on top, never going below the official minimum duration and query count; build such
+    settings with :meth:`official` so they hold the official values unless the caller chose others.
     """
 
     scenario: Scenario
@@ -84,6 +91,10 @@ class ScenarioSettings:
     mlperf: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("min_duration_s", "max_duration_s", "server_latency_bound_ms", "server_target_qps"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if self.min_duration_s <= 0:
             raise ValueError(f"min_duration_s must be > 0, got {self.min_duration_s}")
         if self.min_query_count < 1:
@@ -100,6 +111,30 @@ class ScenarioSettings:
             raise ValueError(f"server_latency_bound_ms must be > 0, got {self.server_latency_bound_ms}")
         if self.server_target_qps is not None and self.server_target_qps <= 0:
             raise ValueError(f"server_target_qps must be > 0, got {self.server_target_qps}")
+
+    @classmethod
+    def official(cls, scenario: Scenario, **chosen: Any) -> ScenarioSettings:
+        """MLPerf's settings for ``scenario`` (LoadGen's ``mlperf.conf``), with ``chosen`` applied on top.
+
+        A ``chosen`` value of ``None`` keeps the official one. ``min_duration_s`` and
+        ``min_query_count`` can only raise the official minimums; any other field replaces the
+        official value (``server_latency_bound_ms``, ``multi_stream_samples_per_query``, ``seed``).
+        """
+        import mlperf_loadgen as lg
+
+        ts = lg.TestSettings()
+        _apply_official_config(ts, scenario)
+        values: dict[str, Any] = {
+            "min_duration_s": ts.min_duration_ms / 1000,
+            "min_query_count": ts.min_query_count,
+            "server_latency_bound_ms": ts.server_target_latency_ns / 1e6,
+            "multi_stream_samples_per_query": ts.multi_stream_samples_per_query,
+            "seed": None,
+        }
+        for name, value in chosen.items():
+            if value is not None:
+                values[name] = max(values[name], value) if name in _OFFICIAL_FLOORS else value
+        return cls(scenario, mlperf=True, **values)
 
     def with_(self, **changes: Any) -> ScenarioSettings:
         return replace(self, **changes)
@@ -139,13 +174,15 @@ def loadgen_settings(
     ts = lg.TestSettings()
     ts.scenario = getattr(lg.TestScenario, settings.scenario.loadgen_name)
     ts.mode = lg.TestMode.PerformanceOnly
+    floor_ms, floor_queries = 0, 0
     if settings.mlperf:
         _apply_official_config(ts, settings.scenario)
-    else:
-        ts.min_duration_ms = round(settings.min_duration_s * 1000)
-        ts.min_query_count = settings.min_query_count
-        ts.server_target_latency_ns = round(settings.server_latency_bound_ms * 1e6)
-        ts.multi_stream_samples_per_query = settings.multi_stream_samples_per_query
+        floor_ms, floor_queries = ts.min_duration_ms, ts.min_query_count
+    # the settings' own values win over mlperf.conf's, so the report says what LoadGen was told
+    ts.min_duration_ms = max(round(settings.min_duration_s * 1000), floor_ms)
+    ts.min_query_count = max(settings.min_query_count, floor_queries)
+    ts.server_target_latency_ns = round(settings.server_latency_bound_ms * 1e6)
+    ts.multi_stream_samples_per_query = settings.multi_stream_samples_per_query
     if settings.max_duration_s:
         ts.max_duration_ms = round(settings.max_duration_s * 1000)
     if settings.seed is not None:

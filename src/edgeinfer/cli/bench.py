@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ def register(subparsers: Any) -> None:
         help="comma list: ort, openvino, litert, keras, null, auto (default: %(default)s)",
     )
     parser.add_argument(
-        "--precision", "-p", default="fp32", help="comma list: fp32, int8 (default: %(default)s)"
+        "--precision", "-p", default="fp32", help="comma list: fp32, fp16, int8 (default: %(default)s)"
     )
     parser.add_argument(
         "--threads", "-t", default="auto", help="comma list of intra-op threads or auto (default)"
@@ -48,7 +50,7 @@ def register(subparsers: Any) -> None:
         "--duration",
         type=float,
         default=10.0,
-        help="minimum seconds per scenario run (default: %(default)s; --mlperf: 600)",
+        help="minimum seconds per scenario run (default: %(default)s; --mlperf: at least 600)",
     )
     parser.add_argument(
         "--min-queries",
@@ -60,7 +62,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--mlperf",
         action="store_true",
-        help="official MLPerf minimums and seeds from LoadGen's mlperf.conf (10 min a run)",
+        help="MLPerf's official settings from LoadGen's mlperf.conf: at least 600 s and its query "
+        "count a run (a Server search is --search-steps runs, each Offline batch size one more), "
+        "official seeds and 15 ms bound; --duration and --min-queries can only raise the minimums, "
+        "--latency-bound-ms, --samples-per-query and --seed replace the official values",
     )
     parser.add_argument(
         "--seed",
@@ -91,7 +96,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--search-steps", type=int, default=5, help="Server search runs (default: %(default)s)"
     )
-    parser.add_argument("--samples-per-query", type=int, default=8, help="MultiStream (default: %(default)s)")
+    parser.add_argument(
+        "--samples-per-query", type=int, default=None, help="MultiStream (default: 8; --mlperf: 8)"
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (default: %(default)s)")
     parser.add_argument(
         "--model-only",
@@ -123,6 +130,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
+        from rich.markup import escape
 
         from edgeinfer.bench.console import RichProgress, print_report
         from edgeinfer.bench.report import write_report
@@ -130,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         raise RuntimeUnavailable(f"edgeinfer bench needs {exc.name}: pip install 'edgeinfer[bench]'") from exc
     request = build_request(args)
+    for line in skipped_combinations(request):
+        print(f"edgeinfer bench: {line}", file=sys.stderr)
     console = Console()
     if not console.is_terminal:  # a log file or pipe: wide enough for the tables, no wrapping
         console = Console(width=150)
@@ -137,42 +147,61 @@ def run(args: argparse.Namespace) -> int:
         report = run_benchmark(request, progress)
     paths = write_report(report, args.report)  # first: a closed terminal must not lose the report
     print_report(console, report)
-    console.print(f"report: {paths.json}  {paths.html}")
+    console.print(f"report: {escape(str(paths.json))}  {escape(str(paths.html))}")
+    if not any(c.status == "ok" for c in report.configurations):
+        reasons = dict.fromkeys(
+            c.message.strip().splitlines()[-1] for c in report.configurations if c.message
+        )
+        print(
+            f"edgeinfer bench: nothing was measured: {'; '.join(reasons) or 'no configuration ran'}",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if any(c.status == "failed" for c in report.configurations) else 0
 
 
+def skipped_combinations(request: Any) -> list[str]:
+    """The runtime x precision combinations the request names but that are not run, and why."""
+    from edgeinfer.bench import compare
+
+    return compare.skipped(request.runtimes, request.precisions)
+
+
+# (option, smallest value allowed, whether that value itself is allowed); None means "not given"
+_LIMITS: tuple[tuple[str, float, bool], ...] = (
+    ("--duration", 0, False),
+    ("--min-queries", 1, True),
+    ("--max-duration", 0, True),
+    ("--samples", 1, True),
+    ("--workers", 1, True),
+    ("--latency-bound-ms", 0, False),
+    ("--target-qps", 0, False),
+    ("--search-steps", 1, True),
+    ("--samples-per-query", 1, True),
+    ("--warmup", 0, True),
+    ("--model-only", 0, True),
+    ("--top-k", 1, True),
+    ("--interval-ms", 10, True),
+)
+
+
 def build_request(args: argparse.Namespace) -> Any:
-    """The BenchRequest the arguments describe; a bad value raises InvalidInput with the fix."""
-    from edgeinfer.bench.compare import runtime_name
+    """The BenchRequest the arguments describe; a bad value raises InvalidInput with the fix.
+
+    Everything is checked before anything runs, the report folder included (created if missing), so
+    that a mistake costs no measurements.
+    """
+    from edgeinfer.bench import compare
     from edgeinfer.bench.runner import RunOptions
-    from edgeinfer.bench.scenarios import Scenario, ScenarioSettings
     from edgeinfer.bench.session import BenchRequest
 
     try:
-        scenarios = [Scenario.parse(s) for s in _items(args.scenario)]
+        _check_numbers(args)
         seed = args.seed if args.seed is not None or args.mlperf else 0
-        bound = (
-            args.latency_bound_ms if args.latency_bound_ms is not None else (15.0 if args.mlperf else 50.0)
-        )
-        settings = tuple(
-            ScenarioSettings(
-                scenario=scenario,
-                min_duration_s=600.0 if args.mlperf else args.duration,
-                min_query_count=args.min_queries,
-                max_duration_s=args.max_duration,
-                seed=seed,
-                workers=args.workers,
-                multi_stream_samples_per_query=args.samples_per_query,
-                server_latency_bound_ms=bound,
-                server_target_qps=args.target_qps,
-                server_search_steps=args.search_steps,
-                mlperf=args.mlperf,
-            )
-            for scenario in dict.fromkeys(scenarios)
-        )
+        settings = _scenario_settings(args, seed)
         options = RunOptions(
             scenarios=settings,
-            batch_sizes=tuple(int(b) for b in _items(args.batch_size)),
+            batch_sizes=_batch_sizes(args.batch_size),
             top_k=args.top_k,
             warmup_s=args.warmup,
             model_only_s=args.model_only,
@@ -180,14 +209,25 @@ def build_request(args: argparse.Namespace) -> Any:
             log_root=Path(args.report) / "loadgen",
             repository=args.home,
         )
-        threads = tuple(None if t == "auto" else int(t) for t in _items(args.threads))
+        threads = tuple(
+            dict.fromkeys(
+                None if t == "auto" else _int("--threads", t) for t in _items("--threads", args.threads)
+            )
+        )
         if any(t is not None and t < 1 for t in threads):
-            raise ValueError("threads must be >= 1 or auto")
-        return BenchRequest(
+            raise ValueError("--threads must be >= 1 or auto")
+        runtimes = tuple(compare.runtime_name(r) for r in _items("--runtime", args.runtime))
+        precisions = tuple(
+            dict.fromkeys(compare.precision_name(p) for p in _items("--precision", args.precision))
+        )
+        if not compare.expand(args.model, runtimes, precisions, threads):
+            reasons = "; ".join(compare.skipped(runtimes, precisions))
+            raise ValueError(f"nothing to run: {reasons}; add fp32 to --precision or another --runtime")
+        request = BenchRequest(
             options=options,
             model=args.model,
-            runtimes=tuple(runtime_name(r) for r in _items(args.runtime)),
-            precisions=tuple(p.lower() for p in _items(args.precision)),
+            runtimes=runtimes,
+            precisions=precisions,
             threads=threads,
             sample_count=args.samples if args.samples is not None else (1024 if args.mlperf else 32),
             sample_encoding=args.sample_format,
@@ -195,8 +235,67 @@ def build_request(args: argparse.Namespace) -> Any:
             isolate=not args.in_process,
             command=_command(),
         )
+        _report_dir(Path(args.report))
+        return request
     except ValueError as exc:
         raise InvalidInput(f"edgeinfer bench: {exc}") from exc
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for option, lowest, inclusive in _LIMITS:
+        value = getattr(args, option[2:].replace("-", "_"))
+        if value is None:
+            continue
+        if not math.isfinite(value):
+            raise ValueError(f"{option} must be a finite number, got {value}")
+        if value < lowest or (value == lowest and not inclusive):
+            raise ValueError(f"{option} must be {'>=' if inclusive else '>'} {lowest:g}, got {value:g}")
+
+
+def _scenario_settings(args: argparse.Namespace, seed: int | None) -> tuple[Any, ...]:
+    """One ScenarioSettings per scenario named; with --mlperf, the official ones with the user's on top."""
+    from edgeinfer.bench.scenarios import Scenario, ScenarioSettings
+
+    scenarios = dict.fromkeys(Scenario.parse(s) for s in _items("--scenario", args.scenario))
+    common: dict[str, Any] = {
+        "workers": args.workers,
+        "server_target_qps": args.target_qps,
+        "server_search_steps": args.search_steps,
+        "seed": seed,
+    }
+    chosen: dict[str, Any] = {
+        "min_duration_s": args.duration,
+        "min_query_count": args.min_queries,
+        "multi_stream_samples_per_query": args.samples_per_query,
+        "server_latency_bound_ms": args.latency_bound_ms,
+    }
+    if args.mlperf:
+        # the official duration (600 s) and query counts are floors; the bound, samples per query
+        # and seed given replace the official ones
+        settings = tuple(ScenarioSettings.official(s, **chosen, **common) for s in scenarios)
+    else:
+        defaults: dict[str, Any] = {"multi_stream_samples_per_query": 8, "server_latency_bound_ms": 50.0}
+        quick = {k: v if v is not None else defaults[k] for k, v in chosen.items()}
+        settings = tuple(ScenarioSettings(scenario=s, **quick, **common) for s in scenarios)
+    longest = max(s.min_duration_s for s in settings)
+    if args.max_duration and args.max_duration < longest:
+        raise ValueError(
+            f"--max-duration ({args.max_duration:g}) must be 0 (no limit) or at least the minimum "
+            f"duration, {longest:g} s" + (" (--mlperf's)" if args.mlperf else " (--duration)")
+        )
+    return tuple(s.with_(max_duration_s=args.max_duration) for s in settings)
+
+
+def _report_dir(path: Path) -> None:
+    """Create the report folder and check that a file can be written there."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--report {path} is a file; name a folder for report.json and report.html")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--report {path}: cannot write there ({exc.strerror or exc})") from exc
 
 
 def _command() -> tuple[str, ...]:
@@ -206,8 +305,26 @@ def _command() -> tuple[str, ...]:
     return ("edgeinfer", "bench")
 
 
-def _items(text: str) -> list[str]:
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    sizes = tuple(dict.fromkeys(_ints("--batch-size", text)))  # a repeat would overwrite its logs
+    if min(sizes) < 1:
+        raise ValueError(f"--batch-size values must be >= 1, got {text!r}")
+    return sizes
+
+
+def _items(option: str, text: str) -> list[str]:
     items = [item.strip() for item in str(text).split(",") if item.strip()]
     if not items:
-        raise ValueError(f"expected a comma-separated list, got {text!r}")
+        raise ValueError(f"{option} expects a comma-separated list, got {text!r}")
     return items
+
+
+def _ints(option: str, text: str) -> list[int]:
+    return [_int(option, item) for item in _items(option, text)]
+
+
+def _int(option: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{option} expects whole numbers, got {text!r}") from None
