@@ -52,6 +52,19 @@ def test_no_rate_within_bound_reports_none_and_the_gentlest_run() -> None:
     assert outcome.best_target_qps == min(t.target_qps for t in outcome.trials)
 
 
+def test_a_bound_below_the_service_time_stops_the_search_at_once() -> None:
+    tried: list[float] = []
+
+    def run_at(qps: float) -> HarnessRun:
+        tried.append(qps)
+        return synthetic_run(qps, knee_qps=80.0)  # every query takes at least 5 ms
+
+    outcome = search_peak_qps(settings(server_latency_bound_ms=2.0), 100.0, run_at)
+    assert len(tried) == 1 and outcome.best_qps is None
+    search_peak_qps(settings(server_latency_bound_ms=8.0), 100.0, run_at)  # 5 ms fits: it searches on
+    assert len(tried) > 2
+
+
 def test_fixed_target_runs_once() -> None:
     outcome = search_peak_qps(settings(server_target_qps=42.0), 100.0, lambda q: synthetic_run(q, 80.0))
     assert [t.target_qps for t in outcome.trials] == [42.0]

@@ -2,7 +2,9 @@
 
 Each trial is a full LoadGen Server run (its minimum duration and query count apply). The search
 brackets the answer between a rate that met the bound and one that did not and halves the bracket
-``server_search_steps`` times, starting from the capacity the warm-up or Offline run measured.
+``server_search_steps`` times, starting from the capacity the warm-up or Offline run measured;
+it stops early when even the fastest query of a failing trial took longer than the bound (no
+gentler rate can meet it).
 A trial meets the bound when LoadGen says its latency constraint held (our own p99 of query latency
 when LoadGen gave no verdict) and no query failed.
 """
@@ -50,6 +52,13 @@ def trial_of(settings: ScenarioSettings, target_qps: float, run: HarnessRun) -> 
     )
 
 
+def _service_alone_exceeds(settings: ScenarioSettings, run: HarnessRun) -> bool:
+    """Whether the fastest query of a run was already over the bound: its service time, with no
+    queue in front of it, so lower arrival rates cannot bring p99 within the bound."""
+    fastest = run.measurements.query_latency.summary()
+    return fastest.count > 0 and fastest.min_ms > settings.server_latency_bound_ms
+
+
 def search_peak_qps(settings: ScenarioSettings, capacity_qps: float, run_at: RunAt) -> SearchOutcome:
     """Bisect the arrival rate; ``run_at(qps)`` runs one LoadGen Server test at that rate."""
     if settings.server_target_qps is not None:
@@ -70,6 +79,8 @@ def search_peak_qps(settings: ScenarioSettings, capacity_qps: float, run_at: Run
             low = target
         else:
             high = target
+            if low == 0 and _service_alone_exceeds(settings, run):
+                break  # no gentler rate can help: even a query that did not wait took too long
         target = (low + high) / 2 if low > 0 else high / 2
         if target < MIN_QPS:
             break
