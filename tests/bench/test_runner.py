@@ -101,3 +101,14 @@ def test_offline_rate_errs_high_so_the_run_lasts_its_minimum() -> None:
 def test_bad_run_options_are_refused_on_construction(changes: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RunOptions(scenarios=(ScenarioSettings(Scenario.SINGLE_STREAM),), **changes)  # type: ignore[arg-type]
+
+
+def test_the_report_names_the_repository_used_also_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeinfer.bench import session
+
+    monkeypatch.setenv("EDGEINFER_HOME", str(tmp_path / "home"))
+    options = RunOptions(scenarios=(ScenarioSettings(Scenario.SINGLE_STREAM),))
+    settings = session._settings(session.BenchRequest(options))
+    assert settings["repository"] == str(tmp_path / "home")

@@ -27,6 +27,7 @@ from edgeinfer.bench.samples import Sample, load_samples, samples_digest
 from edgeinfer.bench.versions import package_versions
 from edgeinfer.bench.worker import PROGRESS, options_to_dict, write_job
 from edgeinfer.errors import EdgeInferError, ModelNotFound, RuntimeUnavailable
+from edgeinfer.models.repository import ModelRepository
 
 STDERR_TAIL_CHARS = 2000
 
@@ -207,6 +208,8 @@ def _settings(request: BenchRequest) -> dict[str, Any]:
         "threads": ["auto" if t is None else t for t in request.threads],
         "isolated_processes": request.isolate,
         **options_to_dict(request.options),
+        # the folder used, also where it came from $EDGEINFER_HOME or the default
+        "repository": str(ModelRepository(request.options.repository).root),
     }
 
 
