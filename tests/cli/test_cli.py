@@ -121,6 +121,8 @@ def test_models_list_and_build(tmp_path: Path) -> None:
     assert rows["efficientnet_lite0"]["license"] == "Apache-2.0"
     verbose = edgeinfer("models", "list", "--verbose", home=tmp_path)
     assert "BSD-3-Clause" in verbose.stdout and "Apache-2.0" in verbose.stdout
+    unwrapped = "".join(verbose.stdout.split())
+    assert "fp32: " in verbose.stdout and "efficientnet_lite0/fp32/model.onnx" in unwrapped
 
 
 def test_models_build_and_list_show_both_int8_agreements(home: Path) -> None:

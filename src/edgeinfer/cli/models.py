@@ -112,8 +112,23 @@ def run_list(args: argparse.Namespace) -> int:
             for key in ("description", "origin", "license", "weights_sha256"):
                 if row.get(key):
                     table.add_row("", f"  {key}: {row[key]}", "", "", "", "")
+            for build in builds:
+                table.add_row("", f"  {build['precision']}: {_build_details(build)}", "", "", "", "")
     Console().print(table)
     return 0
+
+
+def _build_details(build: dict[str, Any]) -> str:
+    """One build's file, checksum and gate settings, for ``--verbose``."""
+    if build.get("damaged") and "path" not in build:
+        return f"DAMAGED: {build['damaged']}"
+    parts = [build["path"], f"sha256 {build['file_sha256']}"]
+    quality = build.get("quality")
+    if quality:
+        parts.append(f"gate: top-1 >= {quality['threshold']:.1%} of decisive held-out images")
+    if build.get("recipe"):
+        parts.append(f"recipe {build['recipe']}")
+    return "; ".join(parts)
 
 
 def _quality_text(build: dict[str, Any]) -> str:
