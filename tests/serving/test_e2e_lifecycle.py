@@ -231,3 +231,24 @@ def test_any_free_port_is_said_in_the_ready_line(edgeinfer_home: Path) -> None:
         watchdog.cancel()
         server.terminate()
         assert server.wait(30) == 0
+
+
+def test_one_huge_image_does_not_make_tight_deadlines_fail_afterwards(
+    server: ServerProcess, images: dict[str, bytes]
+) -> None:
+    """A 29-megapixel photo takes a hundred times a camera frame's decoding; the admission
+    estimate must price it by its size, not make every small image after it look that slow."""
+    import io
+
+    from PIL import Image
+
+    def tight() -> list[int]:
+        headers = {"Edgeinfer-Timeout-Ms": "150"}
+        return [server.request("POST", CLASSIFY, images["chelsea"], headers)[0] for _ in range(8)]
+
+    assert tight() == [200] * 8
+    huge = io.BytesIO()
+    Image.linear_gradient("L").resize((6000, 4800)).convert("RGB").save(huge, format="JPEG", quality=80)
+    status, _, body = server.request("POST", CLASSIFY, huge.getvalue())
+    assert status == 200, body
+    assert tight() == [200] * 8  # before: 504 "about 358.8 ms needed", and it stayed so

@@ -169,3 +169,19 @@ def test_the_server_applies_the_same_preference_to_a_tuned_choice(
     finally:
         for engine in engines:
             engine.close()
+
+
+def test_decode_cost_prices_images_by_size_and_one_huge_image_does_not_move_small_ones() -> None:
+    from edgeinfer.serving.servable import DecodeCost
+
+    cost = DecodeCost()
+    for _ in range(3):
+        cost.learn([3_072], 300_000)  # 64x48: the fixed part, 0.3 ms
+    cost.learn([307_200], 2_300_000)  # 640x480: 2.3 ms, 2 ms of it per pixel
+    camera = cost.estimate_ns(307_200)
+    assert camera == pytest.approx(2.3e6, rel=0.01)
+    cost.learn([28_800_000], 190_000_000)  # one 29-megapixel photo at the same cost per pixel
+    assert cost.estimate_ns(307_200) == pytest.approx(camera, rel=0.05)
+    assert cost.estimate_ns(28_800_000) > 150e6  # priced by its size
+    cost.learn([None], 50_000_000)  # an image of unknown size teaches nothing about the two parts
+    assert cost.estimate_ns(307_200) == pytest.approx(camera, rel=0.05)

@@ -79,6 +79,20 @@ def decode_bytes(data: bytes, options: DecodeOptions = DEFAULT_DECODE, name: str
     return _decode_with_pillow(data, options, name)
 
 
+def header_pixels(data: bytes) -> int | None:
+    """Width x height of an encoded JPEG or PNG, read from its header only (microseconds; no
+    pixel is decoded), or None for other formats and for anything unreadable."""
+    if data.startswith(_JPEG_MAGIC):
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError:
+            return None
+        return int(height) * int(width)
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
+    return None
+
+
 def _as_path(source: str | Path) -> Path:
     if isinstance(source, str):
         if not source.strip():

@@ -27,6 +27,7 @@ import numpy as np
 
 from edgeinfer.engine.results import Prediction
 from edgeinfer.errors import EdgeInferError, InvalidInput
+from edgeinfer.imaging.decode import header_pixels
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.runtimes.base import Runtime
 from edgeinfer.serving.batching.batcher import Batcher
@@ -144,7 +145,9 @@ class Servable:
         )
         self._decode_pool = decode_pool
         self._decode_workers = max(1, decode_workers)
-        self._decode_ns_per_image = 0.0  # service time on a decode thread, queueing excluded
+        # decode + preprocess service time on a decode thread (queueing excluded), modelled as a
+        # fixed cost per image plus a cost per pixel of the encoded image, both learned
+        self._decode = DecodeCost()
         spec = self.engine.runtime.inputs[0]
         self._tensor_dtype = np.dtype(spec.dtype)
         self.tensor_input = TensorMetadata(
@@ -192,8 +195,8 @@ class Servable:
         wanted = self.wanted_outputs(request)
         is_image = tensor.name == self.image_input.name
         count = tensor.shape[0]
-        ticket = self.batcher.admit(count, deadline_ns, self._prepare_estimate_ns(count) if is_image else 0)
         data = tensor.data.reshape(count) if is_image else tensor.data
+        ticket = self.batcher.admit(count, deadline_ns, self._prepare_estimate_ns(data) if is_image else 0)
         scores = await self._run(ticket, data, is_image, inline)
         outputs = tuple(self.output_tensor(scores, want) for want in wanted)
         return InferResponse(self.name, self.version, outputs, request.id)
@@ -204,8 +207,9 @@ class Servable:
         """One encoded image to its top-k labels (the ``/v1/.../classify`` route)."""
         if not 1 <= top_k <= self.classes:
             raise InvalidInput(f"top_k must be between 1 and {self.classes}, got {top_k}")
-        ticket = self.batcher.admit(1, deadline_ns, self._prepare_estimate_ns(1))
-        scores = await self._run(ticket, np.array([image], dtype=object), True, inline)
+        images = np.array([image], dtype=object)
+        ticket = self.batcher.admit(1, deadline_ns, self._prepare_estimate_ns(images))
+        scores = await self._run(ticket, images, True, inline)
         top = self.engine.postprocess(scores[0], top_k)
         labels = tuple(Label(p.index, p.label, p.score) for p in top)
         return ClassifyResponse(self.name, self.version, labels)
@@ -223,7 +227,7 @@ class Servable:
                     self.metrics.on_inline()
                     if is_image:
                         self.metrics.on_prepared(prepare_ns)
-                        self._learn_decode(prepare_ns / len(data))
+                        self._decode.learn([_pixels(item) for item in data], prepare_ns)
                     return scores
             samples = await self._prepare(data) if is_image else data
         except BaseException:
@@ -298,22 +302,19 @@ class Servable:
         return [o if o.binary is not None else RequestedOutput(o.name, request.binary_output, o.class_count)
                 for o in request.outputs]  # fmt: skip
 
-    def _prepare_estimate_ns(self, count: int) -> int:
-        """Decoding this request's images, after the images already admitted ahead of it."""
+    def _prepare_estimate_ns(self, images: np.ndarray) -> int:
+        """Decoding this request's images (by their sizes), after the images admitted ahead of it."""
         ahead = self.batcher.incoming_samples / self._decode_workers
-        return int(self._decode_ns_per_image * (count + ahead))
+        own = sum(self._decode.estimate_ns(_pixels(item)) for item in images)
+        return int(own + ahead * self._decode.estimate_ns(None))
 
     async def _prepare(self, images: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
         started = time.monotonic_ns()
         batch, service_ns = await loop.run_in_executor(self._decode_pool, self._decode_batch, images)
         self.metrics.on_prepared(time.monotonic_ns() - started)
-        self._learn_decode(service_ns / len(images))
+        self._decode.learn([_pixels(item) for item in images], service_ns)
         return batch
-
-    def _learn_decode(self, per_image_ns: float) -> None:
-        old = self._decode_ns_per_image
-        self._decode_ns_per_image = per_image_ns if old == 0 else old + 0.2 * (per_image_ns - old)
 
     def _decode_batch(self, images: np.ndarray) -> tuple[np.ndarray, int]:
         """Runs on the decode pool: encoded images to one batch of preprocessed samples (and its time)."""
@@ -330,12 +331,14 @@ class Servable:
         return batch, time.perf_counter_ns() - started
 
     async def _warm_decode(self) -> None:
-        """Decode and preprocess one small image so the first request does not pay for imports."""
+        """Decode and preprocess a small and a camera-sized image: the first request does not pay
+        for imports, and the decode cost starts from both its fixed and its per-pixel part."""
         from PIL import Image  # Pillow is a core dependency of the engine
 
-        buffer = io.BytesIO()
-        Image.new("RGB", (64, 48), (120, 60, 30)).save(buffer, format="JPEG")
-        await self._prepare(np.array([buffer.getvalue()], dtype=object))
+        for size in ((64, 48), (64, 48), (640, 480)):
+            buffer = io.BytesIO()
+            Image.new("RGB", size, (120, 60, 30)).save(buffer, format="JPEG")
+            await self._prepare(np.array([buffer.getvalue()], dtype=object))
 
     # -- outputs --------------------------------------------------------------------------------
 
@@ -352,6 +355,52 @@ class Servable:
         data = np.empty((len(rows), want.class_count), dtype=object)
         data[:] = rows
         return OutputTensor(Tensor(self.output.name, "BYTES", tuple(data.shape), data), binary)
+
+
+def _pixels(item: object) -> int | None:
+    """An image input element's size from its header; None where it is not at hand (base64 text
+    is decoded later, on the decode pool) or not JPEG or PNG."""
+    return header_pixels(item) if isinstance(item, bytes) else None
+
+
+class DecodeCost:
+    """Decode + preprocess time of one image: ``fixed_ns + ns_per_pixel * pixels``.
+
+    A per-image average would make one huge image (tens of megapixels) look like the norm and
+    refuse small images with tight deadlines; each part is learned where it shows: ``fixed_ns``
+    from images of at most ``SMALL_PX`` pixels, the per-pixel rate from the others (their time
+    beyond the fixed part). Images of unknown size count as the recent average size.
+    """
+
+    SMALL_PX = 20_000
+    TYPICAL_PX = 640 * 480  # until an image of known size has been seen
+
+    def __init__(self) -> None:
+        self.fixed_ns = 0.0
+        self.ns_per_pixel = 0.0
+        self.mean_pixels = 0.0
+
+    def estimate_ns(self, pixels: int | None) -> float:
+        size = (self.mean_pixels or self.TYPICAL_PX) if pixels is None else pixels
+        return self.fixed_ns + self.ns_per_pixel * size
+
+    def learn(self, pixels: Sequence[int | None], service_ns: float) -> None:
+        """One decoded batch: each image's size (None: unknown) and their total service time."""
+        known = [p for p in pixels if p is not None]
+        if known:
+            self.mean_pixels = _ema(self.mean_pixels, sum(known) / len(known))
+        if len(known) != len(pixels):
+            return  # sizes unknown: nothing to learn the two parts from
+        total = float(sum(known))
+        if max(known) <= self.SMALL_PX:
+            self.fixed_ns = _ema(self.fixed_ns, service_ns / len(known))
+        else:
+            beyond = max(0.0, service_ns - self.fixed_ns * len(known))
+            self.ns_per_pixel = _ema(self.ns_per_pixel, beyond / total)
+
+
+def _ema(old: float, new: float, rate: float = 0.2) -> float:
+    return new if old == 0 else old + rate * (new - old)
 
 
 def image_bytes(item: object) -> bytes:

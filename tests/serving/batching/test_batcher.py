@@ -244,6 +244,32 @@ def test_admission_learns_how_late_requests_really_finish() -> None:
     run(main())
 
 
+def test_learned_lateness_falls_back_with_time_when_every_request_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused requests teach the batcher nothing, so without time the estimate that refuses them
+    would never come down (one huge image made every tight-deadline request a 504 for good)."""
+    from edgeinfer.serving.batching import batcher as module
+
+    monkeypatch.setattr(module, "LEARNED_HALF_LIFE_NS", 50 * MS)
+    model = SlowModel(ms_per_batch=5)
+
+    async def main() -> None:
+        batcher = await started(model, max_batch_size=1, max_queue_delay_us=0, max_queue_size=8,
+                                answer_margin_us=0)  # fmt: skip
+        for _ in range(8):  # a slow spell: requests take far longer than estimated
+            ticket = batcher.admit(1, deadline_in(5_000))
+            await asyncio.sleep(0.05)
+            await batcher.run(ticket, sample(1))
+        with pytest.raises(DeadlineExceeded, match="as measured"):
+            batcher.admit(1, deadline_in(18))
+        await asyncio.sleep(0.5)  # ten half-lives with nothing admitted
+        batcher.cancel(batcher.admit(1, deadline_in(18)))  # admitted again
+        await batcher.close()
+
+    run(main())
+
+
 class IntervalModel(SlowModel):
     """A SlowModel that also records when each call ran, and on which kind of lane."""
 

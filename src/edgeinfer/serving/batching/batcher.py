@@ -53,6 +53,9 @@ from edgeinfer.serving.batching.observer import BatchObserver, NullObserver
 from edgeinfer.serving.batching.profile import ComputeProfile
 from edgeinfer.serving.batching.settings import BatcherSettings, InferFn, SplitLanes, Ticket
 
+# How fast the learned lateness (_slack, tail_ns) falls back with time alone; see Batcher._relax.
+LEARNED_HALF_LIFE_NS = 2_000_000_000
+
 
 @dataclass
 class _Running:
@@ -112,6 +115,7 @@ class Batcher:
         self._slack = 1.0  # measured (actual / estimated) time to answer; see _calibrate
         self._margin_ns = settings.answer_margin_us * 1000
         self.tail_ns = 0  # measured lateness of results beyond the profile's compute time; see _learn_tail
+        self._learned_ns = 0  # when _slack and tail_ns last moved; see _relax
         self._batch_counts = {"wide": 0, "split": 0, "inline": 0}
 
     def _lane(self, index: int, fn: InferFn, profile: ComputeProfile, split: bool) -> _Lane:
@@ -227,6 +231,7 @@ class Batcher:
                 retry_after_s=retry,
             )
         now = time.monotonic_ns()
+        self._relax(now)
         wait_ns, compute = self._estimate_ns(deadline_ns, now, samples)
         raw_ns = prep_ns + wait_ns + compute
         finish_ns = now + int(raw_ns * self._slack) + self.tail_ns + self._margin_ns
@@ -347,6 +352,19 @@ class Batcher:
         """
         rate = 0.2 if ratio > self._slack else 0.01
         self._slack = min(4.0, max(1.0, self._slack + rate * (ratio - self._slack)))
+        self._learned_ns = time.monotonic_ns()
+
+    def _relax(self, now_ns: int) -> None:
+        """Let ``_slack`` and ``tail_ns`` fall back with time as well as with answers (half-life
+        ``LEARNED_HALF_LIFE_NS``): they only learn from requests that were admitted, so after a
+        slow spell (a huge image, a burst, a busy machine) an estimate that refuses every request
+        with a tight deadline would otherwise never see the evidence to come down again."""
+        if self._learned_ns == 0 or now_ns <= self._learned_ns:
+            return
+        keep = 0.5 ** ((now_ns - self._learned_ns) / LEARNED_HALF_LIFE_NS)
+        self._slack = 1.0 + (self._slack - 1.0) * keep
+        self.tail_ns = int(self.tail_ns * keep)
+        self._learned_ns = now_ns
 
     def _learn_tail(self, late_ns: int) -> None:
         """Track the late tail of results (resumed request minus the batch's expected end).
@@ -358,6 +376,7 @@ class Batcher:
         late_ns = max(0, late_ns)
         rate = 0.2 if late_ns > self.tail_ns else 0.01
         self.tail_ns = int(min(1e9, self.tail_ns + rate * (late_ns - self.tail_ns)))
+        self._learned_ns = time.monotonic_ns()
 
     async def infer(self, samples: np.ndarray, deadline_ns: int) -> np.ndarray:
         """``admit`` + ``run`` for samples that are ready now."""
