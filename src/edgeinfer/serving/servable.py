@@ -305,7 +305,9 @@ class Servable:
     def _prepare_estimate_ns(self, images: np.ndarray) -> int:
         """Decoding this request's images (by their sizes), after the images admitted ahead of it."""
         ahead = self.batcher.incoming_samples / self._decode_workers
-        own = sum(self._decode.estimate_ns(_pixels(item)) for item in images)
+        # an image over the engine's pixel limit is refused from its header (test doubles have none)
+        limit = getattr(getattr(self.engine, "options", None), "max_image_pixels", None)
+        own = sum(self._decode.estimate_ns(_pixels(item, limit)) for item in images)
         return int(own + ahead * self._decode.estimate_ns(None))
 
     async def _prepare(self, images: np.ndarray) -> np.ndarray:
@@ -357,10 +359,12 @@ class Servable:
         return OutputTensor(Tensor(self.output.name, "BYTES", tuple(data.shape), data), binary)
 
 
-def _pixels(item: object) -> int | None:
+def _pixels(item: object, limit: int | None = None) -> int | None:
     """An image input element's size from its header; None where it is not at hand (base64 text
-    is decoded later, on the decode pool) or not JPEG or PNG."""
-    return header_pixels(item) if isinstance(item, bytes) else None
+    is decoded later, on the decode pool) or not JPEG or PNG. Over ``limit`` it counts as no
+    pixels: decoding refuses it from the header at no cost."""
+    pixels = header_pixels(item) if isinstance(item, bytes) else None
+    return 0 if pixels is not None and limit is not None and pixels > limit else pixels
 
 
 class DecodeCost:
