@@ -284,3 +284,55 @@ def test_grpc_raw_contents_that_do_not_match_the_inputs(server: ServerProcess) -
             stub.ModelInfer(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "raw_input_contents has 2 entries for 1 inputs" in caught.value.details()
+
+
+@pytest.mark.parametrize("shape", [[2**25], [2**40], [2**62], [2**31, 2**31]])
+def test_a_bytes_shape_larger_than_its_data_is_a_400(server: ServerProcess, shape: list[int]) -> None:
+    raw = struct.pack("<I", 3) + b"abc"
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "image", "datatype": "BYTES", "shape": shape, "parameters": {"binary_data_size": 7}}
+            ]
+        }
+    ).encode()
+    status, message = _post_binary(server, header, raw)
+    assert status == 400
+    assert "bytes of data hold at most 1" in message or "too large to be a real tensor" in message
+
+
+def test_grpc_bytes_shape_larger_than_its_data_is_invalid_argument(server: ServerProcess) -> None:
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name=MODEL)
+        request.inputs.add(name="image", datatype="BYTES", shape=[2**40])
+        request.raw_input_contents.append(struct.pack("<I", 3) + b"abc")
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "claims 1099511627776 elements but its 7 bytes of data hold at most 1" in caught.value.details()
+
+
+def test_binary_data_without_the_header_length_says_what_is_missing(server: ServerProcess) -> None:
+    header, raw = _tensor_request()
+    status, _, body = server.request("POST", INFER, header + raw)
+    assert status == 400
+    assert "needs the Inference-Header-Content-Length header" in json.loads(body)["error"]
+
+
+def test_wrong_method_names_the_allowed_one(server: ServerProcess) -> None:
+    status, headers, _ = server.request("GET", INFER)
+    assert (status, headers["allow"]) == (405, "POST")
+    status, headers, _ = server.request("POST", "/v2/health/ready")
+    assert (status, headers["allow"]) == (405, "GET")
+
+
+def test_a_body_refused_from_its_length_closes_the_connection(server: ServerProcess) -> None:
+    head = f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65536):  # the server closes: recv returns b"" instead of blocking
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 413 ")
+    assert b"\r\nconnection: close\r\n" in data.lower()

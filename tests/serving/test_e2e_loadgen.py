@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgeinfer.bench.report import read_report
+from edgeinfer.cli.main import main
 from edgeinfer.serving.loadgen.scrape import parse_metrics
 from tests.serving.conftest import ServerProcess
 
@@ -91,3 +92,40 @@ def test_parse_metrics_keeps_the_end_to_end_buckets_per_bound() -> None:
         "edgeinfer_request_seconds_bucket|+Inf": 100.0,
         "edgeinfer_request_seconds_count": 100.0,
     }
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--rate", "inf", "--rate must be a finite number > 0, got inf"),
+        ("--rate", "nan", "--rate must be a finite number > 0, got nan"),
+        ("--duration", "nan", "--duration must be a finite number > 0, got nan"),
+        ("--duration", "0", "--duration must be a finite number > 0, got 0"),
+        ("--duration", "-1", "--duration must be a finite number > 0, got -1"),
+        ("--warmup", "nan", "--warmup must be a finite number >= 0, got nan"),
+        ("--warmup", "-2", "--warmup must be a finite number >= 0, got -2"),
+        ("--timeout-ms", "-5", "--timeout-ms must be a finite number > 0, got -5"),
+    ],
+)
+def test_numbers_a_run_cannot_honour_are_refused_up_front(
+    option: str, value: str, message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # in-process: refused before any connection (the target has no server) or report
+    argv = ["loadgen", "http://127.0.0.1:9", "--duration", "1", option, value, "--report", str(tmp_path)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"edgeinfer: error: {message}\n"
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_target_port_out_of_range_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["loadgen", "http://127.0.0.1:99999", "--duration", "1"]) == 2
+    assert capsys.readouterr().err.startswith("edgeinfer: error: target must look like http://HOST:PORT")
+
+
+def test_unreachable_grpc_server_is_a_clear_error_as_over_http(tmp_path: Path) -> None:
+    for mode in (["-c", "1"], ["--rate", "20"]):
+        result = _loadgen(
+            "grpc://127.0.0.1:9", *mode, "--duration", "1", "--warmup", "0", "--report", str(tmp_path)
+        )
+        assert result.returncode == 3, result.stderr
+        assert "cannot load grpc://127.0.0.1:9: warm-up request failed (connection)" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from edgeinfer.serving.loadgen.runner import RunResult, closed_loop, open_loop
     from edgeinfer.serving.loadgen.scrape import ServerSampler
 
+    _check_numbers(args)
     api_key = _api_key(args.api_key_file)
     target = Target.parse(
         args.url, args.model, endpoint=args.endpoint, api_key=api_key, timeout_ms=args.timeout_ms
@@ -77,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
         samples = workload.as_tensors(samples)
     order = workload.schedule(samples, args.seed)
     levels = _levels(args.concurrency) if args.rate is None else [args.rate]
-    if args.rate is not None and args.rate <= 0:
-        raise InvalidInput("--rate must be positive")
 
     metrics_host, metrics_port = _metrics_address(args.metrics_url, target)
     console = Console(stderr=True)
@@ -136,6 +136,21 @@ def _factory(target: Any, shared: Any) -> Any:
     return lambda: make_client(target)
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse numbers a run cannot honour (NaN, infinity, a negative or empty window) up front."""
+    checks = (
+        ("--rate", args.rate, False),
+        ("--duration", args.duration, False),
+        ("--warmup", args.warmup, True),
+        ("--timeout-ms", args.timeout_ms, False),
+    )
+    for flag, value, zero_ok in checks:
+        if value is None or (math.isfinite(value) and (value > 0 or (zero_ok and value == 0))):
+            continue
+        wanted = "a finite number >= 0" if zero_ok else "a finite number > 0"
+        raise InvalidInput(f"{flag} must be {wanted}, got {value:g}")
+
+
 def _levels(text: str) -> list[float]:
     try:
         levels = [float(int(part)) for part in text.split(",") if part.strip()]
@@ -162,9 +177,12 @@ def _metrics_address(url: str | None, target: Any) -> tuple[str, int]:
         return "", 0
     host, _, port = url.removeprefix("http://").partition(":")
     try:
-        return host, int(port.split("/")[0])
+        number = int(port.split("/")[0])
     except ValueError:
-        raise InvalidInput(f"--metrics-url must be HOST:PORT, got {url!r}") from None
+        number = 0
+    if not host or not 0 < number < 65536:
+        raise InvalidInput(f"--metrics-url must be HOST:PORT (port 1-65535), got {url!r}")
+    return host, number
 
 
 def _print(console: Console, results: list[Any], name_of: Any) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -27,13 +29,41 @@ def test_bytes_round_trip_with_length_prefixes() -> None:
     ("raw", "count", "message"),
     [
         (b"\x05\x00\x00\x00abc", 1, "truncated: element 0 says 5 bytes but only 3 remain"),
-        (b"\x01\x00", 1, "no length prefix"),
+        (b"\x01\x00\x00\x00a\x00\x00\x00", 2, "element 1 of 2 has no length prefix"),
+        (b"\x01\x00", 1, "claims 1 elements but its 2 bytes of data hold at most 0"),
         (b"\x01\x00\x00\x00a\x00", 1, "1 bytes after its 1 elements"),
     ],
 )
 def test_bytes_that_do_not_add_up_are_refused(raw: bytes, count: int, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         deserialize_bytes("image", raw, count)
+
+
+@pytest.mark.parametrize("shape", [(2**25,), (2**40,), (2**62,), (2**31, 2**31)])
+def test_a_bytes_shape_larger_than_its_data_is_refused_before_allocating(shape: tuple[int, ...]) -> None:
+    raw = b"\x03\x00\x00\x00abc" * 4  # 4 elements; the shape claims far more
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInput, match=r"bytes of data hold at most 7|too large to be a real"):
+            tensor_from_raw("image", "BYTES", shape, raw)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("shape", [(0, 2**62), (0, 2**64), (2**40, 2**40, 0)])
+def test_an_empty_tensor_with_absurd_dimensions_is_refused(shape: tuple[int, ...]) -> None:
+    for datatype in ("FP32", "BYTES"):
+        with pytest.raises(InvalidInput, match="too large to be a real tensor"):
+            tensor_from_raw("x", datatype, shape, b"")
+        with pytest.raises(InvalidInput, match="too large to be a real tensor"):
+            tensor_from_json("x", datatype, shape, [])
+
+
+def test_an_empty_tensor_keeps_its_shape() -> None:
+    assert tensor_from_raw("x", "FP32", (0, 3), b"").data.shape == (0, 3)
+    assert tensor_from_raw("x", "BYTES", (2, 0), b"").data.shape == (2, 0)
 
 
 def test_raw_fp32_round_trip_is_little_endian() -> None:

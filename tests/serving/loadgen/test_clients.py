@@ -1,12 +1,16 @@
-"""The load generator's HTTP client against tiny real servers that close connections on it."""
+"""The load generator's clients against tiny real servers that close connections on it, or none."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 
 import pytest
 
-from edgeinfer.serving.loadgen.clients import HttpClient, RequestFailed, Target
+from edgeinfer.errors import InvalidInput
+from edgeinfer.serving.loadgen.clients import GrpcClient, HttpClient, RequestFailed, Target
+from edgeinfer.serving.loadgen.runner import open_loop
 from edgeinfer.serving.loadgen.workload import Sample
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -64,3 +68,61 @@ def test_a_fresh_connection_that_closes_without_answering_is_an_error_not_retrie
         return seen
 
     assert asyncio.run(main()) == [0]  # one connection, one try
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "grpc://127.0.0.1:0", "http://127.0.0.1:port"])
+def test_a_target_port_out_of_range_is_refused_with_a_clear_error(url: str) -> None:
+    with pytest.raises(InvalidInput, match=r"port 1-65535"):
+        Target.parse(url, "m")
+
+
+def test_grpc_with_no_server_there_is_a_connection_failure_as_over_http() -> None:
+    async def main() -> str:
+        client = GrpcClient(Target("grpc", "127.0.0.1", _closed_port(), "m"))
+        try:
+            with pytest.raises(RequestFailed) as failed:
+                await client.send(Sample("a.jpg", b"\xff\xd8jpeg"))
+        finally:
+            await client.close()
+        return failed.value.kind
+
+    assert asyncio.run(main()) == "connection"
+
+
+def test_an_open_loop_to_grpc_with_no_server_there_stops_before_any_arrival() -> None:
+    target = Target("grpc", "127.0.0.1", _closed_port(), "m")
+
+    async def main() -> None:
+        shared = GrpcClient(target)
+        try:
+            await open_loop(lambda: shared, [Sample("a.jpg", b"\xff\xd8jpeg")], 50, duration_s=5, warmup_s=0)
+        finally:
+            await shared.close()
+
+    with pytest.raises(ConnectionError, match=r"warm-up request failed \(connection\)"):
+        asyncio.run(main())
+
+
+class InstantClient:
+    """A client answered at once: only the load generator's own loop is measured."""
+
+    async def send(self, sample: Sample) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+def test_an_open_loop_at_a_rate_its_machine_cannot_issue_still_ends() -> None:
+    samples = [Sample("a.jpg", b"x")]
+    started = time.monotonic()
+    result = asyncio.run(open_loop(InstantClient, samples, 1e12, duration_s=0.05, warmup_s=0))
+    assert time.monotonic() - started < 10
+    assert result.issued > 0 and result.completed == result.issued
+
+
+def _closed_port() -> int:
+    """A local port with nothing listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -78,7 +78,7 @@ def decode_infer_request(
                 "the body is truncated or the header is wrong"
             )
         header, binary = view[:header_length], view[header_length:]
-    document = _parse_json_object(header)
+    document = _parse_json_object(header, binary_possible=header_length is None)
     inputs_raw = document.get("inputs")
     if not isinstance(inputs_raw, list) or not inputs_raw:
         raise InvalidInput('the request needs a non-empty "inputs" list')
@@ -114,11 +114,19 @@ def decode_infer_request(
     )
 
 
-def _parse_json_object(data: memoryview) -> dict[str, Any]:
+def _parse_json_object(data: memoryview, *, binary_possible: bool) -> dict[str, Any]:
+    """``binary_possible``: the body was read as all JSON (no Inference-Header-Content-Length), so
+    bytes after the JSON, or bytes that are not UTF-8, are most likely binary tensor data."""
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON in the request: {exc}") from None
+        hint = ""
+        if binary_possible and ("after document" in str(exc) or "UTF-8" in str(exc)):
+            hint = (
+                "; binary tensor data after the JSON needs the Inference-Header-Content-Length "
+                "header (the length of the JSON part)"
+            )
+        raise InvalidInput(f"malformed JSON in the request: {exc}{hint}") from None
     if not isinstance(document, dict):
         raise InvalidInput(f"the request must be a JSON object, got {type(document).__name__}")
     return document
@@ -244,6 +252,26 @@ def encode_model_metadata(metadata: ModelMetadata) -> bytes:
     if metadata.parameters:
         document["parameters"] = dict(metadata.parameters)
     return dumps(document)
+
+
+def encode_model_config(metadata: ModelMetadata, max_batch_size: int) -> bytes:
+    """A minimal Triton model configuration (``GET /v2/models/{name}/config``, which Triton's clients
+    and examples read): batched tensors' ``dims`` leave out the batch dimension, as Triton's do."""
+
+    def tensor(t: TensorMetadata) -> dict[str, Any]:
+        data_type = "TYPE_STRING" if t.datatype == "BYTES" else f"TYPE_{t.datatype}"
+        return {"name": t.name, "data_type": data_type, "dims": list(t.shape[1:]) or [1]}
+
+    return dumps(
+        {
+            "name": metadata.name,
+            "platform": metadata.platform,
+            "backend": metadata.platform,
+            "max_batch_size": max_batch_size,
+            "input": [tensor(t) for t in metadata.inputs],
+            "output": [tensor(t) for t in metadata.outputs],
+        }
+    )
 
 
 def encode_classify_response(response: ClassifyResponse) -> bytes:

@@ -23,6 +23,9 @@ from edgeinfer.serving.protocol import (
 )
 
 _LENGTH = struct.Struct("<I")
+#: The most elements a shape may span, its zero dimensions left out: far above any request a server
+#: accepts, far below what numpy refuses ("array is too big", "maximum allowed dimension exceeded").
+MAX_SPAN = 1 << 40
 
 
 def serialize_bytes(data: np.ndarray) -> bytes:
@@ -36,8 +39,18 @@ def serialize_bytes(data: np.ndarray) -> bytes:
 
 
 def deserialize_bytes(name: str, raw: bytes | memoryview, count: int) -> np.ndarray:
-    """Parse ``count`` length-prefixed elements that must fill ``raw`` exactly."""
+    """Parse ``count`` length-prefixed elements that must fill ``raw`` exactly.
+
+    The count is checked against the data before anything is allocated: each element takes at least
+    its 4-byte length prefix, so a shape that claims more elements than that is refused at once.
+    """
     view = memoryview(raw)
+    if count > len(view) // _LENGTH.size:
+        raise InvalidInput(
+            f"BYTES input {name!r} claims {count} elements but its {len(view)} bytes of data hold at "
+            f"most {len(view) // _LENGTH.size} (each element starts with a 4-byte length); "
+            "the shape and the data do not agree"
+        )
     items = np.empty(count, dtype=object)
     offset = 0
     for index in range(count):
@@ -63,6 +76,15 @@ def deserialize_bytes(name: str, raw: bytes | memoryview, count: int) -> np.ndar
     return items
 
 
+def checked_count(name: str, shape: tuple[int, ...]) -> int:
+    """The number of elements of a shape from the wire, refusing negative or absurdly large ones."""
+    check_shape(name, shape)
+    span = element_count(tuple(dim for dim in shape if dim))
+    if span > MAX_SPAN:
+        raise InvalidInput(f"tensor {name!r} has shape {list(shape)}: too large to be a real tensor")
+    return span if all(shape) else 0
+
+
 def tensor_from_raw(
     name: str,
     datatype: str,
@@ -71,8 +93,7 @@ def tensor_from_raw(
     parameters: Parameters = EMPTY_PARAMETERS,
 ) -> Tensor:
     """A tensor from its raw row-major bytes, checked against the shape."""
-    check_shape(name, shape)
-    count = element_count(shape)
+    count = checked_count(name, shape)
     dtype = numpy_dtype(datatype)
     if datatype == "BYTES":
         data = deserialize_bytes(name, raw, count).reshape(shape)
@@ -94,8 +115,7 @@ def tensor_from_json(
     parameters: Parameters = EMPTY_PARAMETERS,
 ) -> Tensor:
     """A tensor from a JSON ``data`` value: flat or nested lists in row-major order."""
-    check_shape(name, shape)
-    count = element_count(shape)
+    count = checked_count(name, shape)
     dtype = numpy_dtype(datatype)
     if not isinstance(data, list):
         data = [data]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.errors import InvalidInput
-from edgeinfer.serving.codecs.tensors import tensor_from_raw, tensor_to_raw
+from edgeinfer.serving.codecs.tensors import checked_count, tensor_from_raw, tensor_to_raw
 from edgeinfer.serving.deadlines import timeout_from_parameters
 from edgeinfer.serving.grpc import grpc_predict_v2_pb2 as pb
 from edgeinfer.serving.protocol import (
@@ -19,8 +19,6 @@ from edgeinfer.serving.protocol import (
     RequestedOutput,
     ServerMetadata,
     Tensor,
-    check_shape,
-    element_count,
     numpy_dtype,
 )
 
@@ -104,12 +102,11 @@ def _input_from_proto(item: pb.ModelInferRequest.InferInputTensor, raw: bytes | 
     field_name = _CONTENTS_FIELD.get(item.datatype)
     if field_name is None:
         raise InvalidInput(f"input {name!r}: {item.datatype} data must travel in raw_input_contents")
-    check_shape(name, shape)
+    count = checked_count(name, shape)
     values = getattr(item.contents, field_name)
-    if len(values) != element_count(shape):
+    if len(values) != count:
         raise InvalidInput(
-            f"input {name!r} has shape {list(shape)} ({element_count(shape)} elements) "
-            f"but {field_name} holds {len(values)}"
+            f"input {name!r} has shape {list(shape)} ({count} elements) but {field_name} holds {len(values)}"
         )
     if item.datatype == "BYTES":
         data = np.empty(len(values), dtype=object)

@@ -76,12 +76,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             )
             response = await self.plane.infer(infer_request, PROTOCOL)
             return convert.response_to_proto(response)
-        except EdgeInferError as exc:
+        except Exception as exc:
+            if not isinstance(exc, EdgeInferError):
+                log.exception("unhandled error in ModelInfer")
+                exc = EdgeInferError(f"internal error: {exc!r}")
             self.plane.count_failure(request.model_name, PROTOCOL, exc)
             await _abort(context, exc)
-        except Exception as exc:
-            log.exception("unhandled error in ModelInfer")
-            await _abort(context, EdgeInferError(f"internal error: {exc!r}"))
 
     async def _guarded(self, context: Context, answer: Callable[[], T] | Callable[[], Awaitable[T]]) -> T:
         try:

@@ -49,9 +49,15 @@ class Target:
     def parse(cls, url: str, model: str, **options: Any) -> Target:
         """``http://host:port`` or ``grpc://host:port`` (a bare ``host:port`` is HTTP)."""
         parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme not in ("http", "grpc") or not parts.hostname or parts.port is None:
-            raise InvalidInput(f"target must look like http://HOST:PORT or grpc://HOST:PORT, got {url!r}")
-        return cls(parts.scheme, parts.hostname, parts.port, model, **options)  # type: ignore[arg-type]
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or out of range
+            port = None
+        if parts.scheme not in ("http", "grpc") or not parts.hostname or not port:
+            raise InvalidInput(
+                f"target must look like http://HOST:PORT or grpc://HOST:PORT (port 1-65535), got {url!r}"
+            )
+        return cls(parts.scheme, parts.hostname, port, model, **options)  # type: ignore[arg-type]
 
 
 class Client(Protocol):
@@ -215,7 +221,16 @@ class GrpcClient:
         try:
             await self._stub.ModelInfer(self._request(sample), metadata=self._metadata)
         except self._grpc.aio.AioRpcError as exc:
-            raise RequestFailed(exc.code().name.lower(), exc.details() or "") from None
+            raise RequestFailed(self._kind(exc.code()), exc.details() or "") from None
+
+    def _kind(self, code: Any) -> str:
+        """The error kind; UNAVAILABLE without a connected channel is no server there ("connection",
+        as the HTTP client says), not a server that answered it is unavailable (not ready)."""
+        grpc = self._grpc
+        connected = self._channel.get_state() == grpc.ChannelConnectivity.READY
+        if code == grpc.StatusCode.UNAVAILABLE and not connected:
+            return "connection"
+        return str(code.name.lower())
 
     async def close(self) -> None:
         await self._channel.close()

@@ -11,6 +11,7 @@ excluded from every figure.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import Counter
@@ -23,6 +24,10 @@ from edgeinfer.serving.loadgen.scrape import ServerSampler, ServerUsage
 from edgeinfer.serving.loadgen.workload import Sample
 
 ClientFactory = Callable[[], Client]
+_FATAL_KINDS = frozenset({"connection", "not_found", "unauthenticated", "invalid_input"})
+#: An open loop still behind on its window's arrivals this long after the window closed stops issuing
+#: them (a rate too high for the client's own machine); the lag it had shows in ``send_lag``.
+_BEHIND_LIMIT_NS = 1_000_000_000
 
 
 @dataclass
@@ -123,16 +128,13 @@ async def closed_loop(
 
 
 async def _warm(client: Client, samples: Sequence[Sample], warmup_s: float, timeout_s: float) -> None:
+    """Send requests for ``warmup_s`` (at least one); a failure that every request would meet (no
+    server there, wrong model, refused key, a request the server cannot take) ends the run."""
     end = time.perf_counter_ns() + int(warmup_s * 1e9)
     index = 0
     while True:
         failure = await _timed(client, samples[index % len(samples)], timeout_s)
-        if failure is not None and failure.kind in (
-            "connection",
-            "not_found",
-            "unauthenticated",
-            "invalid_input",
-        ):
+        if failure is not None and failure.kind in _FATAL_KINDS:
             raise ConnectionError(f"warm-up request failed ({failure.kind}): {failure}")
         index += 1
         if time.perf_counter_ns() >= end:
@@ -152,8 +154,12 @@ async def open_loop(
     sampler: ServerSampler | None = None,
     request_timeout_s: float = 30.0,
 ) -> RunResult:
-    """Requests arrive at ``rate_per_s`` (Poisson or evenly spaced) whatever the server does."""
-    result = RunResult("open", rate_per_s)
+    """Requests arrive at ``rate_per_s`` (Poisson or evenly spaced) whatever the server does.
+
+    One request is sent and answered first, so a target that cannot serve at all (see :func:`_warm`)
+    ends the run before any arrival.
+    """
+    result = RunResult("open", _checked_rate(rate_per_s))
     idle: list[Client] = []
     outstanding: set[asyncio.Task[None]] = set()
     rng = random.Random(seed)
@@ -173,9 +179,10 @@ async def open_loop(
         next_ns = start
         index = 0
         while next_ns < end:
-            delay = (next_ns - time.perf_counter_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
+            now = time.perf_counter_ns()
+            if now - end > _BEHIND_LIMIT_NS:
+                return
+            await asyncio.sleep(max(0.0, (next_ns - now) / 1e9))  # yields even when behind
             sample = samples[index % len(samples)]
             index += 1
             if counted:
@@ -191,6 +198,9 @@ async def open_loop(
             next_ns += int(gap * 1e9)
 
     try:
+        probe = factory()
+        idle.append(probe)
+        await _warm(probe, samples, 0.0, request_timeout_s)
         await arrivals(warmup_s, counted=False)
         await asyncio.gather(*outstanding)
         if sampler is not None:
@@ -204,3 +214,9 @@ async def open_loop(
     finally:
         await asyncio.gather(*(c.close() for c in idle), return_exceptions=True)
     return result
+
+
+def _checked_rate(rate_per_s: float) -> float:
+    if not (math.isfinite(rate_per_s) and rate_per_s > 0):
+        raise ValueError(f"rate_per_s must be a finite number > 0, got {rate_per_s}")
+    return rate_per_s

@@ -92,14 +92,19 @@ class RestApp:
             response = await handler(self, request)
         except ClientDisconnected:
             return
-        except EdgeInferError as exc:
-            if request.model:
-                self.plane.count_failure(request.model, PROTOCOL, exc)
-            response = Response(error_payload(exc), status_of(exc), headers=error_headers(exc))
-        except Exception as exc:  # a bug: answer 500, keep serving
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            response = Response(codec.error_body(f"internal error: {exc!r}", kind="internal"), 500)
+        except Exception as exc:
+            response = self._failed(request, exc)
         await _send(send, response)
+
+    def _failed(self, request: Request, exc: Exception) -> Response:
+        """The error answer, counted for the request's model (a bug as kind ``internal``: answer
+        500, keep serving)."""
+        if not isinstance(exc, EdgeInferError):
+            log.exception("unhandled error on %s %s", request.scope["method"], request.scope["path"])
+            exc = EdgeInferError(f"internal error: {exc!r}")
+        if request.model:
+            self.plane.count_failure(request.model, PROTOCOL, exc)
+        return Response(error_payload(exc), status_of(exc), headers=error_headers(exc))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -133,6 +138,10 @@ class RestApp:
         return Response(
             codec.encode_model_metadata(self.plane.model_metadata(request.model, request.version))
         )
+
+    async def model_config(self, request: Request) -> Response:
+        metadata = self.plane.model_metadata(request.model, request.version)
+        return Response(codec.encode_model_config(metadata, self.settings.max_batch_size))
 
     async def model_ready(self, request: Request) -> Response:
         return _health(self.plane.model_ready(request.model, request.version), "ready")
@@ -225,6 +234,8 @@ def _model_route(rest: list[str], request: Request) -> tuple[Handler | None, str
         return RestApp.model_metadata, "GET"
     if tail == ["ready"]:
         return RestApp.model_ready, "GET"
+    if tail == ["config"]:
+        return RestApp.model_config, "GET"
     if tail == ["infer"]:
         return RestApp.infer, "POST"
     return None, "GET"
@@ -232,7 +243,7 @@ def _model_route(rest: list[str], request: Request) -> tuple[Handler | None, str
 
 def _only(method: str, allowed: str, handler: Handler, path: str) -> Handler:
     if method != allowed:
-        raise MethodNotAllowed(f"{path} takes {allowed}, not {method}")
+        raise MethodNotAllowed(f"{path} takes {allowed}, not {method}", allow=allowed)
     return handler
 
 

@@ -30,7 +30,13 @@ class BodyTimeout(InvalidInput):
 
 
 class MethodNotAllowed(InvalidInput):
+    """A method a route does not take; ``allow`` is the one it does."""
+
     kind = "method_not_allowed"
+
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class UnsupportedMediaType(InvalidInput):
@@ -67,6 +73,11 @@ def error_headers(error: EdgeInferError) -> list[tuple[bytes, bytes]]:
         return [(b"retry-after", retry_after_header(error.retry_after_s).encode())]
     if isinstance(error, Unauthenticated):
         return [(b"www-authenticate", b'Bearer realm="edgeinfer"')]
+    if isinstance(error, MethodNotAllowed):
+        return [(b"allow", error.allow.encode())]
+    if isinstance(error, (BodyTooLarge, BodyTimeout)):
+        # the rest of the body may still come; it must not be read as the next request
+        return [(b"connection", b"close")]
     return []
 
 
