@@ -94,8 +94,6 @@ def test_the_server_under_auto_takes_split_lanes_over_a_somewhat_faster_single_i
     edgeinfer_home: Path, monkeypatch: pytest.MonkeyPatch, fast_ms: float, ort_ms: float, served_on: str
 ) -> None:
     from edgeinfer.runtimes import registry
-    from edgeinfer.serving.dataplane import load_engines
-    from edgeinfer.serving.settings import ServeSettings
 
     monkeypatch.setattr(threads, "_budget", ThreadBudget(total=2))
     monkeypatch.setenv(threads.CORES_ENV, "2")
@@ -108,12 +106,21 @@ def test_the_server_under_auto_takes_split_lanes_over_a_somewhat_faster_single_i
         return registry.AutoChoice(runtime="null", results=results, cached=True, key="k")
 
     monkeypatch.setattr(registry, "choose_auto", choose_auto)
+    runtimes, split = _served_under_auto()
+    assert runtimes == {served_on}
+    assert split == (served_on == "onnxruntime")
+
+
+def _served_under_auto() -> tuple[set[str], bool]:
+    """The runtimes the server's default shape loads under ``auto``, and whether it has a twin."""
+    from edgeinfer.serving.dataplane import load_engines
+    from edgeinfer.serving.settings import ServeSettings
+
     loaded = load_engines("mobilenet_v2", ServeSettings(runtime="auto"))
     assert not isinstance(loaded, list)
     engines = [*loaded.instances, *([loaded.split] if loaded.split is not None else [])]
     try:
-        assert {e.runtime.name for e in engines} == {served_on}
-        assert (loaded.split is not None) == (served_on == "onnxruntime")
+        return {e.runtime.name for e in engines}, loaded.split is not None
     finally:
         for engine in engines:
             engine.close()
@@ -128,8 +135,6 @@ def test_the_server_applies_the_same_preference_to_a_tuned_choice(
     pytest.importorskip("openvino")  # the faster runtime tune found (null and keras never win a tuning)
     from edgeinfer.models.repository import ModelRepository
     from edgeinfer.runtimes import registry
-    from edgeinfer.serving.dataplane import load_engines
-    from edgeinfer.serving.settings import ServeSettings
     from edgeinfer.system.machine import machine_key
     from edgeinfer.tune import store
 
@@ -161,14 +166,7 @@ def test_the_server_applies_the_same_preference_to_a_tuned_choice(
         raise AssertionError("a tuned model is not probed")
 
     monkeypatch.setattr(registry, "choose_auto", no_probe)
-    loaded = load_engines("mobilenet_v2", ServeSettings(runtime="auto"))
-    assert not isinstance(loaded, list)
-    engines = [*loaded.instances, *([loaded.split] if loaded.split is not None else [])]
-    try:
-        assert {e.runtime.name for e in engines} == {served_on}
-    finally:
-        for engine in engines:
-            engine.close()
+    assert _served_under_auto()[0] == {served_on}
 
 
 def test_decode_cost_prices_images_by_size_and_one_huge_image_does_not_move_small_ones() -> None:
