@@ -29,6 +29,8 @@ def test_closed_loop_over_http_writes_a_bench_report(server: ServerProcess, tmp_
         "--report", str(tmp_path),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    table_lines = [line for line in result.stderr.splitlines() if "│" in line]
+    assert table_lines and all("…" not in line for line in table_lines)  # a pipe: no cut-off columns
     report = read_report(tmp_path / "report.json")
     assert report.kind == "loadgen"
     assert (tmp_path / "report.html").stat().st_size > 1000

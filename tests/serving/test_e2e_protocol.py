@@ -235,10 +235,19 @@ def test_the_real_server_answers_head_and_keeps_the_connection(server: ServerPro
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
         sock.sendall(b"HEAD /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
         head = _read_until(sock, b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 405 "), head  # health routes take GET only
+        assert head.startswith(b"HTTP/1.1 200 "), head  # a GET route answers HEAD, without the body
+        assert b"content-length: 14" in head.lower()  # the GET body's length: {"ready":true}
         sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = _read_until(sock, b'{"live":true}')
-        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert answer.startswith(b"HTTP/1.1 200 ")  # nothing of a body came between the two
+    status, _, body = server.request("HEAD", "/v2/models/mobilenet_v2/infer")
+    assert status == 405 and body == b""
+
+
+def test_an_empty_path_segment_is_no_route(server: ServerProcess) -> None:
+    status, _, body = server.request("POST", "/v2/models/mobilenet_v2/versions//infer", b"{}")
+    assert status == 404
+    assert "empty path segment" in json.loads(body)["error"]
 
 
 def _read_until(sock: socket.socket, end: bytes) -> bytes:

@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     metrics_host, metrics_port = _metrics_address(args.metrics_url, target)
     console = Console(stderr=True)
+    if not console.is_terminal:  # a log file or pipe: wide enough for the table, no wrapping
+        console = Console(stderr=True, width=150)
     results: list[RunResult] = []
 
     async def main() -> None:

@@ -85,8 +85,9 @@ class RestApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, _headers(scope), time.monotonic_ns())
+        head = scope["method"] == "HEAD"  # a GET without its body, as HTTP has it
         try:
-            handler, guarded = _route(scope["method"], scope["path"], request)
+            handler, guarded = _route("GET" if head else scope["method"], scope["path"], request)
             if guarded:
                 self._guard.check(request.headers.get("authorization"), request.headers.get("x-api-key"))
             response = await handler(self, request)
@@ -94,7 +95,7 @@ class RestApp:
             return
         except Exception as exc:
             response = self._failed(request, exc)
-        await _send(send, response)
+        await _send(send, response, with_body=not head)
 
     def _failed(self, request: Request, exc: Exception) -> Response:
         """The error answer, counted for the request's model (a bug as kind ``internal``: answer
@@ -203,6 +204,8 @@ class RestApp:
 
 def _route(method: str, path: str, request: Request) -> tuple[Handler, bool]:
     """The handler for a path and whether it needs the API key; sets the request's model/version."""
+    if "//" in path:  # an empty segment would shift the others: /versions//infer is no version
+        raise NotFound(f"no route {path}: it has an empty path segment")
     parts = [p for p in path.split("/") if p]
     handler: Handler | None = None
     allowed = "GET"
@@ -274,11 +277,11 @@ def _query_int(scope: Scope, name: str, default: int) -> int:
         raise InvalidInput(f"query parameter {name} must be an integer, got {values[-1]!r}") from None
 
 
-async def _send(send: Send, response: Response) -> None:
+async def _send(send: Send, response: Response, *, with_body: bool = True) -> None:
     headers = [
         (b"content-type", response.content_type),
         (b"content-length", str(len(response.body)).encode()),
         *response.headers,
     ]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body})
+    await send({"type": "http.response.body", "body": response.body if with_body else b""})
