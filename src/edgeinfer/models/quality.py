@@ -19,13 +19,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeinfer.errors import InvalidInput, QualityGateFailed
-from edgeinfer.models.calibration import ImageSet
 from edgeinfer.models.config import QualityReport
+
+if TYPE_CHECKING:  # loading a gated build reads the settings only; calibration is for building
+    from edgeinfer.models.calibration import ImageSet
 
 MIN_AGREEMENT_ENV = "EDGEINFER_MIN_TOP1_AGREEMENT"
 ALLOW_FAILED_ENV = "EDGEINFER_ALLOW_FAILED_QUALITY"
