@@ -121,6 +121,12 @@ def test_unknown_model_and_runtime(repo: ModelRepository) -> None:
         Engine.load("mobilenet_v2", runtime="tensorrt", repository=repo)
 
 
+def test_threads_below_one_are_invalid_input(repo: ModelRepository) -> None:
+    for threads in (0, -2):
+        with pytest.raises(InvalidInput, match="threads must be at least 1"):
+            Engine.load("mobilenet_v2", runtime="onnxruntime", threads=threads, repository=repo)
+
+
 def test_runtime_options_reach_the_named_runtime(
     engine: Engine, repo: ModelRepository, photos: dict[str, Path]
 ) -> None:

@@ -33,7 +33,7 @@ def add_engine_args(parser: argparse.ArgumentParser, *, model_default: str = "mo
         "--precision", "-p", default=None, help="fp32 or int8 (default: fp32, or an imported model's own)"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="intra-op threads (default: the physical cores)"
+        "--threads", type=positive_int, default=None, help="intra-op threads (default: the physical cores)"
     )
     parser.add_argument(
         "--runtime-option",
@@ -43,6 +43,17 @@ def add_engine_args(parser: argparse.ArgumentParser, *, model_default: str = "mo
         help="a setting of the named runtime, repeatable: an OpenVINO property such as "
         "INFERENCE_PRECISION_HINT=bf16, or an ONNX Runtime session option",
     )
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse words the error and exits 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, got {value}")
+    return value
 
 
 def load_engine(args: argparse.Namespace) -> Engine:

@@ -88,6 +88,8 @@ class Engine:
         """
         from edgeinfer.runtimes.registry import open_runtime
 
+        if threads is not None and threads < 1:
+            raise InvalidInput(f"threads must be at least 1 (or None for the physical cores), got {threads}")
         if runtime_options and runtime.strip().lower() == "auto":
             raise InvalidInput("runtime options belong to one runtime: name it (runtime=...) instead of auto")
         from edgeinfer.tune.store import tuned_threads
