@@ -171,7 +171,8 @@ class ScriptedCloud(_ThreadedServer):
 
     ``garbage``: bytes that are not HTTP; ``bad-json``: 200 with a body that does not parse;
     ``silent``: never answers; ``close``: hangs up after reading the request; ``slow``: a
-    well-formed answer after ``delay_s``.
+    well-formed answer after ``delay_s``; ``http10``: health checks answered as an HTTP/1.0
+    server does (no ``Connection`` header, the connection closed after the answer).
     """
 
     def __init__(self, behaviour: str, delay_s: float = 2.0) -> None:
@@ -194,6 +195,9 @@ class ScriptedCloud(_ThreadedServer):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
             reader.read(length)
+            if head.startswith(b"GET") and self.behaviour == "http10":
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+                return
             if head.startswith(b"GET"):
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                 continue

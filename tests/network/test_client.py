@@ -85,6 +85,24 @@ def test_refused_and_error_statuses(cloud: ServerProcess) -> None:
     assert bad_image.reason == "http_400"
 
 
+def test_an_http_1_0_server_is_not_kept_alive() -> None:
+    """HTTP/1.0 closes after each answer unless it says keep-alive: the client must not send the
+    next request down the closed connection (the health check failed every time before)."""
+    server = ScriptedCloud("http10")
+
+    async def go() -> list[float]:
+        client = KServeClient(f"http://{server.address[0]}:{server.address[1]}")
+        try:
+            return [await client.ready(timeout_s=2.0) for _ in range(3)]
+        finally:
+            await client.close()
+
+    try:
+        assert len(asyncio.run(go())) == 3
+    finally:
+        server.close()
+
+
 def test_bad_urls_are_rejected() -> None:
     from edgeinfer.errors import InvalidInput
 

@@ -102,6 +102,11 @@ def test_compare_measures_every_path_and_writes_the_report(
         (["--profile", "satellite"], "unknown network profile"),
         (["--split", "11"], "not a cut point"),
         (["--cloud-speedup", "0"], "cloud-speedup"),
+        (["--cloud-speedup", "inf"], "--cloud-speedup must be a finite number > 0"),
+        (["--duration", "nan"], "--duration must be a finite number > 0"),
+        (["--rate", "nan"], "--rate must be a finite number > 0"),
+        (["--deadline-ms", "-5"], "--deadline-ms must be a finite number > 0"),
+        (["--threads", "0"], "at least 1"),
     ],
 )
 def test_compare_rejects_bad_arguments_before_measuring(
@@ -109,6 +114,13 @@ def test_compare_rejects_bad_arguments_before_measuring(
 ) -> None:
     done = _compare(tmp_path, *args)
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_an_unreachable_cloud_url_is_refused_before_measuring(engine: Engine, tmp_path: Path) -> None:
+    done = _compare(tmp_path, "--cloud-url", "http://127.0.0.1:9", "--policy", "cloud")
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "--cloud-url http://127.0.0.1:9" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "report.json").exists()
 
 

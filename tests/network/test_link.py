@@ -209,6 +209,7 @@ def test_refused_target_resets_the_client_and_the_proxy_keeps_serving() -> None:
         (["--target", "127.0.0.1:1", "--profile", "satellite"], "unknown network profile"),
         (["--target", "127.0.0.1:1", "--up-mbps", "0"], "up_mbps"),
         (["--target", "127.0.0.1:1", "--listen", "127.0.0.1:99999"], "HOST:PORT"),
+        (["--target", "127.0.0.1:1", "--loss", "abc"], "loss must be a percentage in [0, 100), got 'abc'"),
     ],
 )
 def test_cli_rejects_bad_figures_with_a_clear_message(args: list[str], message: str) -> None:

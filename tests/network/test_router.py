@@ -138,7 +138,7 @@ def test_an_image_the_cloud_cannot_decode_does_not_close_the_cloud(
 
 
 def test_auto_falls_back_when_the_link_is_cut_and_recovers(
-    engine: Engine, cloud: ServerProcess, jpegs: list[bytes], tmp_path: Path
+    engine: Engine, cloud: ServerProcess, jpegs: list[bytes], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
 
@@ -172,6 +172,8 @@ def test_auto_falls_back_when_the_link_is_cut_and_recovers(
     assert any("cloud down" in r.decision.reason for r in after)
     assert router.stats.recoveries >= 1
     assert served(recovered)["cloud"] > 0
+    said = [r.getMessage() for r in caplog.records if r.name == "edgeinfer.network"]
+    assert any(m.startswith("cloud down (") for m in said) and any("cloud up again" in m for m in said)
 
 
 def test_auto_detects_a_stalled_link(engine: Engine, link: LinkProcess, jpegs: list[bytes]) -> None:

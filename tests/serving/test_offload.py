@@ -286,8 +286,12 @@ def test_edge_default_is_unchanged(server: ServerProcess, images: dict[str, byte
             ("--offload", "auto", "--cloud-url", "http://h:1", "--bandwidth-cap-mbps", "0"),
             "bandwidth_cap_mbps",
         ),
+        (
+            ("--offload", "auto", "--http-port", "8123", "--cloud-url", "http://localhost:8123"),
+            "is this server itself",
+        ),
     ],
-    ids=["bad-policy", "no-url", "bad-url", "bad-cap"],
+    ids=["bad-policy", "no-url", "bad-url", "bad-cap", "itself"],
 )
 def test_bad_offload_settings_are_clear_cli_errors(args: tuple[str, ...], message: str) -> None:
     done = subprocess.run(

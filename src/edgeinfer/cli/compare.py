@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from pathlib import Path
 
+from edgeinfer.cli.common import positive_int
 from edgeinfer.errors import InvalidInput, RuntimeUnavailable
 from edgeinfer.network.drive import Load
 from edgeinfer.network.profiles import PROFILES, parse_profiles
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--runtime", default="auto", help="device runtime (default %(default)s)")
     parser.add_argument("--precision", default=None, help="fp32 (default) or int8")
     parser.add_argument(
-        "--threads", type=int, default=None, help="compute threads on the device and the server"
+        "--threads", type=positive_int, default=None, help="compute threads on the device and the server"
     )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per path and profile")
     parser.add_argument("--min-requests", type=int, default=10, help="at least this many requests per path")
@@ -83,10 +85,17 @@ def run(args: argparse.Namespace) -> int:
     bad = [p for p in policies if p not in POLICIES]
     if bad or not policies:
         raise InvalidInput(f"--policy takes a list of {', '.join(POLICIES)}, got {args.policy!r}")
-    if args.duration <= 0:
-        raise InvalidInput(f"--duration must be > 0 seconds, got {args.duration}")
-    if args.rate is not None and args.rate <= 0:
-        raise InvalidInput(f"--rate must be > 0 requests per second, got {args.rate}")
+    for option, value in (
+        ("--duration", args.duration),
+        ("--rate", args.rate),
+        ("--deadline-ms", args.deadline_ms),
+        ("--cloud-speedup", args.cloud_speedup),
+        ("--bandwidth-cap-mbps", args.bandwidth_cap_mbps),
+    ):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InvalidInput(f"{option} must be a finite number > 0, got {value}")
+    if args.min_requests < 1:
+        raise InvalidInput(f"--min-requests must be at least 1, got {args.min_requests}")
     settings = CompareSettings(
         profiles=tuple(parse_profiles(args.profile)),
         out_dir=args.report,

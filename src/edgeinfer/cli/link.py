@@ -51,7 +51,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _percent(text: str) -> float:
-    value = float(text.strip().removesuffix("%"))
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"loss must be a percentage in [0, 100), got {text!r}") from None
     if not 0 <= value < 100:
         raise argparse.ArgumentTypeError(f"loss must be a percentage in [0, 100), got {text!r}")
     return value

@@ -190,7 +190,8 @@ class KServeClient:
                 length = _content_length(headers)
                 payload = await conn.reader.readexactly(length)
                 total = time.perf_counter_ns() - start
-            keep = headers.get("connection", "").lower() != "close"
+            connection = headers.get("connection", "").lower()  # HTTP/1.0 closes unless asked not to
+            keep = connection == "keep-alive" if head.startswith(b"HTTP/1.0") else connection != "close"
             return status, headers, payload, (first_byte, total, new, len(head) + length)
         except TimeoutError:
             raise CloudError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,9 +30,9 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image
 
-from edgeinfer.errors import InvalidInput
+from edgeinfer.errors import InvalidInput, UpstreamError
 from edgeinfer.network.backends import UPLOADS, CloudBackend, EdgeBackend, Engineish, Prepare, Upload
-from edgeinfer.network.client import KServeClient
+from edgeinfer.network.client import CloudError, KServeClient
 from edgeinfer.network.drive import Load, Trace, drive
 from edgeinfer.network.processes import LinkProcess, ServerProcess, ServerWork
 from edgeinfer.network.profiles import LinkProfile
@@ -66,8 +67,8 @@ class CompareSettings:
     def __post_init__(self) -> None:
         if not self.profiles:
             raise InvalidInput("give at least one network profile (--profile lte)")
-        if not self.cloud_speedup > 0:
-            raise InvalidInput(f"--cloud-speedup must be > 0, got {self.cloud_speedup}")
+        if not (math.isfinite(self.cloud_speedup) and self.cloud_speedup > 0):
+            raise InvalidInput(f"--cloud-speedup must be a finite number > 0, got {self.cloud_speedup}")
         unknown = [u for u in self.uploads if u not in UPLOADS]
         if unknown:
             raise InvalidInput(f"unknown upload {unknown}; choose from {', '.join(UPLOADS)}")
@@ -135,6 +136,8 @@ def run_compare(settings: CompareSettings) -> CompareRun:
         from edgeinfer.network.split_compare import check_split_arg
 
         check_split_arg(settings)  # before minutes of measuring, not after
+    if settings.cloud_url is not None and "cloud" in settings.policies:
+        check_cloud(settings.cloud_url)
     images, names = load_images(settings.samples, settings.seed)
     run = CompareRun(settings, images, names)
     before = os.sched_getaffinity(0)
@@ -197,6 +200,25 @@ def _run_all(run: CompareRun) -> None:
             from edgeinfer.network.split_compare import run_split_paths
 
             run_split_paths(run, split_inputs, logs)
+
+
+def check_cloud(url: str, timeout_s: float = 10.0) -> None:
+    """Refuse a cloud URL that does not answer ``GET /v2/health/ready`` with 200, before anything
+    is measured (every request of the run would fail otherwise, against the link's address)."""
+
+    async def probe() -> None:
+        client = KServeClient(url if "://" in url else f"http://{url}")
+        try:
+            await client.ready(timeout_s=timeout_s)
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(probe())
+    except CloudError as exc:
+        raise UpstreamError(f"--cloud-url {url}: {exc}") from None
+    except OSError as exc:
+        raise UpstreamError(f"--cloud-url {url} is unreachable: {exc.strerror or exc}") from None
 
 
 def target_of(url: str) -> tuple[str, int]:

@@ -276,6 +276,8 @@ class LinkProxy:
         finally:
             if not deliver.done():
                 deliver.cancel()
+            elif not deliver.cancelled():
+                deliver.exception()  # retrieved: a client that went away is not the link's error
 
     def _count(self, name: str, nbytes: int, losses: int) -> None:
         if name == "up":

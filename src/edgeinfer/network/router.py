@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import time
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field, replace
@@ -43,6 +44,7 @@ POLICIES: tuple[Policy, ...] = ("edge", "cloud", "auto")
 REASON_CODES = ("policy", "cloud_down", "bandwidth_cap", "exploring", "estimating", "deadline", "refresh",
                 "faster", "edge_full")  # fmt: skip
 MAX_BACKOFF_S = 30.0
+log = logging.getLogger("edgeinfer.network")
 
 
 @dataclass(frozen=True)
@@ -399,7 +401,7 @@ class HybridRouter:
         if late:
             self.cloud_estimate.on_response(queued, waited_ms)
         if not (late and answering):
-            self._mark_down(exc.reason)
+            self._mark_down(exc.reason, str(exc))
 
     def _finish(self, plan: _Plan, served: str, answer: Answer | None, fallback: str | None = None) -> Routed:
         latency_ms = (time.perf_counter_ns() - plan.start_ns) / 1e6
@@ -435,9 +437,11 @@ class HybridRouter:
 
     # -- health ---------------------------------------------------------------------------------
 
-    def _mark_down(self, reason: str) -> None:
+    def _mark_down(self, reason: str, detail: str = "") -> None:
         if self._down_until_ns is None:
             self._backoff_s = self.settings.first_backoff_s
+            said = f"{reason}: {detail}" if detail else reason
+            log.warning("cloud down (%s): requests stay on this device", said)
         self._down_reason = reason
         self._down_until_ns = time.perf_counter_ns() + int(self._backoff_s * 1e9)
 
@@ -457,12 +461,13 @@ class HybridRouter:
             self.stats.probe_failures += 1
             if self._down_until_ns is not None:
                 self._backoff_s = min(2 * self._backoff_s, MAX_BACKOFF_S)
-            self._mark_down(f"probe: {exc.reason}")
+            self._mark_down(f"probe: {exc.reason}", str(exc))
             return
         self.cloud_estimate.on_probe(rtt_ms)
         if self._down_until_ns is not None:
             self._down_until_ns = None
             self.stats.recoveries += 1
+            log.warning("cloud up again (round trip %.1f ms)", rtt_ms)
 
 
 def _round(value: float | None) -> float | None:

@@ -158,6 +158,10 @@ class ServeSettings:
                 raise InvalidInput(
                     f"cloud_url must be http://HOST:PORT of a KServe v2 server, got {self.cloud_url!r}"
                 )
+            if _port(parts) == self.http_port and _is_this_host(parts.hostname, self.host):
+                raise InvalidInput(
+                    f"cloud_url {self.cloud_url} is this server itself: offloading to it would loop"
+                )
         if self.cloud_model is not None and len(self.models) > 1:
             raise InvalidInput("cloud_model renames one model; with several models each keeps its own name")
         if self.bandwidth_cap_mbps is not None and not self.bandwidth_cap_mbps > 0:
@@ -242,3 +246,9 @@ def _read_api_key(path: Path | None) -> str | None:
         return key
     key = os.environ.get(API_KEY_ENV, "").strip()
     return key or None
+
+
+def _is_this_host(hostname: str, bound: str) -> bool:
+    """Whether ``hostname`` names the address this server listens on (loopback or every address)."""
+    local = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
+    return hostname == bound or (hostname in local and bound in local)
