@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeinfer.engine import Engine
+from edgeinfer.engine import Engine, Prediction
 from edgeinfer.errors import InvalidInput
 from edgeinfer.models.repository import ModelRepository
-from edgeinfer.streams import CaptureOptions, StreamPipeline, open_source
+from edgeinfer.streams import CaptureOptions, EventQueue, StreamPipeline, open_source
 from edgeinfer.streams.annotate import AnnotateSink, annotated_path, draw_label
+from edgeinfer.streams.messages import Frame, FrameResult, StageTimes
 from tests.streams.conftest import Clip
 from tests.streams.test_pipeline import Recorder
 
@@ -31,8 +32,49 @@ def test_draw_label_puts_a_dark_band_with_text_on_a_copy() -> None:
 def test_one_file_per_stream_when_there_are_several(tmp_path: Path) -> None:
     assert annotated_path(tmp_path / "out.mp4", "cam", 1) == tmp_path / "out.mp4"
     assert annotated_path(tmp_path / "out.mp4", "cam", 2) == tmp_path / "out.cam.mp4"
+    (tmp_path / "folder.mp4").mkdir()
     with pytest.raises(InvalidInput, match="annotated video"):
-        AnnotateSink(tmp_path, ["cam"])  # a folder, not a file
+        AnnotateSink(tmp_path / "folder.mp4", ["cam"])  # a folder, not a file
+
+
+@pytest.mark.parametrize("name", ["out", "out.txt", "out.webm"])
+@pytest.mark.parametrize("streams", [["cam"], ["cam", "door"]])
+def test_a_name_without_a_video_suffix_is_refused_for_one_stream_or_several(
+    tmp_path: Path, name: str, streams: list[str]
+) -> None:
+    with pytest.raises(InvalidInput, match=r"must end in a video suffix \(\.mp4"):
+        AnnotateSink(tmp_path / name, streams)
+
+
+def results(stream: str, count: int, noise: bool) -> list[FrameResult]:
+    """Frames that compress to almost nothing (flat) or to tens of kB each (noise)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for seq in range(count):
+        rgb = rng.integers(0, 256, (240, 320, 3), np.uint8) if noise else np.full((240, 320, 3), 90, np.uint8)
+        frame = Frame(stream, seq, rgb, seq * 50_000_000, 0, 0)
+        stages = StageTimes(0, 0, 0, 1_000_000, 0)
+        out.append(
+            FrameResult(frame, (Prediction(967, "espresso", 0.9),), frame.capture_ns + 5_000_000, stages, 1)
+        )
+    return out
+
+
+@pytest.mark.parametrize("noise", [True, False], ids=["fails-while-writing", "fails-at-close"])
+def test_a_full_disk_counts_every_frame_as_not_delivered_with_one_error(tmp_path: Path, noise: bool) -> None:
+    full = tmp_path / "full.mp4"
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    full.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
+    events = EventQueue()
+    sink = AnnotateSink(full, ["cam"], events)
+    for result in results("cam", 20, noise):
+        sink.handle(result)
+    report = sink.flush(timeout_s=30)
+    assert (report.delivered, report.undelivered) == (0, 20)
+    assert "No space left on device" in report.detail
+    (error,) = [e for e in events.drain() if e.level == "error"]
+    assert error.kind == "annotate_failed" and "No space left on device" in error.message
 
 
 @pytest.mark.e2e

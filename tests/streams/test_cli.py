@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from edgeinfer.cli.main import main
 from edgeinfer.models.repository import ModelRepository
 from tests.streams.conftest import Broker, Clip, Subscriber
 from tests.streams.test_pipeline import CATS
@@ -74,3 +77,106 @@ def test_stream_command_with_every_output_and_bad_inputs(  # noqa: PLR0917  (pyt
         with av.open(str(tmp_path / f"annotated.{name}.mp4")) as container:
             count = sum(1 for _ in container.decode(video=0))
         assert count == streams[name]["processed"]
+
+
+def edgeinfer(repo: ModelRepository, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "edgeinfer.cli.main",
+        "stream",
+        *args,
+        "--runtime",
+        "onnxruntime",
+        "--no-display",
+    ]
+
+
+def records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("option", ["--duration", "--stall-timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_duration_or_stall_timeout_that_is_not_a_finite_number_is_one_line(
+    option: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["stream", str(tmp_path), f"{option}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "positive and finite" in err
+
+
+@pytest.mark.parametrize("name", ["out", "out.txt"])
+@pytest.mark.parametrize("sources", [1, 2])
+def test_an_annotate_name_without_a_video_suffix_is_refused_before_the_engine_loads(
+    name: str,
+    sources: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def no_engine(args: object) -> None:
+        raise AssertionError("the engine was loaded")
+
+    monkeypatch.setattr("edgeinfer.cli.stream.load_engine", no_engine)
+    folders = [str(tmp_path / f"cam{i}") for i in range(sources)]
+    assert main(["stream", *folders, "--annotate", str(tmp_path / name)]) == 2
+    assert "must end in a video suffix" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+def test_a_source_refused_at_startup_is_a_failed_stream(
+    repo: ModelRepository, coffee_clip: Clip, tmp_path: Path
+) -> None:
+    repo.build("mobilenet_v2")
+    jsonl = tmp_path / "out.jsonl"
+    done = subprocess.run(
+        edgeinfer(repo, str(coffee_clip.path), "ftp://127.0.0.1/x.mp4", "--duration=1", f"--jsonl={jsonl}"),
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "EDGEINFER_HOME": str(repo.root)},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("unsupported scheme 'ftp'") == 1
+    assert "127.0.0.1_x.mp4: captured 0" in done.stdout
+    summary = records(jsonl)[-1]
+    streams = {s["stream"]: s for s in summary["streams"]}  # type: ignore[attr-defined]
+    assert streams["127.0.0.1_x.mp4"]["status"] == "failed" and summary["errors"] == 1
+
+
+@pytest.mark.e2e
+def test_sigterm_stops_the_run_like_ctrl_c(repo: ModelRepository, coffee_clip: Clip, tmp_path: Path) -> None:
+    repo.build("mobilenet_v2")
+    jsonl, video = tmp_path / "out.jsonl", tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        edgeinfer(repo, str(coffee_clip.path), "--loop", "--jsonl", str(jsonl), "--annotate", str(video)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "EDGEINFER_HOME": str(repo.root)},
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (jsonl.exists() and '"type":"frame"' in jsonl.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "captured" in out
+    summary = records(jsonl)[-1]
+    assert summary["type"] == "summary"
+    (stream,) = summary["streams"]  # type: ignore[misc]
+    assert stream["status"] == "stopped"
+    with av.open(str(video)) as container:  # finished: the MP4 can be read
+        assert sum(1 for _ in container.decode(video=0)) == stream["processed"]
+
+
+@pytest.mark.e2e
+def test_a_run_that_processed_nothing_says_why(
+    repo: ModelRepository, tmp_path: Path, photos: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo.build("mobilenet_v2")
+    Image.open(photos["chelsea"]).convert("RGB").save(tmp_path / "cat.jpg")
+    args = ["stream", str(tmp_path), "--duration", "1e-12", "--runtime", "onnxruntime", "--no-display"]
+    assert main(args) == 1
+    assert (
+        "no frame was processed: no source delivered a frame within --duration 1e-12 s"
+        in capsys.readouterr().err
+    )

@@ -164,6 +164,6 @@ def test_mqtt_urls_are_parsed_and_bad_ones_refused() -> None:
     assert (options.username, options.password, options.tls) == ("user", "p@ss", False)
     assert MqttOptions.from_url("mqtts://h").port == 8883
     assert MqttOptions.from_url("mqtt://h").topic_prefix == "edgeinfer"
-    for bad in ("http://h", "mqtt://", "mqtt://h:99999", "mqtt://h/a/+/b"):
+    for bad in ("http://h", "mqtt://", "mqtt://h:99999", "mqtt://h:0", "mqtt://h/a/+/b"):
         with pytest.raises(InvalidInput):
             MqttOptions.from_url(bad)

@@ -242,3 +242,33 @@ def test_a_network_stream_that_stalls_is_reported_and_the_others_continue(
     assert by_stream["coffee"].status == "ended"
     assert by_stream["coffee"].processed >= by_stream["coffee"].captured - 2
     assert_every_frame_counted(summary)
+
+
+class FailsToClose(Recorder):
+    """A sink whose last write (its summary, on a full disk) fails."""
+
+    name = "fails-to-close"
+
+    def close(self, summary: dict[str, object] | None) -> None:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.e2e
+def test_a_sink_that_fails_to_close_counts_in_the_summary(engine: Engine) -> None:
+    frames = [np.full((48, 64, 3), 128, np.uint8)] * 3
+    sink = FailsToClose()
+    summary = StreamPipeline(engine, [("arrays", ArraySource(frames, fps=30))], sinks=[sink]).run()
+    assert summary.errors == 1
+    assert any(e.kind == "sink_failed" and "No space left" in e.message for e in sink.events)
+
+
+@pytest.mark.e2e
+def test_a_source_slower_than_the_stall_timeout_is_not_stalled(engine: Engine) -> None:
+    frames = [np.full((48, 64, 3), 128, np.uint8)] * 4  # one frame every 0.5 s
+    capture = CaptureOptions(stall_timeout_s=0.3)
+    recorder = Recorder()
+    summary = StreamPipeline(
+        engine, [("slow", ArraySource(frames, fps=2))], capture=capture, sinks=[recorder]
+    ).run()
+    assert summary.streams[0].processed == 4
+    assert "stalled" not in recorder.kinds("slow") and summary.warnings == 0

@@ -149,6 +149,10 @@ def test_stream_names_are_short_unique_and_topic_safe() -> None:
     assert names == ["cam1", "cam1-2", "10.0.0.5_live_main", "video0", "video0-2", "images", "weird_name"]
 
 
+def test_a_file_url_is_named_like_the_path_it_points_to() -> None:
+    assert stream_names(["file:///media/shots/", "file:///media/cam2.mp4"]) == ["shots", "cam2"]
+
+
 @pytest.mark.parametrize(
     ("native", "wanted", "expected"), [(30, 15, 15), (25, 15, 15), (15, 15, 15), (10, 15, 10)]
 )

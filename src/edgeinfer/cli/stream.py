@@ -20,9 +20,9 @@ from edgeinfer.engine import Engine
 from edgeinfer.errors import EdgeInferError, InvalidInput
 from edgeinfer.streams.config import CaptureOptions, PipelineOptions
 from edgeinfer.streams.events import EventQueue
-from edgeinfer.streams.pipeline import StreamPipeline
+from edgeinfer.streams.pipeline import RunSummary, StreamPipeline
 from edgeinfer.streams.sinks.base import Sink
-from edgeinfer.streams.sources import Source, open_source, stream_names
+from edgeinfer.streams.sources import RefusedSource, Source, open_source, stream_names
 
 
 def register(subparsers: Any) -> None:
@@ -83,9 +83,14 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput(str(exc)) from exc
     console = Console(stderr=True, highlight=False)
     sources = _open_sources(args.sources, capture, console)
+    if args.annotate:  # refuse a bad output name now, not after the engine loaded
+        from edgeinfer.streams.annotate import annotated_paths
+
+        annotated_paths(args.annotate, [name for name, _ in sources])
+    usable = sum(not isinstance(source, RefusedSource) for _, source in sources)
     engine = load_engine(args)
     with engine:
-        engine.warmup(sorted({1, min(len(sources), options.max_batch)}))
+        engine.warmup(sorted({1, min(usable, options.max_batch)}))
         events = EventQueue()
         sinks = _open_sinks(args, [name for name, _ in sources], events)
         return _run_pipeline(
@@ -101,13 +106,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _open_sources(uris: list[str], capture: CaptureOptions, console: Console) -> list[tuple[str, Source]]:
+    """Every argument as a stream. One that cannot be a source (``ftp://...``) fails as the run
+    starts, so it is in the summary, the JSON lines and the exit code; none usable is an error now."""
     sources: list[tuple[str, Source]] = []
     for name, uri in zip(stream_names(uris), uris, strict=True):
         try:
             sources.append((name, open_source(uri, capture)))
         except EdgeInferError as exc:
-            console.print(f"[bold red]error[/]: {name}: {exc}; the other streams continue", soft_wrap=True)
-    if not sources:
+            sources.append((name, RefusedSource(uri, exc)))
+    refused = [(name, source) for name, source in sources if isinstance(source, RefusedSource)]
+    if len(refused) == len(sources):
+        for name, source in refused:
+            console.print(f"[bold red]error[/]: {name}: {source.error}", soft_wrap=True)
         raise InvalidInput("no usable source among the arguments")
     return sources
 
@@ -117,7 +127,7 @@ def _open_sinks(args: argparse.Namespace, streams: list[str], events: EventQueue
     if args.jsonl:
         from edgeinfer.streams.sinks.jsonl import JsonlSink
 
-        sinks.append(JsonlSink(args.jsonl))
+        sinks.append(JsonlSink(args.jsonl, events))
     if args.mqtt:
         from edgeinfer.streams.sinks.mqtt import MqttOptions, MqttSink
 
@@ -151,18 +161,33 @@ def _run_pipeline(
     reporter = ConsoleReporter(pipeline.snapshots, console, live=live)
     pipeline.on_event = reporter.event
 
-    def interrupted(signum: int, frame: FrameType | None) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
         pipeline.stop()
 
-    previous = signal.signal(signal.SIGINT, interrupted)
+    # Ctrl-C and SIGTERM (docker stop, systemd) both end the run normally: sinks flushed, files
+    # finished, summary printed, and exit code 0 unless something failed.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with reporter:
             summary = pipeline.run()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     out = Console(file=sys.stdout, highlight=False)
     if not out.is_terminal:
         out.width = 160
     print_summary(summary, out)
-    processed = sum(s.processed for s in summary.streams)
-    return 1 if summary.errors or processed == 0 else 0
+    if not any(s.processed for s in summary.streams):
+        console.print(f"[bold red]error[/]: no frame was processed: {_why_nothing(summary)}", soft_wrap=True)
+        return 1
+    return 1 if summary.errors else 0
+
+
+def _why_nothing(summary: RunSummary) -> str:
+    if all(s.status == "failed" for s in summary.streams):
+        return "every source failed (see the messages above)"
+    if not any(s.captured for s in summary.streams):
+        limit = summary.settings.get("duration_s")
+        within = f" within --duration {limit:g} s" if isinstance(limit, float) else ""
+        return f"no source delivered a frame{within}"
+    return "every captured frame was rejected, dropped or failed (see the messages above)"

@@ -33,9 +33,31 @@ class _Job:
     text: str
 
 
+_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".ts")  # containers that take H.264 or MPEG-4
+
+
 def annotated_path(path: Path, stream: str, streams: int) -> Path:
     """``out.mp4`` for one stream, ``out.<stream>.mp4`` for several."""
-    return path if streams == 1 else path.with_name(f"{path.stem}.{stream}{path.suffix or '.mp4'}")
+    return path if streams == 1 else path.with_name(f"{path.stem}.{stream}{path.suffix}")
+
+
+def annotated_paths(path: Path, streams: list[str]) -> dict[str, Path]:
+    """Each stream's output file, checked before anything runs (the CLI calls this before it loads
+    the engine); raises :class:`InvalidInput` with what to change."""
+    if path.suffix.lower() not in _SUFFIXES:
+        raise InvalidInput(
+            f"cannot write the annotated video {path}: the name must end in a video suffix "
+            f"({', '.join(_SUFFIXES)})"
+        )
+    paths = {s: annotated_path(path, s, len(streams)) for s in streams}
+    for out in paths.values():
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(f"cannot write the annotated video {out}: {exc.strerror or exc}") from exc
+        if not os.access(out.parent, os.W_OK) or out.is_dir():
+            raise InvalidInput(f"cannot write the annotated video {out}: not a writable file path")
+    return paths
 
 
 def draw_label(rgb: np.ndarray, text: str) -> np.ndarray:
@@ -57,14 +79,7 @@ class AnnotateSink:
     def __init__(
         self, path: Path, streams: list[str], events: EventQueue | None = None, queue_frames: int = 64
     ) -> None:
-        self.paths = {s: annotated_path(path, s, len(streams)) for s in streams}
-        for out in self.paths.values():
-            try:
-                out.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise InvalidInput(f"cannot write the annotated video {out}: {exc.strerror or exc}") from exc
-            if not os.access(out.parent, os.W_OK) or out.is_dir():
-                raise InvalidInput(f"cannot write the annotated video {out}: not a writable file path")
+        self.paths = annotated_paths(path, streams)
         self._events = events
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_frames)
         self._outputs: dict[str, _Output] = {}
@@ -100,31 +115,55 @@ class AnnotateSink:
         """The encoder thread closes the files when ``flush`` tells it to finish."""
 
     def _work(self) -> None:
-        try:
-            while (job := self._queue.get()) is not None:
-                if self._failed:
-                    self._skipped += 1
-                    continue
-                out = self._outputs.get(job.stream)
+        """Encode until ``flush`` sends ``None``. A frame counts as delivered only once its file is
+        finished: when a write or the final close fails (a full disk), every frame of that file
+        is counted as not delivered, and the frames still to come are skipped."""
+        while (job := self._queue.get()) is not None:
+            if self._failed:
+                self._skipped += 1
+                continue
+            out = self._outputs.get(job.stream)
+            try:
                 if out is None:
                     out = self._outputs[job.stream] = _Output(self.paths[job.stream], job.rgb, job.capture_ns)
                 out.write(draw_label(job.rgb, job.text), job.capture_ns)
-                self._written += 1
-        except Exception as exc:  # encoder trouble: report it, the pipeline goes on without video
-            self._failed = f"{exc!r}"
-            if self._events is not None:
-                self._events.emit(
-                    "annotate", "error", "annotate_failed", f"writing the annotated video failed: {exc!r}"
-                )
-            while self._queue.get() is not None:
+            except Exception as exc:  # encoder trouble: report it, the pipeline goes on without video
                 self._skipped += 1
-        finally:
-            for out in self._outputs.values():
+                self._fail(out, exc)
+                continue
+            out.frames += 1
+            self._written += 1
+        for out in self._outputs.values():
+            try:
                 out.close()
+            except Exception as exc:
+                self._fail(out, exc)
+
+    def _fail(self, out: _Output | None, exc: Exception) -> None:
+        """Count ``out``'s frames as not delivered; report the first failure of the run only."""
+        if out is not None and not out.lost:
+            out.lost = True
+            self._written -= out.frames
+            self._skipped += out.frames
+        if self._failed:
+            return
+        self._failed = _say(exc)
+        if self._events is not None:
+            self._events.emit(
+                "annotate", "error", "annotate_failed", f"writing the annotated video failed: {self._failed}"
+            )
+
+
+def _say(exc: Exception) -> str:
+    detail = getattr(exc, "strerror", None)
+    return f"{type(exc).__name__}: {detail or exc}"
 
 
 class _Output:
-    """One MP4 file; every frame is scaled to the first frame's (even) size."""
+    """One MP4 file; every frame is scaled to the first frame's (even) size.
+
+    ``frames`` counts the frames written to it; ``lost`` is set when the file cannot be finished.
+    """
 
     def __init__(self, path: Path, first: np.ndarray, start_ns: int) -> None:
         import av
@@ -143,6 +182,9 @@ class _Output:
         self._size = (width, height)
         self._start_ns = start_ns
         self._last_pts = -1
+        self._broken = False
+        self.frames = 0
+        self.lost = False
 
     def write(self, rgb: np.ndarray, capture_ns: int) -> None:
         import av
@@ -154,9 +196,21 @@ class _Output:
         frame.pts, frame.time_base = pts, Fraction(1, 1000)
         self._last_pts = pts
         for packet in self._stream.encode(frame):
-            self._container.mux(packet)
+            self._mux(packet)
 
     def close(self) -> None:
-        for packet in self._stream.encode(None):
+        """Flush the encoder and write the trailer. After a failed write only the file is released:
+        muxing again once FFmpeg failed a write crashes the process."""
+        try:
+            if not self._broken:
+                for packet in self._stream.encode(None):
+                    self._mux(packet)
+        finally:
+            self._container.close()
+
+    def _mux(self, packet: Any) -> None:
+        try:
             self._container.mux(packet)
-        self._container.close()
+        except Exception:
+            self._broken = True
+            raise

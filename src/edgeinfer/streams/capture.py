@@ -80,6 +80,7 @@ class Capture(threading.Thread):
         self._bad = 0
         self._good = 0
         self.last_frame_ns = time.monotonic_ns()
+        self.frame_interval_ns = 0  # the expected time between frames, once the source is open
 
     def run(self) -> None:
         try:
@@ -112,6 +113,8 @@ class Capture(threading.Thread):
                 f"asked for {wanted:g} fps, the source gives {native:g} fps",
             )
         rate = RateConverter(wanted, native)
+        slowest = min((f for f in (wanted, native) if f), default=None)
+        self.frame_interval_ns = int(1e9 / slowest) if slowest else 0
         start_ns: int | None = None
         offset_s = 0.0
         last_pts_s = 0.0
@@ -134,6 +137,7 @@ class Capture(threading.Thread):
             last_pts_s = offset_s + raw.pts_s
             if not rate.keep(last_pts_s):
                 self._stats.decimated()
+                self.last_frame_ns = time.monotonic_ns()  # a skipped frame still shows the source lives
                 continue
             due_ns: int | None = None
             if not self.source.live:

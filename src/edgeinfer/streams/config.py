@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -30,8 +31,8 @@ class CaptureOptions:
             raise ValueError(f"fps must be in (0, 1000], got {self.fps}; leave it out for the native rate")
         if not 0 < self.folder_fps <= 1000:
             raise ValueError(f"folder_fps must be in (0, 1000], got {self.folder_fps}")
-        if self.stall_timeout_s <= 0:
-            raise ValueError(f"stall_timeout_s must be positive, got {self.stall_timeout_s}")
+        if not (math.isfinite(self.stall_timeout_s) and self.stall_timeout_s > 0):
+            raise ValueError(f"stall_timeout_s must be positive and finite, got {self.stall_timeout_s}")
         if self.decoder_threads < 0:
             raise ValueError(f"decoder_threads must be >= 0 (0: FFmpeg decides), got {self.decoder_threads}")
         if self.min_side_px < 1 or self.max_pixels < self.min_side_px**2:
@@ -63,7 +64,8 @@ class PipelineOptions:
             raise ValueError(f"max_batch_delay_us must be >= 0, got {self.max_batch_delay_us}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
-        if self.duration_s is not None and self.duration_s <= 0:
+        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
             raise ValueError(
-                f"duration_s must be positive, got {self.duration_s}; leave it out to run to the end"
+                f"duration_s must be positive and finite, got {self.duration_s}; "
+                "leave it out to run to the end"
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -211,11 +211,14 @@ class StreamPipeline:
                 self.events.emit(sink.name, "error", "sink_failed", f"{sink.name} stopped: {_say(exc)}")
 
     def _watch_stalls(self) -> None:
+        """A stream is stalled after ``stall_timeout_s`` without a frame, or two frame intervals
+        when its rate is slower than that (``--fps 0.2``, a slideshow)."""
         now = time.monotonic_ns()
-        limit_ns = int(self.capture_options.stall_timeout_s * 1e9)
+        timeout_ns = int(self.capture_options.stall_timeout_s * 1e9)
         for capture in self.captures:
             stats = self.stats[capture.stream]
             status = stats.status
+            limit_ns = max(timeout_ns, 2 * capture.frame_interval_ns)
             if (
                 status in (StreamStatus.RUNNING, StreamStatus.STARTING)
                 and now - capture.last_frame_ns > limit_ns
@@ -226,7 +229,7 @@ class StreamPipeline:
                     capture.stream,
                     "warning",
                     "stalled",
-                    f"no frame for {self.capture_options.stall_timeout_s:g} s while waiting for {doing}; "
+                    f"no frame for {limit_ns / 1e9:.4g} s while waiting for {doing}; "
                     "the other streams continue",
                 )
 
@@ -292,7 +295,8 @@ class StreamPipeline:
             except Exception as exc:
                 self.events.emit(sink.name, "error", "sink_failed", f"closing {sink.name}: {_say(exc)}")
         self._dispatch_events()
-        return summary
+        # a sink that failed to close (its summary line on a full disk) still counts in the result
+        return replace(summary, errors=self._errors, warnings=self._warnings)
 
 
 def _say(exc: Exception) -> str:

@@ -259,6 +259,33 @@ class ArraySource:
         self._it = iter(())
 
 
+class RefusedSource:
+    """An argument :func:`open_source` refused (``ftp://...``): its stream fails with that error as
+    it starts, so the run reports it like any other failed source (events, summary, exit code)."""
+
+    live = False
+
+    def __init__(self, uri: str, error: EdgeInferError) -> None:
+        self.uri = uri
+        self.error = error
+
+    @property
+    def native_fps(self) -> float | None:
+        return None
+
+    def open(self) -> None:
+        raise self.error
+
+    def read(self) -> RawFrame | None:
+        return None
+
+    def rewind(self) -> None:
+        """Nothing to play."""
+
+    def close(self) -> None:
+        """Nothing was opened."""
+
+
 def open_source(uri: str, options: CaptureOptions) -> Source:
     """The source for a command-line argument: URL, camera device, folder or video file.
 
@@ -315,6 +342,8 @@ def stream_names(uris: Sequence[str]) -> list[str]:
 
 
 def _base_name(uri: str) -> str:
+    if uri.lower().startswith("file://"):
+        uri = urlsplit(uri).path
     if "://" in uri:
         parts = urlsplit(uri)
         raw = f"{parts.hostname or 'stream'}{parts.path}".rstrip("/")

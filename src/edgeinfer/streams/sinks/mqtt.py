@@ -63,7 +63,7 @@ class MqttOptions:
             port = parts.port
             options = cls(
                 host=parts.hostname or "",
-                port=port or (8883 if parts.scheme == "mqtts" else 1883),
+                port=(8883 if parts.scheme == "mqtts" else 1883) if port is None else port,
                 topic_prefix=parts.path.strip("/") or "edgeinfer",
                 tls=parts.scheme == "mqtts",
                 username=unquote(parts.username) if parts.username else None,
