@@ -244,6 +244,25 @@ def test_admission_learns_how_late_requests_really_finish() -> None:
     run(main())
 
 
+def test_decoding_and_the_compute_ahead_overlap_in_the_admission_estimate() -> None:
+    """Images admitted ahead are decoded while the lanes compute what is queued: a request waits
+    for the longer of the two, not their sum (the sum refused requests that would have made it)."""
+    model = SlowModel(ms_per_batch=20)
+
+    async def main() -> None:
+        batcher = await started(model, max_batch_size=1, max_queue_delay_us=0, max_queue_size=8,
+                                answer_margin_us=0, idle_fast_path=False)  # fmt: skip
+        ahead = [batcher.admit(1, deadline_in(5_000)) for _ in range(3)]  # decoding: ~60 ms of compute
+        # its own decoding after theirs ~60 ms, the compute ahead ~60 ms, its own 20 ms: about 80 ms
+        # when the two overlap, 140 ms if added
+        ticket = batcher.admit(1, deadline_in(115), prep_ns=60 * MS)
+        for claim in [*ahead, ticket]:
+            batcher.cancel(claim)
+        await batcher.close()
+
+    run(main())
+
+
 def test_learned_lateness_falls_back_with_time_when_every_request_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -233,7 +233,10 @@ class Batcher:
         now = time.monotonic_ns()
         self._relax(now)
         wait_ns, compute = self._estimate_ns(deadline_ns, now, samples)
-        raw_ns = prep_ns + wait_ns + compute
+        # Decoding (this request's images after those admitted ahead) and the compute queued
+        # ahead (which counts those same admitted samples) run at the same time, on the decode
+        # pool and the lanes: the request computes once both are done, not after their sum.
+        raw_ns = max(prep_ns, wait_ns) + compute
         finish_ns = now + int(raw_ns * self._slack) + self.tail_ns + self._margin_ns
         if finish_ns > deadline_ns:
             self._observer.on_rejected("deadline")
