@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -92,16 +93,12 @@ class Engine:
             raise InvalidInput(f"threads must be at least 1 (or None for the physical cores), got {threads}")
         if runtime_options and runtime.strip().lower() == "auto":
             raise InvalidInput("runtime options belong to one runtime: name it (runtime=...) instead of auto")
-        from edgeinfer.tune.store import tuned_threads
+        from edgeinfer.tune.store import trial_threads
 
         started = time.perf_counter_ns()
-        asked_auto = runtime.strip().lower() == "auto"
-        repo, stored, runtime, alternates = _resolve(model, runtime, precision, repository)
-        if asked_auto and threads is None and runtime != "auto":
-            # tuned: the winning configuration's thread count too
-            threads = tuned_threads(
-                repo.root, stored.config.name, stored.config.precision, file_sha256=stored.config.file_sha256
-            )
+        repo, stored, runtime, alternates, tuned = _resolve(model, runtime, precision, repository)
+        if threads is None and tuned is not None:
+            threads = trial_threads(tuned)  # tuned: the winning configuration's thread count too
         extra = dict(runtime_options or {})
         opened = open_runtime(
             runtime, stored, RuntimeOptions(threads, extra), cache_dir=repo.root, alternates=alternates
@@ -131,10 +128,9 @@ class Engine:
         from edgeinfer.runtimes.registry import prefer_within as preferring
         from edgeinfer.tune.store import tuned_batch1_ms
 
-        asked_auto = runtime.strip().lower() == "auto"
-        repo, stored, runtime, alternates = _resolve(model, runtime, precision, repository)
+        repo, stored, runtime, alternates, tuned = _resolve(model, runtime, precision, repository)
         if runtime != "auto":
-            if not asked_auto or not prefer:
+            if tuned is None or not prefer:
                 return canonical(runtime)
             # tuned: the same preference, over tune's batch-1 figures
             tuned_ms = tuned_batch1_ms(
@@ -246,19 +242,21 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def _resolve(
     model: str, runtime: str, precision: str | None, repository: ModelRepository | Path | None
-) -> tuple[ModelRepository, StoredModel, str, dict[str, Callable[[], Path]]]:
+) -> tuple[ModelRepository, StoredModel, str, dict[str, Callable[[], Path]], dict[str, Any] | None]:
     """The repository, the verified build, the runtime to open (the tuned choice for ``auto`` where
-    ``edgeinfer tune`` measured this machine) and the other files runtimes may run instead."""
+    ``edgeinfer tune`` measured this machine), the other files runtimes may run instead, and the
+    tuned winning trial behind that choice (None when ``auto`` was not asked or not tuned here)."""
     from edgeinfer.engine.alternates import litert_files
-    from edgeinfer.tune.store import tuned_choice
+    from edgeinfer.tune.store import tuned_best
 
     repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
     stored = repo.get(model, precision)
     stored.verify()
+    tuned = None
     if runtime.strip().lower() == "auto":
         # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe.
-        tuned = tuned_choice(
+        tuned = tuned_best(
             repo.root, stored.config.name, stored.config.precision, file_sha256=stored.config.file_sha256
         )
-        runtime = tuned or "auto"
-    return repo, stored, runtime, litert_files(stored.config, stored.path, runtime)
+        runtime = str(tuned["runtime"]) if tuned is not None else "auto"
+    return repo, stored, runtime, litert_files(stored.config, stored.path, runtime), tuned

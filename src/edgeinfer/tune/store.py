@@ -141,7 +141,11 @@ def tuned_threads(
     repo_root: Path, model: str, precision: str, goal: str = "latency", *, file_sha256: str
 ) -> int | None:
     """The thread count of :func:`tuned_choice`'s configuration, or None."""
-    best = tuned_best(repo_root, model, precision, goal, file_sha256=file_sha256)
+    return trial_threads(tuned_best(repo_root, model, precision, goal, file_sha256=file_sha256))
+
+
+def trial_threads(best: dict[str, Any] | None) -> int | None:
+    """A stored winning trial's thread count, or None (no trial, or a malformed count)."""
     threads = None if best is None else best.get("threads")
     return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
 
