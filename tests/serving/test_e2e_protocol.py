@@ -257,16 +257,3 @@ def _read_until(sock: socket.socket, end: bytes) -> bytes:
         assert chunk, f"connection closed after {data!r}"
         data += chunk
     return data
-
-
-def test_http_model_config_as_tritons_clients_read_it(server: ServerProcess) -> None:
-    client = thttp.InferenceServerClient(server.http_url)
-    config = client.get_model_config(MODEL)
-    assert config == client.get_model_config(MODEL, "1")
-    assert config["name"] == MODEL and config["max_batch_size"] == 4
-    assert config["platform"] == config["backend"] == "edgeinfer_onnxruntime"
-    assert config["input"] == [
-        {"name": "input", "data_type": "TYPE_FP32", "dims": [3, 224, 224]},
-        {"name": "image", "data_type": "TYPE_STRING", "dims": [1]},
-    ]
-    assert config["output"] == [{"name": "probabilities", "data_type": "TYPE_FP32", "dims": [1000]}]

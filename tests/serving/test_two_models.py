@@ -89,7 +89,7 @@ def test_metadata_describes_each_model(two_models: ServerProcess, engines: dict[
         assert metadata[model]["versions"] == [engine.config.version]
         tensor_in = next(t for t in metadata[model]["inputs"] if t["datatype"] != "BYTES")
         assert tensor_in == {"name": spec.name, "datatype": "FP32", "shape": [-1, *engine.sample_shape]}
-        assert {"name": "image", "datatype": "BYTES", "shape": [-1]} in metadata[model]["inputs"]
+        assert {"name": "image", "datatype": "BYTES", "shape": [-1, 1]} in metadata[model]["inputs"]
         out = engine.config.outputs[0]
         assert metadata[model]["outputs"] == [{"name": out.name, "datatype": "FP32", "shape": [-1, 1000]}]
     assert metadata["mobilenet_v2"] != metadata["efficientnet_lite0"]

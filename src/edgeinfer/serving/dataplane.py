@@ -23,6 +23,8 @@ from edgeinfer.serving.protocol import (
     InferRequest,
     InferResponse,
     ModelMetadata,
+    RepositoryModel,
+    ServedModelConfig,
     ServerMetadata,
 )
 from edgeinfer.serving.servable import (
@@ -34,6 +36,7 @@ from edgeinfer.serving.servable import (
     load_adaptive,
 )
 from edgeinfer.serving.settings import ServeSettings
+from edgeinfer.serving.statistics import ModelStatistics
 
 if TYPE_CHECKING:
     from edgeinfer.serving.routing import Offload, OffloadFactory
@@ -43,7 +46,14 @@ log = logging.getLogger("edgeinfer.serving")
 _COUNTED = "_edgeinfer_counted"
 
 SERVER_NAME = "edgeinfer"
-EXTENSIONS = ("binary_tensor_data", "classification", "edgeinfer_classify", "edgeinfer_deadlines")
+EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "statistics",
+    "edgeinfer_classify",
+    "edgeinfer_deadlines",
+)
 
 T = TypeVar("T")
 EngineLoader = Callable[[str, ServeSettings], Sequence[ModelEngine] | EngineSet]
@@ -206,6 +216,37 @@ class DataPlane:
 
     def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
         return self._servable(name, version).metadata()
+
+    def model_config(self, name: str, version: str | None = None) -> ServedModelConfig:
+        return self._servable(name, version).served_config()
+
+    def model_statistics(self, name: str | None = None, version: str | None = None) -> list[ModelStatistics]:
+        """Triton-style statistics of one model, or of every loaded model when ``name`` is None
+        (still answered while the server drains: they are how a run's end is read)."""
+        if not name:
+            if version:
+                raise InvalidInput("a model version was given without a model name")
+            return [s.statistics() for s in self._models.values()]
+        self._check_known(name)
+        servable = self._models.get(name)
+        if servable is None:
+            raise NotReady(f"model {name!r} is still loading; wait for /v2/models/{name}/ready")
+        _check_version(servable, version)
+        return [servable.statistics()]
+
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryModel]:
+        """The served models and their state (Triton's repository index; this server loads its
+        models at start, so the index is the models it was started with)."""
+        index = []
+        for name in self.settings.models:
+            servable = self._models.get(name)
+            if servable is not None and servable.ready and not self._draining:
+                index.append(RepositoryModel(name, servable.version, "READY"))
+            elif not ready_only:
+                reason = "shutting down" if self._draining else "loading"
+                version = servable.version if servable is not None else ""
+                index.append(RepositoryModel(name, version, "UNAVAILABLE", reason))
+        return index
 
     # -- inference ------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Per model: requests and failures (by protocol and error kind), end-to-end, preparation (decode +
 preprocess), queue and compute time, batch sizes, admissions refused (queue full / deadline) and
 admitted requests that missed their deadline, requests run inline for a lone client. The process
-collector adds CPU seconds and RSS.
+collector adds CPU seconds and RSS. The same events feed each model's Triton-style statistics
+(:mod:`edgeinfer.serving.statistics`).
 
 Updates made on the event loop are applied at the end of the loop's current step
 (:class:`AfterThisStep`): a request's answer is written in the same step as its last updates, so
@@ -29,6 +30,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from edgeinfer.serving.batching.observer import RejectReason
+from edgeinfer.serving.statistics import ModelStatistics, StatisticsRecorder
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS_S = (
@@ -135,6 +137,12 @@ class ModelMetrics:
         self._missed = metrics.deadline_missed.labels(model)
         self._inline = metrics.inline.labels(model)
         self.queue_depth = metrics.queue_depth.labels(model)
+        self._statistics = StatisticsRecorder()
+
+    def statistics(self, version: str) -> ModelStatistics:
+        """Triton-style statistics of this model, with every update made so far applied."""
+        self._later.flush()
+        return self._statistics.snapshot(self.model, version)
 
     def on_request(self, protocol: str) -> None:
         self._later(self._count_request, protocol)
@@ -147,6 +155,10 @@ class ModelMetrics:
 
     def on_prepared(self, elapsed_ns: int) -> None:
         self._later(self._prepare.observe, elapsed_ns / 1e9)
+
+    def on_succeeded(self, input_ns: int, queue_ns: int, infer_ns: int, output_ns: int) -> None:
+        """A request's stages, once its outputs are made (Triton's statistics count them then)."""
+        self._later(self._statistics.succeeded, input_ns, queue_ns, infer_ns, output_ns)
 
     # BatchObserver
     def on_batch(self, size: int, compute_ns: int) -> None:
@@ -170,10 +182,12 @@ class ModelMetrics:
         self._metrics.request_seconds.labels(self.model, protocol).observe(elapsed_ns / 1e9)
         if error_kind is not None:
             self._metrics.failures.labels(self.model, protocol, error_kind).inc()
+        self._statistics.answered(elapsed_ns, ok=error_kind is None)
 
     def _count_batch(self, size: int, compute_ns: int) -> None:
         self._batch.observe(size)
         self._compute.observe(compute_ns / 1e9)
+        self._statistics.batch_ran(size, compute_ns)
 
     def _count_rejected(self, reason: RejectReason) -> None:
         self._metrics.rejected.labels(self.model, reason).inc()

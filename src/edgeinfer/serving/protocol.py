@@ -174,3 +174,40 @@ class ClassifyResponse:
     model: str
     version: str
     predictions: tuple[Label, ...]
+
+
+# -- Triton's extensions: model configuration and repository index ---------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigTensor:
+    """A tensor of Triton's model configuration: ``dims`` leave out the batch dimension;
+    ``optional``: a request may leave it out (here: each input is an alternative to the other)."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class ServedModelConfig:
+    """What Triton's clients and perf_analyzer read of a model's configuration (its batch limit,
+    tensors and dynamic batcher), from Triton's ``model_config.proto``."""
+
+    name: str
+    platform: str
+    max_batch_size: int
+    inputs: tuple[ConfigTensor, ...]
+    outputs: tuple[ConfigTensor, ...]
+    max_queue_delay_us: int
+
+
+@dataclass(frozen=True)
+class RepositoryModel:
+    """One entry of Triton's repository index: a served model and its state."""
+
+    name: str
+    version: str
+    state: str  # READY or UNAVAILABLE, as Triton says it
+    reason: str = ""

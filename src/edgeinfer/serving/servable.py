@@ -35,16 +35,19 @@ from edgeinfer.serving.batching.settings import BatcherSettings, SplitLanes, Tic
 from edgeinfer.serving.metrics import ModelMetrics
 from edgeinfer.serving.protocol import (
     ClassifyResponse,
+    ConfigTensor,
     InferRequest,
     InferResponse,
     Label,
     ModelMetadata,
     OutputTensor,
     RequestedOutput,
+    ServedModelConfig,
     Tensor,
     TensorMetadata,
     datatype_of,
 )
+from edgeinfer.serving.statistics import ModelStatistics
 from edgeinfer.system.threads import ThreadLease, process_budget
 
 IMAGE_INPUT = "image"
@@ -153,8 +156,10 @@ class Servable:
         self.tensor_input = TensorMetadata(
             spec.name, datatype_of(spec.dtype), (-1, *self.engine.sample_shape)
         )
+        # one encoded image per row, as Triton shapes a batched BYTES input of dims [1] (perf_analyzer
+        # and Triton's clients build requests from it); requests may also send [N]
         self.image_input = TensorMetadata(
-            IMAGE_INPUT if spec.name != IMAGE_INPUT else "image_bytes", "BYTES", (-1,)
+            IMAGE_INPUT if spec.name != IMAGE_INPUT else "image_bytes", "BYTES", (-1, 1)
         )
         out = self.engine.config.outputs[0]
         self.classes = int(out.shape[-1] or 0)
@@ -187,6 +192,26 @@ class Servable:
             outputs=(self.output,),
         )
 
+    def served_config(self) -> ServedModelConfig:
+        """Triton's view of this model: batch limit, tensors (each input an alternative to the
+        other, so both optional) and the batcher's longest wait."""
+        settings = self.batcher.settings
+
+        def tensor(t: TensorMetadata, optional: bool) -> ConfigTensor:
+            return ConfigTensor(t.name, t.datatype, t.shape[1:], optional)
+
+        return ServedModelConfig(
+            name=self.name,
+            platform=self.metadata().platform,
+            max_batch_size=settings.max_batch_size,
+            inputs=(tensor(self.tensor_input, True), tensor(self.image_input, True)),
+            outputs=(tensor(self.output, False),),
+            max_queue_delay_us=settings.max_queue_delay_us,
+        )
+
+    def statistics(self) -> ModelStatistics:
+        return self.metrics.statistics(self.version)
+
     # -- requests -------------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest, deadline_ns: int, *, inline: bool = False) -> InferResponse:
@@ -197,8 +222,10 @@ class Servable:
         count = tensor.shape[0]
         data = tensor.data.reshape(count) if is_image else tensor.data
         ticket = self.batcher.admit(count, deadline_ns, self._prepare_estimate_ns(data) if is_image else 0)
-        scores = await self._run(ticket, data, is_image, inline)
+        scores, input_ns = await self._run(ticket, data, is_image, inline)
+        started = time.monotonic_ns()
         outputs = tuple(self.output_tensor(scores, want) for want in wanted)
+        self._succeeded(ticket, input_ns, started)
         return InferResponse(self.name, self.version, outputs, request.id)
 
     async def classify(
@@ -209,15 +236,24 @@ class Servable:
             raise InvalidInput(f"top_k must be between 1 and {self.classes}, got {top_k}")
         images = np.array([image], dtype=object)
         ticket = self.batcher.admit(1, deadline_ns, self._prepare_estimate_ns(images))
-        scores = await self._run(ticket, images, True, inline)
+        scores, input_ns = await self._run(ticket, images, True, inline)
+        started = time.monotonic_ns()
         top = self.engine.postprocess(scores[0], top_k)
         labels = tuple(Label(p.index, p.label, p.score) for p in top)
+        self._succeeded(ticket, input_ns, started)
         return ClassifyResponse(self.name, self.version, labels)
 
-    async def _run(self, ticket: Ticket, data: np.ndarray, is_image: bool, inline: bool) -> np.ndarray:
+    def _succeeded(self, ticket: Ticket, input_ns: int, outputs_started_ns: int) -> None:
+        output_ns = time.monotonic_ns() - outputs_started_ns
+        self.metrics.on_succeeded(input_ns, ticket.queue_ns, ticket.compute_ns, output_ns)
+
+    async def _run(
+        self, ticket: Ticket, data: np.ndarray, is_image: bool, inline: bool
+    ) -> tuple[np.ndarray, int]:
         """Prepare (images) and compute an admitted request: on this thread when ``inline`` (a lone
         client, so nothing else can be waiting) and the model is idle, else decoded on the decode
-        pool and queued for a batch."""
+        pool and queued for a batch. Returns the output rows and the time preparing took."""
+        input_ns = 0
         try:
             if inline:
                 prepare = (lambda: self._decode_batch(data)[0]) if is_image else (lambda: data)
@@ -228,12 +264,14 @@ class Servable:
                     if is_image:
                         self.metrics.on_prepared(prepare_ns)
                         self._decode.learn([_pixels(item) for item in data], prepare_ns)
-                    return scores
-            samples = await self._prepare(data) if is_image else data
+                    return scores, prepare_ns if is_image else 0
+            samples = data
+            if is_image:
+                samples, input_ns = await self._prepare(data)
         except BaseException:
             self.batcher.cancel(ticket)
             raise
-        return await self.batcher.run(ticket, samples)
+        return await self.batcher.run(ticket, samples), input_ns
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -241,7 +279,7 @@ class Servable:
         tensor_in, image_in = self.tensor_input, self.image_input
         options = (
             f"{tensor_in.name!r} ({tensor_in.datatype} {list(tensor_in.shape)}) or "
-            f"{image_in.name!r} (BYTES [-1], encoded JPEG/PNG images)"
+            f"{image_in.name!r} (BYTES [-1, 1] or [-1], encoded JPEG/PNG images)"
         )
         known = {self.tensor_input.name, self.image_input.name}
         unknown = [t.name for t in inputs if t.name not in known]
@@ -310,13 +348,15 @@ class Servable:
         own = sum(self._decode.estimate_ns(_pixels(item, limit)) for item in images)
         return int(own + ahead * self._decode.estimate_ns(None))
 
-    async def _prepare(self, images: np.ndarray) -> np.ndarray:
+    async def _prepare(self, images: np.ndarray) -> tuple[np.ndarray, int]:
+        """The preprocessed batch and the time it took, waiting for a decode thread included."""
         loop = asyncio.get_running_loop()
         started = time.monotonic_ns()
         batch, service_ns = await loop.run_in_executor(self._decode_pool, self._decode_batch, images)
-        self.metrics.on_prepared(time.monotonic_ns() - started)
+        elapsed_ns = time.monotonic_ns() - started
+        self.metrics.on_prepared(elapsed_ns)
         self._decode.learn([_pixels(item) for item in images], service_ns)
-        return batch
+        return batch, elapsed_ns
 
     def _decode_batch(self, images: np.ndarray) -> tuple[np.ndarray, int]:
         """Runs on the decode pool: encoded images to one batch of preprocessed samples (and its time)."""

@@ -276,6 +276,7 @@ class Batcher:
         assert self._wake is not None
         self._wake.set()
         result = await future
+        ticket.queue_ns, ticket.compute_ns = item.queue_ns, item.compute_ns
         if item.due_ns > 0:
             self._learn_tail(time.monotonic_ns() - item.due_ns)
         if ticket.estimate_ns > 0:
@@ -314,7 +315,8 @@ class Batcher:
                 self._wake.set()
         if job.late:
             raise self._late_after_preparing(ticket, job.prepared_ns, need_ns)
-        wrong_rows = self._measured(lane, output, size, job.done_ns - job.prepared_ns)
+        ticket.queue_ns, ticket.compute_ns = 0, job.done_ns - job.prepared_ns
+        wrong_rows = self._measured(lane, output, size, ticket.compute_ns)
         if wrong_rows is not None:
             raise wrong_rows
         if ticket.estimate_ns > 0:
@@ -552,7 +554,8 @@ class Batcher:
         else:  # runs on the lane's thread right after the batch it runs now
             lane.queued = mine
         for item in items:
-            self._observer.on_queued(started - item.enqueued_ns)
+            item.queue_ns = started - item.enqueued_ns
+            self._observer.on_queued(item.queue_ns)
         due = started + lane.profile.compute_ns(size)
         for item in items:
             item.due_ns = due
@@ -569,13 +572,15 @@ class Batcher:
             if self.split is not None and self._wake is not None:
                 self._wake.set()  # the other kind of lane may start now, or this one queue again
         # timed from its start on the thread, not its hand-over
-        wrong_rows = self._measured(lane, output, size, time.monotonic_ns() - thread_started)
+        compute_ns = time.monotonic_ns() - thread_started
+        wrong_rows = self._measured(lane, output, size, compute_ns)
         if wrong_rows is not None:
             for item in items:
                 _fail(item, wrong_rows)
             return
         offset = 0
         for item in items:
+            item.compute_ns = compute_ns
             if not item.future.done():
                 item.future.set_result(output[offset : offset + item.count])
             offset += item.count

@@ -23,6 +23,8 @@ class Pending:
     future: asyncio.Future[np.ndarray] = field(compare=False)
     enqueued_ns: int = field(compare=False)
     due_ns: int = field(default=0, compare=False)  # when its batch should end, by the profile
+    queue_ns: int = field(default=0, compare=False)  # from enqueued to its batch's start
+    compute_ns: int = field(default=0, compare=False)  # its batch's run
 
     @property
     def count(self) -> int:

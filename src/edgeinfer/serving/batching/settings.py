@@ -53,6 +53,10 @@ class Ticket:
     estimate_ns: int = 0
     prep_ns: int = 0
     open: bool = field(default=True)
+    # set by the batcher once the request's rows are back: its wait for a batch and the run of
+    # that batch (the whole batch's time, as Triton's statistics count it for each request in it)
+    queue_ns: int = 0
+    compute_ns: int = 0
 
 
 @dataclass(frozen=True)

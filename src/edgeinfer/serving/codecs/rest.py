@@ -254,26 +254,6 @@ def encode_model_metadata(metadata: ModelMetadata) -> bytes:
     return dumps(document)
 
 
-def encode_model_config(metadata: ModelMetadata, max_batch_size: int) -> bytes:
-    """A minimal Triton model configuration (``GET /v2/models/{name}/config``, which Triton's clients
-    and examples read): batched tensors' ``dims`` leave out the batch dimension, as Triton's do."""
-
-    def tensor(t: TensorMetadata) -> dict[str, Any]:
-        data_type = "TYPE_STRING" if t.datatype == "BYTES" else f"TYPE_{t.datatype}"
-        return {"name": t.name, "data_type": data_type, "dims": list(t.shape[1:]) or [1]}
-
-    return dumps(
-        {
-            "name": metadata.name,
-            "platform": metadata.platform,
-            "backend": metadata.platform,
-            "max_batch_size": max_batch_size,
-            "input": [tensor(t) for t in metadata.inputs],
-            "output": [tensor(t) for t in metadata.outputs],
-        }
-    )
-
-
 def encode_classify_response(response: ClassifyResponse) -> bytes:
     return dumps(
         {

@@ -13,7 +13,7 @@ from edgeinfer.errors import EdgeInferError
 from edgeinfer.serving.auth import ApiKeyGuard
 from edgeinfer.serving.dataplane import DataPlane
 from edgeinfer.serving.deadlines import TIMEOUT_HEADER, timeout_from_header
-from edgeinfer.serving.grpc import convert
+from edgeinfer.serving.grpc import convert, convert_extensions
 from edgeinfer.serving.grpc import grpc_predict_v2_pb2 as pb
 from edgeinfer.serving.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from edgeinfer.serving.grpc.errors import code_of, trailing_metadata
@@ -59,6 +59,32 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             lambda: convert.model_metadata_to_proto(
                 self.plane.model_metadata(request.name, request.version or None)
             ),
+        )
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context) -> pb.ModelConfigResponse:
+        return await self._guarded(
+            context,
+            lambda: convert_extensions.model_config_to_proto(
+                self.plane.model_config(request.name, request.version or None)
+            ),
+        )
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Context
+    ) -> pb.ModelStatisticsResponse:
+        return await self._guarded(
+            context,
+            lambda: convert_extensions.statistics_to_proto(
+                self.plane.model_statistics(request.name or None, request.version or None)
+            ),
+        )
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Context
+    ) -> pb.RepositoryIndexResponse:
+        return await self._guarded(
+            context,
+            lambda: convert_extensions.repository_index_to_proto(self.plane.repository_index(request.ready)),
         )
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 from edgeinfer.errors import EdgeInferError, InvalidInput, NotFound
 from edgeinfer.serving.auth import ApiKeyGuard
 from edgeinfer.serving.codecs import rest as codec
+from edgeinfer.serving.codecs import rest_extensions as extensions
 from edgeinfer.serving.dataplane import DataPlane
 from edgeinfer.serving.deadlines import TIMEOUT_HEADER, timeout_from_header
 from edgeinfer.serving.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -141,8 +142,17 @@ class RestApp:
         )
 
     async def model_config(self, request: Request) -> Response:
-        metadata = self.plane.model_metadata(request.model, request.version)
-        return Response(codec.encode_model_config(metadata, self.settings.max_batch_size))
+        return Response(
+            extensions.encode_model_config(self.plane.model_config(request.model, request.version))
+        )
+
+    async def model_statistics(self, request: Request) -> Response:
+        stats = self.plane.model_statistics(request.model or None, request.version)
+        return Response(extensions.encode_model_statistics(stats))
+
+    async def repository_index(self, request: Request) -> Response:
+        ready_only = extensions.decode_repository_index_request(await self._body(request))
+        return Response(extensions.encode_repository_index(self.plane.repository_index(ready_only)))
 
     async def model_ready(self, request: Request) -> Response:
         return _health(self.plane.model_ready(request.model, request.version), "ready")
@@ -217,6 +227,10 @@ def _route(method: str, path: str, request: Request) -> tuple[Handler, bool]:
         handler = RestApp.server_metadata
     elif parts == ["metrics"]:
         handler = RestApp.metrics
+    elif parts == ["v2", "models", "stats"]:
+        handler = RestApp.model_statistics
+    elif parts == ["v2", "repository", "index"]:
+        handler, allowed = RestApp.repository_index, "POST"
     elif len(parts) >= 3 and parts[:2] == ["v2", "models"]:
         handler, allowed = _model_route(parts[2:], request)
     elif len(parts) == 4 and parts[:2] == ["v1", "models"] and parts[3] == "classify":
@@ -239,6 +253,8 @@ def _model_route(rest: list[str], request: Request) -> tuple[Handler | None, str
         return RestApp.model_ready, "GET"
     if tail == ["config"]:
         return RestApp.model_config, "GET"
+    if tail == ["stats"]:
+        return RestApp.model_statistics, "GET"
     if tail == ["infer"]:
         return RestApp.infer, "POST"
     return None, "GET"
