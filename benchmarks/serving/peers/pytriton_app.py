@@ -6,7 +6,7 @@ BYTES tensor [1, 1] in Triton's binary data extension; the answer is the top-5 a
 shared-memory tensor transport delivered corrupted inputs. PyTriton's ``@batch`` hands the Python
 callable the whole batch. The Triton server process and the Python model process talk over
 PyTriton's shared-memory proxy.
-Start: ``python pytriton_app.py PORT``.
+Start: ``python pytriton_app.py HTTP_PORT [GRPC_PORT]`` (gRPC on a free port when not given).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def free_port() -> int:
 def main() -> None:
     config = TritonConfig(
         http_address="127.0.0.1", http_port=int(sys.argv[1]), grpc_address="127.0.0.1",
-        grpc_port=free_port(), metrics_port=free_port(), log_verbose=0,
+        grpc_port=int(sys.argv[2]) if len(sys.argv) > 2 else free_port(), metrics_port=free_port(),
+        log_verbose=0,
     )  # fmt: skip
     with Triton(config=config) as triton:
         triton.bind(
