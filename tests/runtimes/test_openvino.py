@@ -82,3 +82,20 @@ def test_mobilenet_top5_equals_onnxruntime_on_real_photos(
         assert list(np.argsort(have)[::-1][:5]) == list(np.argsort(want)[::-1][:5]), name
     np.testing.assert_allclose(got, expected, atol=1e-4)
     np.testing.assert_allclose(one, expected[:1], atol=1e-4)
+
+
+def test_results_keep_their_values_after_later_calls_and_inputs_are_untouched(tiny_onnx: TinyModel) -> None:
+    """The request reads inputs in place and reuses its output buffers: what ``run`` returned must
+    be a copy that later calls (batch 1 on the static compile, other batches on the dynamic one)
+    cannot change, and the caller's input must not be written."""
+    rng = np.random.default_rng(5)
+    first = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    kept = first.copy()
+    with FACTORY.load(tiny_onnx.path, RuntimeOptions(threads=1)) as runtime:
+        y = runtime.run({"x": first})["y"]
+        expected = y.copy()
+        for batch in (1, 1, 5, 1):
+            runtime.run({"x": rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)})
+        np.testing.assert_array_equal(y, expected)
+        np.testing.assert_array_equal(first, kept)
+        np.testing.assert_allclose(runtime.run({"x": first})["y"], expected, rtol=1e-6)
