@@ -106,6 +106,15 @@ def test_a_duration_or_stall_timeout_that_is_not_a_finite_number_is_one_line(
     assert err.count("\n") == 1 and "positive and finite" in err
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_reconnect_pause_that_is_negative_or_not_finite_is_one_line(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["stream", str(tmp_path), f"--reconnect-max-s={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "reconnect_max_s must be >= 0 and finite" in err
+
+
 @pytest.mark.parametrize("name", ["out", "out.txt"])
 @pytest.mark.parametrize("sources", [1, 2])
 def test_an_annotate_name_without_a_video_suffix_is_refused_before_the_engine_loads(

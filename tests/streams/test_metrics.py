@@ -20,6 +20,8 @@ def snapshots() -> list[StreamSnapshot]:
     for seq in range(4):
         stats.captured(seq * 66_000_000)
     stats.dropped(1)
+    stats.reconnecting()  # the source dropped once and was opened again
+    stats.set_status(StreamStatus.RUNNING)
     for seq, latency_ms in enumerate((20, 40, 30)):
         frame = Frame("cam1", seq, pixels, seq * 66_000_000, 0, 0)
         stats.processed(
@@ -41,6 +43,7 @@ def test_stream_figures_appear_in_the_registry_and_can_be_removed() -> None:
     assert 'edgeinfer_stream_frames_captured_total{stream="cam1"} 4.0' in text
     assert 'edgeinfer_stream_frames_dropped_total{stream="cam1"} 1.0' in text
     assert 'edgeinfer_stream_frames_processed_total{stream="cam1"} 3.0' in text
+    assert 'edgeinfer_stream_reconnects_total{stream="cam1"} 1.0' in text
     assert 'edgeinfer_stream_drop_ratio{stream="cam1"} 0.25' in text
     assert 'edgeinfer_stream_capture_to_prediction_p50_seconds{stream="cam1"} 0.03' in text
     assert 'edgeinfer_stream_latency_jitter_seconds{stream="cam1"} 0.015' in text

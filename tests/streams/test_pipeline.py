@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -229,7 +230,7 @@ def test_a_network_stream_that_stalls_is_reported_and_the_others_continue(
         rec, summary = run(
             engine,
             [("coffee", str(coffee_clip.path)), ("net", f"tcp://127.0.0.1:{port}")],
-            CaptureOptions(fps=15, stall_timeout_s=1.0),
+            CaptureOptions(fps=15, stall_timeout_s=1.0, reconnect_max_s=0),
         )
     finally:
         release.set()
@@ -242,6 +243,73 @@ def test_a_network_stream_that_stalls_is_reported_and_the_others_continue(
     assert by_stream["coffee"].status == "ended"
     assert by_stream["coffee"].processed >= by_stream["coffee"].captured - 2
     assert_every_frame_counted(summary)
+
+
+@pytest.mark.e2e
+def test_a_network_stream_that_drops_is_opened_again_and_keeps_giving_frames(
+    engine: Engine, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """A camera that drops its connection mid-stream, then one that stalls, and comes back each
+    time: the stream is opened again, frames flow again, and the run ends stopped, not failed."""
+    ts = encode_video(tmp_path / "cat.ts", render_motion(photos["chelsea"], 45, (320, 240), "zoom"), 30)
+    data = ts.read_bytes()
+    port = free_port()
+    server = socket.create_server(("127.0.0.1", port))
+    connections: list[int] = []
+    done = threading.Event()
+
+    def handle(conn: socket.socket, number: int) -> None:
+        with conn, contextlib.suppress(OSError):  # a client that gave up is gone
+            if number == 1:  # drops the connection halfway through
+                conn.sendall(data[: len(data) // 2])
+            elif number == 2:  # sends half, then goes silent: a stall
+                conn.sendall(data[: len(data) // 2])
+                done.wait(3)
+            else:  # the whole stream, then holds the connection open
+                conn.sendall(data)
+                done.wait(30)
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            connections.append(1)
+            threading.Thread(target=handle, args=(conn, len(connections)), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        rec, summary = run(
+            engine,
+            [("net", f"tcp://127.0.0.1:{port}")],
+            CaptureOptions(stall_timeout_s=1.0, reconnect_max_s=1.0),
+            duration_s=8.0,
+        )
+    finally:
+        done.set()
+        server.close()
+    (net,) = summary.streams
+    kinds = rec.kinds("net")
+    assert kinds.count("reconnecting") >= 2 and kinds.count("reconnected") >= 2, kinds
+    assert net.reconnects >= 2
+    # more frames than the first two connections' halves hold: the third one's came through
+    assert net.captured > 60, net
+    second = [e.at_ns for e in rec.events if e.kind == "reconnected"][1]
+    after = [r for r in rec.results if r.frame.capture_ns > second]
+    assert after and {r.top.label for r in after} & CATS
+    assert net.status == "stopped" and summary.errors == 0
+    assert_every_frame_counted(summary)
+
+
+def test_a_live_source_that_never_opened_is_not_retried(engine: Engine) -> None:
+    port = free_port()  # nothing listens here
+    rec, summary = run(
+        engine, [("net", f"tcp://127.0.0.1:{port}")], CaptureOptions(stall_timeout_s=1.0), duration_s=5.0
+    )
+    (net,) = summary.streams
+    assert net.status == "failed" and net.reconnects == 0
+    assert "reconnecting" not in rec.kinds("net")
 
 
 class FailsToClose(Recorder):

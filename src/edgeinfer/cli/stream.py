@@ -62,6 +62,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--stall-timeout", type=float, default=5.0, help="seconds without a frame before a stream is stalled"
     )
+    parser.add_argument(
+        "--reconnect-max-s",
+        type=float,
+        default=30.0,
+        help="a live source that was working and dropped is opened again after 1, 2, 4... s, at most "
+        "this long apart (0: never; default: %(default)s)",
+    )
     parser.add_argument("--no-display", action="store_true", help="no live table, only messages")
     add_engine_args(parser)
     parser.set_defaults(handler=run)
@@ -70,7 +77,11 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         capture = CaptureOptions(
-            fps=args.fps, folder_fps=args.folder_fps, loop=args.loop, stall_timeout_s=args.stall_timeout
+            fps=args.fps,
+            folder_fps=args.folder_fps,
+            loop=args.loop,
+            stall_timeout_s=args.stall_timeout,
+            reconnect_max_s=args.reconnect_max_s,
         )
         options = PipelineOptions(
             max_batch=args.max_batch,

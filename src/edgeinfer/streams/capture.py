@@ -6,6 +6,10 @@ its capture timestamp (``time.monotonic_ns``); a picture decoded late keeps its 
 sources (cameras, network streams) arrive in real time by themselves and are timestamped on
 arrival.
 
+A live source that stops giving frames after it gave some (stalled past the read timeout,
+connection dropped, stream ended) is opened again with a growing pause (``reconnect_max_s``): a
+network camera that reboots comes back into the run by itself.
+
 A requested rate below the native one keeps the frames nearest a 1/fps grid; the rest are
 ``decimated`` (rate conversion, not drops). Every captured frame goes into the stream's
 latest-frame slot; the frame it replaces is counted as dropped. With ``prepare`` (the engine's
@@ -15,13 +19,14 @@ work overlaps with the inference of other frames instead of following it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from edgeinfer.errors import EdgeInferError
+from edgeinfer.errors import EdgeInferError, UpstreamError
 from edgeinfer.streams.config import CaptureOptions
 from edgeinfer.streams.events import EventQueue
 from edgeinfer.streams.messages import Frame, RawFrame, StreamStatus
@@ -31,6 +36,10 @@ from edgeinfer.streams.stats import StreamStats
 
 _ACTIVE = (StreamStatus.STARTING, StreamStatus.RUNNING, StreamStatus.STALLED)
 _BAD_FRAME_MESSAGES = 3  # per stream, then one line per 100 more
+
+
+class _Lost(Exception):
+    """A live source that was giving frames stopped (its stream ended or its connection broke)."""
 
 
 class RateConverter:
@@ -84,7 +93,7 @@ class Capture(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._run()
+            self._run_reconnecting()
         except EdgeInferError as exc:
             self._fail("source_failed", str(exc))
         except Exception as exc:  # a bug or a library surprise: report it, keep the other streams
@@ -98,12 +107,56 @@ class Capture(threading.Thread):
             except Exception as exc:
                 self._events.emit(self.stream, "warning", "close_failed", f"closing the source: {exc!r}")
 
-    def _run(self) -> None:
-        self._stats.set_status(StreamStatus.STARTING)
+    def _run_reconnecting(self) -> None:
+        """``_run`` until the source ends or fails for good; a live source that was working is
+        opened again after each loss, pausing 1, 2, 4... s (at most ``reconnect_max_s``)."""
+        attempt = 0
+        while True:
+            good_before = self._good
+            try:
+                self._run(reconnecting=attempt > 0)
+                return
+            except (_Lost, UpstreamError) as exc:
+                if not self._may_reconnect():
+                    if isinstance(exc, _Lost):
+                        self._end()
+                        return
+                    raise
+                reason = str(exc)
+            if self._good > good_before:
+                attempt = 0  # it worked since the last connection: start the pauses again
+            delay_s = min(self._options.reconnect_max_s, 2.0**attempt)
+            attempt += 1
+            self._stats.reconnecting()
+            self._events.emit(
+                self.stream,
+                "warning",
+                "reconnecting",
+                f"{reason}; opening it again in {delay_s:g} s (attempt {attempt})",
+            )
+            with contextlib.suppress(Exception):  # a broken connection may not close cleanly
+                self.source.close()
+            if self._stopping.wait(delay_s):
+                return
+
+    def _may_reconnect(self) -> bool:
+        return (
+            self.source.live
+            and self._options.reconnect_max_s > 0
+            and self._good > 0
+            and not self._stopping.is_set()
+        )
+
+    def _run(self, *, reconnecting: bool = False) -> None:
+        if not reconnecting:
+            self._stats.set_status(StreamStatus.STARTING)
         self.last_frame_ns = time.monotonic_ns()
         self.source.open()
         native = self.source.native_fps
         self._stats.set_status(StreamStatus.RUNNING)
+        if reconnecting:
+            self._events.emit(self.stream, "info", "reconnected", f"{self.source.uri!r} is open again")
+            return self._frames(native)
         wanted = self._options.fps
         if wanted and native and wanted > native * 1.001:
             self._events.emit(
@@ -112,6 +165,10 @@ class Capture(threading.Thread):
                 "rate_capped",
                 f"asked for {wanted:g} fps, the source gives {native:g} fps",
             )
+        self._frames(native)
+
+    def _frames(self, native: float | None) -> None:
+        wanted = self._options.fps
         rate = RateConverter(wanted, native)
         slowest = min((f for f in (wanted, native) if f), default=None)
         self.frame_interval_ns = int(1e9 / slowest) if slowest else 0
@@ -126,7 +183,9 @@ class Capture(threading.Thread):
                 self._reject(str(exc), time.monotonic_ns())
                 continue
             if raw is None:
-                if not (self._options.loop and not self.source.live and frames_this_pass):
+                if self.source.live:
+                    raise _Lost(f"{self.source.uri!r} ended its stream")
+                if not (self._options.loop and frames_this_pass):
                     self._end()
                     return
                 offset_s = last_pts_s + 1.0 / (native or self._options.folder_fps)

@@ -16,6 +16,10 @@ class CaptureOptions:
     reads also give up after it). ``min_side_px`` / ``max_pixels``: frames outside these are rejected.
     ``decoder_threads``: FFmpeg threads per video stream (0: FFmpeg decides). One is the cheapest
     in CPU when many streams already decode in parallel; more helps one large stream's latency.
+    ``reconnect_max_s``: a live source (network stream, camera) that delivered frames and then
+    stalls, drops its connection or ends is opened again after 1, 2, 4... seconds, at most this
+    long apart, until the run stops (0: never; it is then reported failed or ended). One that never
+    opened is reported failed at once: a wrong address should not look like a waiting camera.
     """
 
     fps: float | None = None
@@ -25,6 +29,7 @@ class CaptureOptions:
     min_side_px: int = 32
     max_pixels: int = 40_000_000
     decoder_threads: int = 1
+    reconnect_max_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.fps is not None and not 0 < self.fps <= 1000:
@@ -33,6 +38,10 @@ class CaptureOptions:
             raise ValueError(f"folder_fps must be in (0, 1000], got {self.folder_fps}")
         if not (math.isfinite(self.stall_timeout_s) and self.stall_timeout_s > 0):
             raise ValueError(f"stall_timeout_s must be positive and finite, got {self.stall_timeout_s}")
+        if not (math.isfinite(self.reconnect_max_s) and self.reconnect_max_s >= 0):
+            raise ValueError(
+                f"reconnect_max_s must be >= 0 and finite (0: never), got {self.reconnect_max_s}"
+            )
         if self.decoder_threads < 0:
             raise ValueError(f"decoder_threads must be >= 0 (0: FFmpeg decides), got {self.decoder_threads}")
         if self.min_side_px < 1 or self.max_pixels < self.min_side_px**2:

@@ -58,6 +58,14 @@ class StreamCollector:
             for s in snaps:
                 family.add_metric([s.stream], float(getattr(s, field)))
             yield family
+        reconnects = CounterMetricFamily(
+            f"{p}_reconnects",
+            "Stream: times a live source was opened again after it stopped",
+            labels=["stream"],
+        )
+        for s in snaps:
+            reconnects.add_metric([s.stream], float(s.reconnects))
+        yield reconnects
         for name, field, text in _GAUGES:
             gauge = GaugeMetricFamily(f"{p}_{name}", f"Stream {text}", labels=["stream"])
             for s in snaps:

@@ -54,6 +54,7 @@ class StreamSnapshot:
     mean_infer_ms: float | None
     last_label: str | None
     last_score: float | None
+    reconnects: int = 0  # times a live source was opened again after it stopped
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -69,6 +70,7 @@ class StreamStats:
         self._status = StreamStatus.STARTING
         self._captured = self._decimated = self._rejected = self._dropped = 0
         self._processed = self._failed = 0
+        self._reconnects = 0
         self._first_capture_ns: int | None = None
         self._end_ns: int | None = None
         self._latencies = array("q")
@@ -98,6 +100,12 @@ class StreamStats:
             self._captured += 1
             if self._first_capture_ns is None:
                 self._first_capture_ns = capture_ns
+
+    def reconnecting(self) -> None:
+        """The source stopped and is about to be opened again: no frames until then."""
+        with self._lock:
+            self._reconnects += 1
+            self._status = StreamStatus.STALLED
 
     def decimated(self) -> None:
         with self._lock:
@@ -179,6 +187,7 @@ class StreamStats:
                 mean_infer_ms=_r(self._stage_sums_ns[2] / n / 1e6) if n else None,
                 last_label=self._last_label,
                 last_score=_r(self._last_score, 4),
+                reconnects=self._reconnects,
             )
 
     def _record_latency(self, latency_ns: int) -> None:
