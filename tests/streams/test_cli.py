@@ -185,7 +185,10 @@ def test_a_run_that_processed_nothing_says_why(
     Image.open(photos["chelsea"]).convert("RGB").save(tmp_path / "cat.jpg")
     args = ["stream", str(tmp_path), "--duration", "1e-12", "--runtime", "onnxruntime", "--no-display"]
     assert main(args) == 1
+    err = capsys.readouterr().err
+    # the folder's first frame is due at once, so it may be captured before the run stops (and
+    # then dropped, never processed): either way the message says why nothing was processed
     assert (
-        "no frame was processed: no source delivered a frame within --duration 1e-12 s"
-        in capsys.readouterr().err
-    )
+        "no frame was processed: no source delivered a frame within --duration 1e-12 s" in err
+        or "no frame was processed: every captured frame was rejected, dropped or failed" in err
+    ), err

@@ -59,3 +59,28 @@ def test_an_empty_stream_has_no_latency_figures() -> None:
     assert snap.status == "failed"
     assert snap.latency_p50_ms is None and snap.jitter_ms is None and snap.drop_rate == 0.0
     assert snap.to_dict()["stream"] == "cam"
+
+
+@pytest.mark.parametrize("status", [StreamStatus.ENDED, StreamStatus.FAILED])
+def test_a_stream_that_ended_early_keeps_its_own_rate(status: StreamStatus) -> None:
+    """10 frames at 10 fps, then the source ends; the run goes on for 9 s more."""
+    stats = StreamStats("cam", "cam.mp4")
+    stats.set_status(StreamStatus.RUNNING)
+    for i in range(10):
+        capture = i * 100_000_000
+        stats.captured(capture)
+        stats.processed(result(i, capture, 10.0))
+    stats.set_status(status)
+    stats.finish(10_000_000_000)
+    snap = stats.snapshot()
+    assert snap.elapsed_s == pytest.approx(0.91)  # first capture to the last prediction
+    assert snap.achieved_fps == pytest.approx(10 / 0.91, rel=1e-3)
+
+
+def test_a_stream_still_running_at_the_end_is_measured_to_the_end() -> None:
+    stats = StreamStats("cam", "cam.mp4")
+    stats.set_status(StreamStatus.RUNNING)
+    stats.captured(0)
+    stats.processed(result(0, 0, 10.0))
+    stats.finish(2_000_000_000)
+    assert stats.snapshot().elapsed_s == pytest.approx(2.0)

@@ -72,6 +72,7 @@ class StreamStats:
         self._processed = self._failed = 0
         self._reconnects = 0
         self._first_capture_ns: int | None = None
+        self._last_seen_ns: int | None = None  # its last capture or prediction, whichever is later
         self._end_ns: int | None = None
         self._latencies = array("q")
         self._seen = 0
@@ -100,6 +101,7 @@ class StreamStats:
             self._captured += 1
             if self._first_capture_ns is None:
                 self._first_capture_ns = capture_ns
+            self._last_seen_ns = max(capture_ns, self._last_seen_ns or capture_ns)
 
     def reconnecting(self) -> None:
         """The source stopped and is about to be opened again: no frames until then."""
@@ -136,12 +138,16 @@ class StreamStats:
             self._stage_sums_ns[1] += result.stages.preprocess_ns
             self._stage_sums_ns[2] += result.stages.infer_ns
             self._recent_done.append(result.done_ns)
+            self._last_seen_ns = max(result.done_ns, self._last_seen_ns or result.done_ns)
             self._last_label = result.top.label
             self._last_score = result.top.score
 
     def finish(self, end_ns: int) -> None:
-        """Freeze the elapsed time (rates stop decaying after the run)."""
+        """Freeze the elapsed time (rates stop decaying after the run). A stream that ended or
+        failed before the run did is measured to its last frame, not diluted by the rest of the run."""
         with self._lock:
+            if self._status in (StreamStatus.ENDED, StreamStatus.FAILED) and self._last_seen_ns is not None:
+                end_ns = min(end_ns, self._last_seen_ns)
             self._end_ns = end_ns
 
     # -- reading --------------------------------------------------------------------------------
