@@ -105,3 +105,9 @@ def test_skipped_combinations_are_named_once() -> None:
         "keras/int8 is skipped: Keras, the blog's path, runs its FP32 weights only"
     ]
     assert expand("mobilenet_v2", ["keras"], ["int8"], [1]) == []
+    # bf16 is a precision to bench (OpenVINO computes it; other runtimes report it unavailable)
+    assert precision_name("BF16") == "bf16"
+    assert [s.precision for s in expand("mobilenet_v2", ["ov", "ort"], ["bf16"], [1])] == ["bf16", "bf16"]
+    assert skipped(["keras"], ["bf16"]) == [
+        "keras/bf16 is skipped: Keras, the blog's path, runs its FP32 weights only"
+    ]

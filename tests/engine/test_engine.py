@@ -181,3 +181,33 @@ def test_choose_runtime_says_what_load_would_open(repo: ModelRepository) -> None
         engine.close()
     with pytest.raises(RuntimeUnavailable, match="unknown runtime 'tpu'"):
         Engine.choose_runtime("mobilenet_v2", runtime="tpu", repository=repo)
+
+
+def test_bf16_is_the_fp32_build_computed_by_openvino_in_bfloat16(
+    repo: ModelRepository, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("openvino")
+    from edgeinfer.system import machine
+
+    if not {"AVX512_BF16", "AMX_BF16"} & set(machine.isa_flags()):
+        pytest.skip("this CPU has no bfloat16 arithmetic")
+    assert Engine.choose_runtime("mobilenet_v2", precision="bf16", repository=repo) == "openvino"
+    with Engine.load("mobilenet_v2", precision="bf16", threads=1, repository=repo) as e:
+        assert (e.runtime.name, e.precision, e.config.precision) == ("openvino", "bf16", "fp32")
+        assert e.runtime.properties["INFERENCE_PRECISION_HINT"] == "bf16"
+        for name, (index, _) in EXPECTED_TOP1.items():
+            assert e.classify(photos[name]).top.index == index, name
+    with pytest.raises(RuntimeUnavailable, match="computed by openvino only"):
+        Engine.load("mobilenet_v2", runtime="onnxruntime", precision="bf16", repository=repo)
+    with pytest.raises(InvalidInput, match="a runtime option cannot change it"):
+        Engine.load(
+            "mobilenet_v2",
+            runtime="openvino",
+            precision="bf16",
+            threads=1,
+            repository=repo,
+            runtime_options={"INFERENCE_PRECISION_HINT": "f32"},
+        )
+    monkeypatch.setattr(machine, "isa_flags", lambda cpuinfo=None: ("AVX2",))
+    with pytest.raises(RuntimeUnavailable, match="this CPU has no bf16 arithmetic"):
+        Engine.load("mobilenet_v2", precision="bf16", repository=repo)

@@ -310,3 +310,25 @@ def test_batch1_figures_skip_failed_and_malformed_trials(tmp_path: Path) -> None
     tuned("garbage")
     assert tuned_batch1_ms(tmp_path, "mobilenet_v2", "fp32", file_sha256="sha") == {}
     assert tuned_batch1_ms(tmp_path / "never-tuned", "mobilenet_v2", "fp32", file_sha256="sha") == {}
+
+
+def test_bf16_is_searched_on_openvino_only(repo: ModelRepository) -> None:
+    pytest.importorskip("openvino")
+    from edgeinfer.system.machine import isa_flags
+
+    space = TuneSpace(
+        runtimes=("onnxruntime", "openvino"),
+        precisions=("bf16",),
+        threads=(1,),
+        batch_sizes=(1,),
+        duration_s=0.1,
+        warmup_runs=1,
+        min_runs=3,
+    )
+    result, _ = search(repo, "mobilenet_v2", space, save=False)
+    if {"AVX512_BF16", "AMX_BF16"} & set(isa_flags()):
+        assert [(t.runtime, t.precision, t.error) for t in result.trials] == [("openvino", "bf16", None)]
+        assert result.best_by_precision["bf16"]["latency"].runtime == "openvino"
+    else:  # one failed trial that says why, nothing measured
+        (trial,) = result.trials
+        assert trial.error is not None and "no bf16 arithmetic" in trial.error

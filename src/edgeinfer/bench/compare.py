@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from edgeinfer.bench.loading import ConfigurationSpec
 from edgeinfer.bench.report import ConfigurationResult, ScenarioResult, SpeedUp
+from edgeinfer.models.precision import PRECISIONS
 
 RUNTIME_ALIASES = {
     "ort": "onnxruntime",
@@ -27,7 +28,6 @@ RUNTIME_ALIASES = {
     "null": "null",
     "auto": "auto",
 }
-PRECISIONS = ("fp32", "fp16", "int8")
 BASELINE_RUNTIME = "keras"
 
 # (figure name, how to read it from a configuration, True when lower is better)

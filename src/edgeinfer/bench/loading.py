@@ -41,10 +41,11 @@ class LoadedEngine:
 def ensure_built(model: str, precision: str, repository: Path | None) -> None:
     """Build the model if it is missing, so that building never counts as loading."""
     from edgeinfer.errors import RuntimeUnavailable
+    from edgeinfer.models.precision import build_of
     from edgeinfer.models.repository import ModelRepository
 
     try:
-        ModelRepository(repository).get(model, precision)
+        ModelRepository(repository).get(model, build_of(precision))
     except ImportError as exc:  # a builder whose optional dependency is not installed
         raise RuntimeUnavailable(f"cannot build {model} ({precision}) here: {exc}") from exc
 

@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
         help="comma list: ort, openvino, litert, keras, null, auto (default: %(default)s)",
     )
     parser.add_argument(
-        "--precision", "-p", default="fp32", help="comma list: fp32, fp16, int8 (default: %(default)s)"
+        "--precision", "-p", default="fp32", help="comma list: fp32, fp16, int8, bf16 (default: %(default)s)"
     )
     parser.add_argument(
         "--threads", "-t", default="auto", help="comma list of intra-op threads or auto (default)"

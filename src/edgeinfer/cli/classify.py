@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         payload = {
             "model": engine.config.name,
-            "precision": engine.config.precision,
+            "precision": engine.precision,
             "runtime": engine.runtime.name,
             "results": results,
         }
@@ -74,7 +74,7 @@ def _print_table(image: str, result: Classification, engine: Engine) -> None:
     timing = result.timings.as_ms()
     table = Table(
         title=f"{image}",
-        caption=f"{engine.config.name} {engine.config.precision} on {engine.runtime.name}: "
+        caption=f"{engine.config.name} {engine.precision} on {engine.runtime.name}: "
         f"{timing['total_ms']:.1f} ms (decode {timing['decode_ms']:.1f}, preprocess "
         f"{timing['preprocess_ms']:.1f}, infer {timing['infer_ms']:.1f})",
         title_justify="left",

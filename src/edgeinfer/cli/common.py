@@ -30,7 +30,10 @@ def add_engine_args(parser: argparse.ArgumentParser, *, model_default: str = "mo
         "measured on this device (default: %(default)s)",
     )
     parser.add_argument(
-        "--precision", "-p", default=None, help="fp32 or int8 (default: fp32, or an imported model's own)"
+        "--precision",
+        "-p",
+        default=None,
+        help="fp32, int8 or bf16 (default: fp32, or an imported model's own)",
     )
     parser.add_argument(
         "--threads", type=positive_int, default=None, help="intra-op threads (default: the physical cores)"

@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
         "--precision",
         "-p",
         default="fp32,int8",
-        help="comma-separated fp32, fp16, int8 (default: %(default)s)",
+        help="comma-separated fp32, fp16, int8, bf16 (default: %(default)s)",
     )
     parser.add_argument("--threads", default=None, help="comma-separated thread counts (default: 1..cores)")
     parser.add_argument(

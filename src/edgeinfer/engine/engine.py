@@ -21,6 +21,7 @@ from edgeinfer.imaging.decode import DecodeOptions, ImageSource, decode_image
 from edgeinfer.imaging.preprocess import Preprocessor
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.models.labels import load_labels
+from edgeinfer.models.precision import COMPUTED, build_of
 from edgeinfer.models.repository import ModelRepository, StoredModel
 from edgeinfer.runtimes.base import Runtime, RuntimeOptions
 
@@ -51,9 +52,12 @@ class Engine:
         runtime: Runtime,
         options: EngineOptions | None = None,
         load_ns: int = 0,
+        precision: str | None = None,
     ) -> None:
         self.stored = stored
         self.config: ModelConfig = stored.config
+        # what it computes in: the build's precision, or one computed from it (``bf16``)
+        self.precision = precision or stored.config.precision
         self.runtime = runtime
         self.options = options or EngineOptions()
         self.load_ns = load_ns
@@ -86,6 +90,8 @@ class Engine:
         opened, with the tuned thread count unless ``threads`` is given.
         ``runtime_options`` are the named runtime's own switches (``RuntimeOptions.extra``), for
         example ``{"INFERENCE_PRECISION_HINT": "bf16"}`` on ``openvino``; they need a named runtime.
+        ``precision="bf16"`` runs the FP32 build in bfloat16 on OpenVINO (``auto`` picks it) where the
+        CPU has bfloat16 arithmetic, and raises :class:`RuntimeUnavailable` elsewhere.
         """
         from edgeinfer.runtimes.registry import open_runtime
 
@@ -100,10 +106,16 @@ class Engine:
         if threads is None and tuned is not None:
             threads = trial_threads(tuned)  # tuned: the winning configuration's thread count too
         extra = dict(runtime_options or {})
+        computed = COMPUTED.get(precision or "")
+        for key, value in (computed.runtime_options if computed is not None else {}).items():
+            if extra.setdefault(key, value) != value:
+                raise InvalidInput(
+                    f"precision {precision} sets {key}={value}; a runtime option cannot change it"
+                )
         opened = open_runtime(
             runtime, stored, RuntimeOptions(threads, extra), cache_dir=repo.root, alternates=alternates
         )
-        return cls(stored, opened, options, load_ns=time.perf_counter_ns() - started)
+        return cls(stored, opened, options, load_ns=time.perf_counter_ns() - started, precision=precision)
 
     @staticmethod
     def choose_runtime(
@@ -247,11 +259,18 @@ def _resolve(
     ``edgeinfer tune`` measured this machine), the other files runtimes may run instead, and the
     tuned winning trial behind that choice (None when ``auto`` was not asked or not tuned here)."""
     from edgeinfer.engine.alternates import litert_files
+    from edgeinfer.runtimes.registry import canonical
+    from edgeinfer.system.machine import isa_flags
     from edgeinfer.tune.store import tuned_best
 
     repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
-    stored = repo.get(model, precision)
+    stored = repo.get(model, build_of(precision))
     stored.verify()
+    computed = COMPUTED.get(precision or "")
+    if computed is not None:  # one runtime computes it: no probe, no tuning to look up
+        name = runtime.strip().lower()
+        runtime = computed.check(name if name == "auto" else canonical(name), isa_flags())
+        return repo, stored, runtime, litert_files(stored.config, stored.path, runtime), None
     tuned = None
     if runtime.strip().lower() == "auto":
         # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe.

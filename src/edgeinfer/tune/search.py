@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError, InvalidInput
-from edgeinfer.models.repository import PRECISIONS, ModelRepository, StoredModel
+from edgeinfer.models.precision import COMPUTED, PRECISIONS, build_of
+from edgeinfer.models.repository import ModelRepository, StoredModel
 from edgeinfer.runtimes.base import RuntimeOptions
 from edgeinfer.tune.store import check_writable, write_entry
 
@@ -157,28 +158,36 @@ def search(
 ) -> tuple[TuneResult, Path | None]:
     """Measure every configuration in ``space``; store the winners unless ``save`` is false or
     there is none (the path is then None, and what was stored before stays)."""
-    from edgeinfer.system.machine import machine_key
+    from edgeinfer.system.machine import isa_flags, machine_key
 
     if save:
         check_writable(repo.root, model)  # before the measuring, not after it
     trials: list[Trial] = []
     shas: dict[str, str] = {}
     for precision in space.precisions:
+        computed = COMPUTED.get(precision)
         try:
-            stored = repo.get(model, precision)
+            stored = repo.get(model, build_of(precision))
             stored.verify()
+            if computed is not None:  # e.g. bf16 on a CPU without bfloat16 arithmetic
+                computed.check(computed.runtime, isa_flags())
         except EdgeInferError as exc:  # e.g. an INT8 build refused by its accuracy gate
-            trials.append(Trial(space.runtimes[0], precision, space.threads[0], 1, error=str(exc)))
+            first = computed.runtime if computed is not None else space.runtimes[0]
+            trials.append(Trial(first, precision, space.threads[0], 1, error=str(exc)))
             if progress:
                 progress(trials[-1])
             continue
         shas[precision] = stored.config.file_sha256
         samples = _samples(stored, max(space.batch_sizes), space.seed)
         files = _files(stored, space.runtimes)
-        for runtime in _able(space.runtimes, files):
+        extra = dict(computed.runtime_options) if computed is not None else {}
+        # a computed precision runs on the one runtime that computes it; the others are skipped
+        able = [r for r in _able(space.runtimes, files) if computed is None or r == computed.runtime]
+        for runtime in able:
             model_file = files[_format_for(runtime, files)]
             for threads in space.threads:
-                for trial in _measure(model_file, runtime, precision, threads, samples=samples, space=space):
+                options = RuntimeOptions(threads=threads, extra=extra)
+                for trial in _measure(model_file, runtime, precision, options, samples=samples, space=space):
                     trials.append(trial)
                     if progress:
                         progress(trial)
@@ -218,12 +227,19 @@ def _able(runtimes: Sequence[str], files: dict[str, Path]) -> list[str]:
 
 
 def _measure(
-    path: Path, runtime: str, precision: str, threads: int, *, samples: np.ndarray, space: TuneSpace
+    path: Path,
+    runtime: str,
+    precision: str,
+    options: RuntimeOptions,
+    *,
+    samples: np.ndarray,
+    space: TuneSpace,
 ) -> list[Trial]:
     from edgeinfer.runtimes.registry import load
 
+    threads = options.threads or 0
     try:
-        opened = load(runtime, path, RuntimeOptions(threads=threads))
+        opened = load(runtime, path, options)
     except EdgeInferError as exc:
         return [Trial(runtime, precision, threads, b, error=str(exc)) for b in space.batch_sizes]
     try:
