@@ -21,7 +21,7 @@ from edgeinfer.imaging.decode import DecodeOptions, ImageSource, decode_image
 from edgeinfer.imaging.preprocess import Preprocessor
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.models.labels import load_labels
-from edgeinfer.models.precision import COMPUTED, build_of
+from edgeinfer.models.precision import COMPUTED, PRECISIONS, build_of
 from edgeinfer.models.repository import ModelRepository, StoredModel
 from edgeinfer.runtimes.base import Runtime, RuntimeOptions
 
@@ -263,6 +263,8 @@ def _resolve(
     from edgeinfer.system.machine import isa_flags
     from edgeinfer.tune.store import tuned_best
 
+    if precision is not None and precision not in PRECISIONS:
+        raise InvalidInput(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
     stored = repo.get(model, build_of(precision))
     stored.verify()

@@ -155,7 +155,10 @@ class ModelRepository:
         if recipe is not None and precision != "int8":
             raise InvalidInput(f"--recipe chooses how INT8 is built; it does not apply to {precision}")
         if precision not in PRECISIONS:
-            raise ModelNotFound(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+            computed = " (bf16 is computed from the fp32 build, not built)" if precision == "bf16" else ""
+            raise ModelNotFound(
+                f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}{computed}"
+            )
         intact = self._intact(name, precision, recipe) if not force else None
         if intact is not None:  # nothing to write: a read-only repository serves it too
             self._gate(intact)
