@@ -5,7 +5,8 @@ wheel) and LiteRT's ``benchmark_litert_model`` (``litert-benchmark``, in the ``a
 wheel). Each runs in its own process, as its vendor documents it, on the very files edgeinfer's
 runtimes load: the FP32 and INT8 ONNX builds of the model (OpenVINO reads ONNX) and the FP32 build's
 TFLite twin (LiteRT). Beside them, ``edgeinfer bench`` measures the same runtimes, precisions and
-thread count, each configuration in its own process, on real camera JPEGs.
+thread count (bf16 too: the FP32 build computed in bfloat16, benchmark_app's default on such CPUs),
+each configuration in its own process, on real camera JPEGs.
 
 Two questions: do edgeinfer's model-only figures agree with the vendor tool's for the same file,
 runtime and threads (so its numbers can be trusted), and how does edgeinfer's best configuration
@@ -108,7 +109,7 @@ def litert_benchmark(path: Path, threads: int, runs: int, out: Path) -> dict[str
 def edgeinfer_bench(model: str, threads: int, duration_s: float, out: Path) -> list[dict[str, Any]]:
     argv = [
         str(BIN / "edgeinfer"), "bench", "--model", model, "--runtime", "openvino,litert,onnxruntime",
-        "--precision", "fp32,int8", "--threads", str(threads), "--scenario", "single-stream,offline",
+        "--precision", "fp32,int8,bf16", "--threads", str(threads), "--scenario", "single-stream,offline",
         "--duration", str(duration_s), "--report", str(out),
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600)
@@ -162,7 +163,9 @@ def table(summary: dict[str, Any]) -> str:
     for number, found in enumerate(summary["rounds"], start=1):
         ours = {(row["runtime"], row["precision"]): row for row in found["edgeinfer"]}
         for result in found["vendor"]:
-            row = ours.get((result["runtime"], result["precision"]), {})
+            # benchmark_app's default on a CPU with bfloat16 computes the FP32 build as edgeinfer's bf16
+            bf16 = result["precision"] == "fp32" and result.get("inference_precision") == "bfloat16"
+            row = ours.get((result["runtime"], "bf16" if bf16 else result["precision"]), {})
             setting = result.get("hint", f"{summary['threads']} threads")
             if result.get("inference_precision"):
                 setting += f", {result['inference_precision']}"
