@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edgeinfer.errors import IntegrityError, InvalidInput, ModelNotFound, QualityGateFailed, StorageError
 from edgeinfer.models.config import ModelConfig
+from edgeinfer.models.precision import BUILD_PRECISIONS
 from edgeinfer.models.recipes import INT8_RECIPES, built_with, named_recipe, outdated, stored_recipe_name
 from edgeinfer.models.zoo import ZOO, zoo_entry
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 HOME_ENV = "EDGEINFER_HOME"
 CONFIG_FILE = "config.json"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = BUILD_PRECISIONS  # what a model is built in (bf16 is computed from fp32: models/precision.py)
 
 
 def default_root() -> Path:
