@@ -35,6 +35,20 @@ def test_matches_full_resize_then_crop(photos: dict[str, Path], name: str) -> No
     np.testing.assert_allclose(ours, _reference(rgb, spec), atol=1.01 / 255 / 0.225)
 
 
+@pytest.mark.parametrize("size", [None, (230, 300), (300, 229)], ids=["native", "portrait", "landscape"])
+@pytest.mark.parametrize("name", ["chelsea", "rocket", "grace_hopper"])
+def test_all_but_a_few_values_equal_torchvisions(
+    photos: dict[str, Path], name: str, size: tuple[int, int] | None
+) -> None:
+    """Pillow rounds the resized region's corners to float32: given in whole-image coordinates
+    they moved 5-15% of an upscaled portrait's values by a level; relative to the rows read, <0.5%."""
+    image = Image.open(photos[name]).convert("RGB")
+    rgb = np.asarray(image if size is None else image.resize(size))
+    spec = Preprocessing()
+    off = np.abs(Preprocessor(spec)(rgb) - _reference(rgb, spec)) > 1e-3
+    assert off.mean() < (0.001 if size is None else 0.005)
+
+
 def test_nhwc_layout_and_other_normalization() -> None:
     spec = Preprocessing(scale=1.0, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), layout="NHWC")
     out = Preprocessor(spec)(np.full((300, 400, 3), 255, dtype=np.uint8))

@@ -1,12 +1,17 @@
 """Image to model tensor: resize the shorter side, centre-crop, scale, normalize, lay out.
 
 Matches torchvision's ``Resize(n)`` + ``CenterCrop(m)`` on PIL images (bilinear with antialias),
-but resizes only the source region that lands inside the crop, which gives the same pixels for
-less work.
+but resizes only the source region that lands inside the crop, for less work. Pillow takes that
+region as float32 coordinates, whose rounding moves a filter tap by up to ~1e-5 pixel and so a few
+output values by one grey level; the region is therefore given relative to the rows the filter
+reads (small coordinates round 100x finer), which keeps all but ~0.06% of the values equal to
+torchvision's on the benchmark's photos (0.7% with whole-image coordinates) and converts only
+those rows to a Pillow image.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +45,14 @@ def crop_box(width: int, height: int, spec: Preprocessing) -> CropBox:
     return CropBox(left * sx, top * sy, (left + spec.crop_px) * sx, (top + spec.crop_px) * sy)
 
 
+def _rows_read(top: float, bottom: float, out_rows: int, height: int) -> tuple[int, int]:
+    """The source rows ``[first, last)`` that a bilinear resize of ``top..bottom`` to ``out_rows``
+    reads: the region plus the filter's reach (1 px, times the scale when shrinking) and a row of
+    margin, so no tap is cut off where the full image has pixels."""
+    reach = max((bottom - top) / out_rows, 1.0)
+    return max(0, math.floor(top - reach) - 1), min(height, math.ceil(bottom + reach) + 1)
+
+
 class Preprocessor:
     """Callable that turns an HWC uint8 RGB array into one sample tensor (no batch axis)."""
 
@@ -60,10 +73,12 @@ class Preprocessor:
             raise InvalidInput(f"expected an HWC uint8 RGB image, got shape {rgb.shape} {rgb.dtype}")
         height, width = rgb.shape[:2]
         box = crop_box(width, height, self.spec)
-        size = (self.spec.crop_px, self.spec.crop_px)
-        image = Image.fromarray(rgb, "RGB")
+        first, last = _rows_read(box.top, box.bottom, self.spec.crop_px, height)
+        image = Image.fromarray(rgb[first:last], "RGB")  # C-contiguous rows: no copy
         resized = image.resize(
-            size, Image.Resampling.BILINEAR, box=(box.left, box.top, box.right, box.bottom)
+            (self.spec.crop_px, self.spec.crop_px),
+            Image.Resampling.BILINEAR,
+            box=(box.left, box.top - first, box.right, box.bottom - first),
         )
         return np.asarray(resized)
 
