@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from edgeinfer.errors import IntegrityError, ModelNotFound, RuntimeUnavailable
+from edgeinfer.models import repository
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.models.repository import HOME_ENV, ModelRepository, default_root, sha256_file
 from edgeinfer.models.zoo import ZOO
@@ -50,6 +52,40 @@ def test_damaged_build_is_detected_and_rebuilt(tmp_path: Path) -> None:
         stored.verify()
     rebuilt = repo.build("mobilenet_v2")
     rebuilt.verify()
+
+
+def _count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    hashed: list[Path] = []
+
+    def counting(path: Path) -> str:
+        hashed.append(path)
+        return sha256_file(path)
+
+    monkeypatch.setattr(repository, "sha256_file", counting)
+    return hashed
+
+
+def test_a_settled_verified_file_is_hashed_once_until_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = ModelRepository(tmp_path).build("mobilenet_v2")
+    hashed = _count_hashes(monkeypatch)
+    stored.verify()
+    stored.verify()
+    assert len(hashed) == 2  # just built: a write in the same clock tick could keep equal times
+    stat = stored.path.stat()
+    settled = stat.st_mtime_ns - 10_000_000_000
+    os.utime(stored.path, ns=(settled, settled))
+    monkeypatch.setattr(repository, "VERIFIED_SETTLED_NS", -1)  # utime just set the change time
+    stored.verify()
+    stored.verify()
+    assert len(hashed) == 3
+    with stored.path.open("r+b") as handle:  # same size, other bytes: the times move
+        handle.seek(5000)
+        handle.write(b"\x00\x01\x02\x03")
+    os.utime(stored.path, ns=(settled + 1, settled + 1))
+    with pytest.raises(IntegrityError, match="was modified"):
+        stored.verify()
 
 
 def test_tampered_weights_fail_the_build_and_leave_nothing(
