@@ -312,9 +312,12 @@ def test_batch1_figures_skip_failed_and_malformed_trials(tmp_path: Path) -> None
     assert tuned_batch1_ms(tmp_path / "never-tuned", "mobilenet_v2", "fp32", file_sha256="sha") == {}
 
 
-def test_bf16_is_searched_on_openvino_only(repo: ModelRepository) -> None:
+def test_bf16_is_searched_on_openvino_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """And ``auto`` takes the thread count tune timed for it (a repository of its own: it saves)."""
     pytest.importorskip("openvino")
+    from edgeinfer.system import threads
     from edgeinfer.system.machine import isa_flags
+    from edgeinfer.system.threads import ThreadBudget
 
     space = TuneSpace(
         runtimes=("onnxruntime", "openvino"),
@@ -325,10 +328,16 @@ def test_bf16_is_searched_on_openvino_only(repo: ModelRepository) -> None:
         warmup_runs=1,
         min_runs=3,
     )
-    result, _ = search(repo, "mobilenet_v2", space, save=False)
+    repo = ModelRepository(tmp_path)
+    result, _ = search(repo, "mobilenet_v2", space)
     if {"AVX512_BF16", "AMX_BF16"} & set(isa_flags()):
         assert [(t.runtime, t.precision, t.error) for t in result.trials] == [("openvino", "bf16", None)]
         assert result.best_by_precision["bf16"]["latency"].runtime == "openvino"
+        monkeypatch.setattr(threads, "_budget", ThreadBudget(total=2))  # 2 free: None would take both
+        with Engine.load("mobilenet_v2", precision="bf16", repository=repo) as engine:
+            assert (engine.runtime.name, engine.runtime.threads) == ("openvino", 1)  # the timed count
+        with Engine.load("mobilenet_v2", precision="bf16", threads=2, repository=repo) as engine:
+            assert engine.runtime.threads == 2
     else:  # one failed trial that says why, nothing measured
         (trial,) = result.trials
         assert trial.error is not None and "no bf16 arithmetic" in trial.error

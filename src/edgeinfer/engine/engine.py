@@ -269,10 +269,15 @@ def _resolve(
     stored = repo.get(model, build_of(precision))
     stored.verify()
     computed = COMPUTED.get(precision or "")
-    if computed is not None:  # one runtime computes it: no probe, no tuning to look up
+    if computed is not None:  # one runtime computes it: no probe; tune may have timed its threads
         name = runtime.strip().lower()
         runtime = computed.check(name if name == "auto" else canonical(name), isa_flags())
-        return repo, stored, runtime, litert_files(stored.config, stored.path, runtime), None
+        tuned = None
+        if name == "auto":
+            tuned = tuned_best(
+                repo.root, stored.config.name, computed.name, file_sha256=stored.config.file_sha256
+            )
+        return repo, stored, runtime, litert_files(stored.config, stored.path, runtime), tuned
     tuned = None
     if runtime.strip().lower() == "auto":
         # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe.
