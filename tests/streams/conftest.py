@@ -97,12 +97,17 @@ class Broker:
         self.exe = exe
         self.port = free_port()
         self.config = folder / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.allow_anonymous(True)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}/edgeinfer-test"
+
+    def allow_anonymous(self, allowed: bool) -> None:
+        """Whether clients without a known user may connect (takes effect at the next start)."""
+        flag = "true" if allowed else "false"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous {flag}\npersistence false\n")
 
     def start(self) -> None:
         self.proc = subprocess.Popen(

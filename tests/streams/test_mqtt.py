@@ -121,6 +121,28 @@ def test_a_broker_that_is_down_at_the_start_is_retried_and_processing_goes_on(
 
 
 @pytest.mark.slow
+def test_a_refusing_broker_is_reported_once_and_retried_until_it_accepts(broker_down: Broker) -> None:
+    broker_down.allow_anonymous(False)  # no user is known: every connection is refused
+    broker_down.start()
+    events = EventQueue()
+    sink = MqttSink(MqttOptions.from_url(broker_down.url, reconnect_max_s=1), events)
+    try:
+        time.sleep(3.5)  # three or four refusals at 1 s backoff
+        assert not sink.connected
+        refused = [e for e in events.drain() if e.kind == "mqtt_refused"]
+        assert len(refused) == 1 and "Not authorized" in refused[0].message  # told once, not per retry
+        assert "retrying" in refused[0].message
+        broker_down.kill()
+        broker_down.allow_anonymous(True)
+        broker_down.start()
+        assert sink.wait_connected(10)  # still retrying
+        kinds = [e.kind for e in events.drain()]  # (a retry during the restart: mqtt_unreachable)
+        assert kinds[-1] == "mqtt_connected" and "mqtt_refused" not in kinds
+    finally:
+        sink.close(None)
+
+
+@pytest.mark.slow
 def test_a_broker_killed_mid_run_is_reconnected_and_the_gap_is_counted(
     engine: Engine, broker: Broker, subscriber: Subscriber, coffee_clip: Clip, cat_clip: Clip
 ) -> None:

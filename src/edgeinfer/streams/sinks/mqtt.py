@@ -91,6 +91,7 @@ class MqttSink:
         self._closing = False
         self._ever_connected = False
         self._told_unreachable = False
+        self._told_refused = ""  # the refusal already reported since the last connection
         self._attempted = 0
         self._refused_offline = 0
         self._refused_full = 0
@@ -183,13 +184,24 @@ class MqttSink:
     # -- paho callbacks (its network thread) ------------------------------------------------------
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if reason.is_failure:
-            self._emit("error", "mqtt_refused", f"broker refused the connection: {reason}")
+        if reason.is_failure:  # told once per reason: paho retries, and the broker says it again
+            with self._cond:
+                tell = self._told_refused != str(reason)
+                self._told_refused = str(reason)
+            if tell:
+                self._emit(
+                    "error",
+                    "mqtt_refused",
+                    f"broker refused the connection: {reason}; retrying with backoff "
+                    f"({self.options.reconnect_min_s}-{self.options.reconnect_max_s} s), "
+                    "results meanwhile are counted as unpublished",
+                )
             return
         with self._cond:
             again = self._ever_connected
             self._connected = self._ever_connected = True
             self._told_unreachable = False
+            self._told_refused = ""
             self._cond.notify_all()
         where = f"{self.options.host}:{self.options.port}"
         self._emit("info", "mqtt_connected", f"{'reconnected' if again else 'connected'} to {where}")
