@@ -327,6 +327,32 @@ def test_wrong_method_names_the_allowed_one(server: ServerProcess) -> None:
     assert (status, headers["allow"]) == (405, "GET")
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /v2/models/x/infer HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"POST /v2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+    ids=["header-without-colon", "bad-chunk-size", "no-request-line"],
+)
+def test_an_unparsable_request_gets_a_json_400_and_the_server_keeps_serving(
+    server: ServerProcess, head: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(head)
+        data = b""
+        while chunk := sock.recv(65536):  # the connection closes after the answer
+            data += chunk
+    answer_head, body = data.split(b"\r\n\r\n", 1)
+    assert answer_head.startswith(b"HTTP/1.1 400 ")
+    assert b"content-type: application/json" in answer_head.lower()
+    error = json.loads(body)
+    assert error["kind"] == "invalid_input" and error["error"].startswith("malformed HTTP request: ")
+    status, _, _ = server.request("GET", "/v2/health/ready")
+    assert status == 200
+
+
 def test_a_body_refused_from_its_length_closes_the_connection(server: ServerProcess) -> None:
     head = f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:

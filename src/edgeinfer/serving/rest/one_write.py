@@ -7,6 +7,10 @@ paid for it twice. Here the transport holds back a lone response head until the 
 body, which follows at once) and sends both together; a head with nothing after it (the answer to
 ``HEAD``, ``100 Continue``) goes out at the end of the current event-loop step, and anything held
 goes out before the connection closes.
+
+It also answers a request the HTTP parser cannot read (a malformed request line, header or chunk)
+with the server's JSON error body instead of uvicorn's plain text, so that every 400 a client gets
+can be parsed the same way; the connection then closes, as uvicorn's does.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from edgeinfer.errors import InvalidInput
+from edgeinfer.serving.rest.errors import error_payload
 
 _HEAD_START = b"HTTP/1."
 _HEAD_END = b"\r\n\r\n"
@@ -25,6 +32,18 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to an unparsable request, with a JSON body (``{"error", "kind"}``)."""
+        body = error_payload(InvalidInput(f"malformed HTTP request: {msg.rstrip('.')}"))
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head.extend([name, b": ", value, b"\r\n"])
+        head.append(
+            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        )
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
 
 class HeadHoldingTransport:
