@@ -69,6 +69,24 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     assert "cannot load http://127.0.0.1:9" in result.stderr
 
 
+@pytest.mark.parametrize("where", ["grpc", "nothing"])
+def test_a_metrics_url_that_is_not_the_servers_http_is_a_clear_error(
+    server: ServerProcess, tmp_path: Path, where: str
+) -> None:
+    """It was a traceback (the gRPC port) or blamed the target URL (a closed port)."""
+    port = server.grpc_url.rsplit(":", 1)[1] if where == "grpc" else "9"
+    result = _loadgen(
+        f"http://{server.http_url}", "--duration", "0.3", "--warmup", "0",
+        "--metrics-url", f"127.0.0.1:{port}", "--report", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    why = "closed before an HTTP answer (a gRPC port?)" if where == "grpc" else "refused"
+    assert f"cannot read the server's figures from http://127.0.0.1:{port}/metrics: " in result.stderr
+    assert why in result.stderr and "--metrics-url none" in result.stderr
+    assert not (tmp_path / "report.json").exists()
+
+
 def test_parse_metrics_sums_every_series() -> None:
     text = (
         "# HELP x\nprocess_cpu_seconds_total 1.5\n"

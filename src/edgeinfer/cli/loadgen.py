@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from edgeinfer.serving.loadgen.clients import Target, make_client
     from edgeinfer.serving.loadgen.report import build_report, scenario_name
     from edgeinfer.serving.loadgen.runner import RunResult, closed_loop, open_loop
-    from edgeinfer.serving.loadgen.scrape import ServerSampler
+    from edgeinfer.serving.loadgen.scrape import MetricsUnavailable, ServerSampler
 
     _check_numbers(args)
     api_key = _api_key(args.api_key_file)
@@ -113,6 +113,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         _run_fast(main())
+    except MetricsUnavailable as exc:
+        raise NotFound(
+            f"{exc}; give the server's HTTP address with --metrics-url HOST:PORT, or --metrics-url none "
+            "to run without the server's figures"
+        ) from None
     except ConnectionError as exc:
         raise NotFound(f"cannot load {args.url}: {exc}") from None
     settings = {

@@ -68,56 +68,97 @@ class ServerUsage:
         return None
 
 
-class ServerSampler:
-    """Polls ``/metrics`` every ``interval_s`` between :meth:`begin` and :meth:`end`."""
+class MetricsUnavailable(ConnectionError):
+    """The metrics endpoint could not be read (refused, closed, not HTTP, not 200, too slow)."""
 
-    def __init__(self, host: str, port: int, api_key: str | None = None, interval_s: float = 0.5) -> None:
-        self.host, self.port, self.interval_s = host, port, interval_s
+
+class ServerSampler:
+    """Polls ``/metrics`` every ``interval_s`` between :meth:`begin` and :meth:`end`.
+
+    :meth:`begin` raises :class:`MetricsUnavailable` when the endpoint cannot be read; after that a
+    failed poll is skipped, and :meth:`end` falls back on the last good reading (None: there was
+    none since :meth:`begin`), so a run's own figures are never lost to its metrics.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        api_key: str | None = None,
+        interval_s: float = 0.5,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.host, self.port, self.interval_s, self.timeout_s = host, port, interval_s, timeout_s
         auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         self._request = f"GET /metrics HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode()
         self._task: asyncio.Task[None] | None = None
         self._first: dict[str, float] = {}
+        self._last: tuple[dict[str, float], int] = ({}, 0)  # the last good reading, and when
         self._start_ns = 0
         self._timeline: list[tuple[float, float]] = []
 
     async def fetch(self) -> dict[str, float]:
+        """One reading of ``/metrics``; :class:`MetricsUnavailable` says why there is none."""
+        try:
+            return await asyncio.wait_for(self._fetch(), self.timeout_s)
+        except MetricsUnavailable:
+            raise
+        except TimeoutError as exc:  # before OSError: it is one
+            raise self._unavailable(f"no answer within {self.timeout_s:g} s") from exc
+        except EOFError as exc:  # asyncio.IncompleteReadError
+            raise self._unavailable("the connection closed before an HTTP answer (a gRPC port?)") from exc
+        except (OSError, asyncio.LimitOverrunError, ValueError, IndexError) as exc:
+            raise self._unavailable(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) from exc
+
+    async def _fetch(self) -> dict[str, float]:
         reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
             writer.write(self._request)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next(
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            )
-            body = await reader.readexactly(length)
+            if not head.startswith(b"HTTP/1.1 200"):
+                status_line = head.split(b"\r\n", 1)[0].decode(errors="replace")
+                raise self._unavailable(f"it answered {status_line!r}")
+            lengths = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+            if not lengths:
+                raise ValueError("the answer has no Content-Length")
+            body = await reader.readexactly(int(lengths[0].split(b":")[1]))
         finally:
             writer.close()
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise ConnectionError(f"/metrics answered {head.split(b' ')[1].decode()}")
-        return parse_metrics(body.decode())
+        return parse_metrics(body.decode(errors="replace"))
+
+    def _unavailable(self, why: str) -> MetricsUnavailable:
+        return MetricsUnavailable(
+            f"cannot read the server's figures from http://{self.host}:{self.port}/metrics: {why}"
+        )
 
     async def begin(self) -> None:
         self._first = await self.fetch()
         self._start_ns = time.perf_counter_ns()
+        self._last = (self._first, self._start_ns)
         self._timeline = [(0.0, self._first.get("process_resident_memory_bytes", 0.0) / 2**20)]
         self._task = asyncio.create_task(self._poll())
 
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            with contextlib.suppress(OSError, ConnectionError, StopIteration):
+            with contextlib.suppress(MetricsUnavailable):
                 values = await self.fetch()
+                self._last = (values, time.perf_counter_ns())
                 elapsed = (time.perf_counter_ns() - self._start_ns) / 1e9
                 self._timeline.append((elapsed, values.get("process_resident_memory_bytes", 0.0) / 2**20))
 
-    async def end(self) -> ServerUsage:
+    async def end(self) -> ServerUsage | None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        last = await self.fetch()
-        duration = (time.perf_counter_ns() - self._start_ns) / 1e9
+        try:
+            last, last_ns = await self.fetch(), time.perf_counter_ns()
+        except MetricsUnavailable:  # the server went away at the end: its figures up to then
+            last, last_ns = self._last
+            if last_ns == self._start_ns:
+                return None
+        duration = (last_ns - self._start_ns) / 1e9
         first = self._first
         cpu_s = last.get("process_cpu_seconds_total", 0.0) - first.get("process_cpu_seconds_total", 0.0)
         rss_end = last.get("process_resident_memory_bytes", 0.0) / 2**20
