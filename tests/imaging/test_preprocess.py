@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from PIL import Image
 
 from edgeinfer.errors import InvalidInput
+from edgeinfer.imaging import preprocess
 from edgeinfer.imaging.preprocess import Preprocessor
 from edgeinfer.models.config import Preprocessing
 
@@ -47,6 +50,56 @@ def test_all_but_a_few_values_equal_torchvisions(
     spec = Preprocessing()
     off = np.abs(Preprocessor(spec)(rgb) - _reference(rgb, spec)) > 1e-3
     assert off.mean() < (0.001 if size is None else 0.005)
+
+
+@pytest.mark.parametrize("size", [None, (230, 300), (1000, 700)], ids=["native", "small", "large"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_the_tensor_is_the_same_with_or_without_the_helper_thread(
+    photos: dict[str, Path], size: tuple[int, int] | None, layout: str
+) -> None:
+    image = Image.open(photos["astronaut"]).convert("RGB")
+    rgb = np.asarray(image if size is None else image.resize(size))
+    odd = Preprocessing(resize_shorter_px=255, crop_px=223, layout=layout)
+    for spec in (Preprocessing(layout=layout), odd):
+        alone = Preprocessor(spec, parallel=False)
+        helped = Preprocessor(spec)
+        for _ in range(3):
+            np.testing.assert_array_equal(helped(rgb), alone(rgb))
+        np.testing.assert_array_equal(helped.crop(rgb), alone.crop(rgb))
+        np.testing.assert_array_equal(alone.normalize(alone.crop(rgb)), alone(rgb))
+
+
+def test_the_helper_thread_resizes_the_lower_half(
+    photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    fromarray = Image.fromarray
+
+    def recording(array: np.ndarray, mode: str) -> Image.Image:
+        threads.append(threading.current_thread().name)
+        return fromarray(array, mode)
+
+    monkeypatch.setattr(preprocess.Image, "fromarray", recording)
+    rgb = np.asarray(Image.open(photos["astronaut"]).convert("RGB"))
+    for _ in range(20):
+        Preprocessor(Preprocessing())(rgb)
+    assert len(threads) == 40
+    assert any(name.startswith("preprocess") for name in threads)  # not every time: see the next test
+
+
+def test_a_busy_helper_thread_makes_nobody_wait(photos: dict[str, Path]) -> None:
+    release = threading.Event()
+    blocker = preprocess._helper().submit(release.wait, 30)
+    try:
+        time.sleep(0.05)  # the helper is inside release.wait
+        rgb = np.asarray(Image.open(photos["chelsea"]).convert("RGB"))
+        spec = Preprocessing()
+        out = Preprocessor(spec)(rgb)  # the lower half is taken back from the helper's queue
+        assert not blocker.done()  # returned while the helper was still busy
+        np.testing.assert_array_equal(out, Preprocessor(spec, parallel=False)(rgb))
+    finally:
+        release.set()
+        blocker.result(5)
 
 
 def test_nhwc_layout_and_other_normalization() -> None:
