@@ -63,6 +63,18 @@ class Scenario(enum.Enum):
         return found
 
 
+#: Offline's default workers on a box with two or more cores: on the 2-core development machine two
+#: answered 20-27% more images/s than one (docs/BENCHMARKS.md, "Offline with two workers").
+OFFLINE_WORKERS = 2
+
+
+def default_workers(scenario: Scenario) -> int:
+    """How many threads serve ``scenario`` unless told: two for Offline where there are two cores."""
+    from edgeinfer.system.threads import physical_cores
+
+    return min(OFFLINE_WORKERS, physical_cores()) if scenario is Scenario.OFFLINE else 1
+
+
 @dataclass(frozen=True)
 class ScenarioSettings:
     """How long and how hard to drive one scenario.
@@ -70,7 +82,9 @@ class ScenarioSettings:
     ``batch_size`` is how many samples one runtime call takes (Offline; Server queries are single
     samples and are batched only when they queue up). ``workers`` is how many threads serve Server and
     Offline queries (SingleStream and MultiStream are served on LoadGen's own thread: one query at a
-    time by definition). ``server_latency_bound_ms`` is the Server p99 bound (MLPerf's resnet50 uses
+    time by definition); 0 picks the scenario's default: :data:`OFFLINE_WORKERS` for Offline (one
+    worker decodes and preprocesses while another's batch runs), 1 for Server.
+    ``server_latency_bound_ms`` is the Server p99 bound (MLPerf's resnet50 uses
     15 ms). ``seed`` seeds LoadGen's sample order and Poisson schedule; ``None`` uses the official
     MLPerf seeds. ``mlperf=True`` starts LoadGen from its built-in ``mlperf.conf`` and applies these
     values on top, never going below the official minimum duration and query count; build such
@@ -83,7 +97,7 @@ class ScenarioSettings:
     max_duration_s: float = 0.0
     seed: int | None = 0
     batch_size: int = 1
-    workers: int = 1
+    workers: int = 0
     multi_stream_samples_per_query: int = 8
     server_latency_bound_ms: float = 50.0
     server_target_qps: float | None = None
@@ -91,6 +105,8 @@ class ScenarioSettings:
     mlperf: bool = False
 
     def __post_init__(self) -> None:
+        if self.workers == 0:
+            object.__setattr__(self, "workers", default_workers(self.scenario))
         for name in ("min_duration_s", "max_duration_s", "server_latency_bound_ms", "server_target_qps"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):

@@ -83,7 +83,12 @@ def register(subparsers: Any) -> None:
         help="jpeg: the photos as a camera sends them (quality 90); original: their shipped files, "
         "mostly lossless PNG (default: %(default)s)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="threads serving Server/Offline (default: 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="threads serving Server/Offline (default: 1 for Server, 2 for Offline on 2+ cores)",
+    )
     parser.add_argument(
         "--latency-bound-ms",
         type=float,
@@ -258,7 +263,7 @@ def _scenario_settings(args: argparse.Namespace, seed: int | None) -> tuple[Any,
 
     scenarios = dict.fromkeys(Scenario.parse(s) for s in _items("--scenario", args.scenario))
     common: dict[str, Any] = {
-        "workers": args.workers,
+        "workers": args.workers or 0,  # 0: each scenario's default
         "server_target_qps": args.target_qps,
         "server_search_steps": args.search_steps,
         "seed": seed,
