@@ -122,3 +122,16 @@ def test_rejects_non_rgb_arrays() -> None:
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="crop_px"):
         Preprocessing(resize_shorter_px=200, crop_px=224)
+
+
+def test_a_helper_that_takes_no_work_leaves_it_to_the_caller(
+    photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class ShutDown:
+        def submit(self, *args: object) -> None:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    monkeypatch.setattr(preprocess, "_helper", ShutDown)
+    rgb = np.asarray(Image.open(photos["chelsea"]).convert("RGB"))
+    spec = Preprocessing()
+    np.testing.assert_array_equal(Preprocessor(spec)(rgb), Preprocessor(spec, parallel=False)(rgb))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,7 +136,7 @@ class Preprocessor:
             )
             put(np.asarray(resized), start, stop)
 
-        lower = _helper().submit(rows, half, c, middle, box.bottom) if self.parallel else None
+        lower = _offer(rows, half, c, middle, box.bottom) if self.parallel else None
         rows(0, half, box.top, middle)
         if lower is None or lower.cancel():
             rows(half, c, middle, box.bottom)
@@ -146,6 +146,15 @@ class Preprocessor:
 
 _helper_pool: ThreadPoolExecutor | None = None
 _helper_lock = threading.Lock()
+
+
+def _offer(fn: Callable[..., None], *args: object) -> Future[None] | None:
+    """``fn(*args)`` handed to the helper thread; None where it takes no work (the interpreter is
+    shutting down): the caller then does it itself."""
+    try:
+        return _helper().submit(fn, *args)
+    except RuntimeError:
+        return None
 
 
 def _helper() -> ThreadPoolExecutor:
