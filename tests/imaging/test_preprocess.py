@@ -60,7 +60,8 @@ def test_the_tensor_is_the_same_with_or_without_the_helper_thread(
     image = Image.open(photos["astronaut"]).convert("RGB")
     rgb = np.asarray(image if size is None else image.resize(size))
     odd = Preprocessing(resize_shorter_px=255, crop_px=223, layout=layout)
-    for spec in (Preprocessing(layout=layout), odd):
+    tiny = Preprocessing(resize_shorter_px=2, crop_px=1, layout=layout)  # one row: no halves
+    for spec in (Preprocessing(layout=layout), odd, tiny):
         alone = Preprocessor(spec, parallel=False)
         helped = Preprocessor(spec)
         for _ in range(3):

@@ -136,6 +136,9 @@ class Preprocessor:
             )
             put(np.asarray(resized), start, stop)
 
+        if half == 0:  # a one-row crop has no halves
+            rows(0, c, box.top, box.bottom)
+            return
         lower = _offer(rows, half, c, middle, box.bottom) if self.parallel else None
         rows(0, half, box.top, middle)
         if lower is None or lower.cancel():
