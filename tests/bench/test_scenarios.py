@@ -105,16 +105,17 @@ def test_official_settings_take_the_callers_values_on_top() -> None:
     assert ts.server_target_latency_percentile == pytest.approx(0.99)
 
 
-def test_offline_takes_two_workers_where_there_are_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_queued_scenarios_take_two_workers_where_there_are_two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     from edgeinfer.system import threads
 
     monkeypatch.setattr(threads, "physical_cores", lambda: 4)
     assert ScenarioSettings(Scenario.OFFLINE).workers == 2  # one prepares while another's batch runs
-    assert ScenarioSettings(Scenario.SERVER).workers == 1
-    assert ScenarioSettings(Scenario.SINGLE_STREAM).workers == 1
+    assert ScenarioSettings(Scenario.SERVER).workers == 2
+    assert ScenarioSettings(Scenario.SINGLE_STREAM).workers == 1  # LoadGen's own thread
+    assert ScenarioSettings(Scenario.MULTI_STREAM).workers == 1
     assert ScenarioSettings(Scenario.OFFLINE, workers=3).workers == 3  # a count given is kept
     assert ScenarioSettings(Scenario.OFFLINE).describe()["workers"] == 2  # and reported
     monkeypatch.setattr(threads, "physical_cores", lambda: 1)
-    assert ScenarioSettings(Scenario.OFFLINE).workers == 1
+    assert ScenarioSettings(Scenario.OFFLINE).workers == ScenarioSettings(Scenario.SERVER).workers == 1
     with pytest.raises(ValueError, match="workers must be >= 1"):
         ScenarioSettings(Scenario.OFFLINE, workers=-1)

@@ -63,16 +63,19 @@ class Scenario(enum.Enum):
         return found
 
 
-#: Offline's default workers on a box with two or more cores: on the 2-core development machine two
-#: answered 20-27% more images/s than one (docs/BENCHMARKS.md, "Offline with two workers").
-OFFLINE_WORKERS = 2
+#: Server's and Offline's default workers on a box with two or more cores: on the 2-core development
+#: machine two answered 20-27% more images/s than one in Offline and 28-70% more queries/s within
+#: Server's latency bound (docs/BENCHMARKS.md, "Server and Offline with two workers").
+QUEUE_WORKERS = 2
 
 
 def default_workers(scenario: Scenario) -> int:
-    """How many threads serve ``scenario`` unless told: two for Offline where there are two cores."""
+    """How many threads serve ``scenario`` unless told: Server and Offline queue their queries for
+    :data:`QUEUE_WORKERS` (at most one per core); SingleStream and MultiStream run on LoadGen's thread."""
     from edgeinfer.system.threads import physical_cores
 
-    return min(OFFLINE_WORKERS, physical_cores()) if scenario is Scenario.OFFLINE else 1
+    queued = scenario in (Scenario.SERVER, Scenario.OFFLINE)
+    return min(QUEUE_WORKERS, physical_cores()) if queued else 1
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,8 @@ class ScenarioSettings:
     ``batch_size`` is how many samples one runtime call takes (Offline; Server queries are single
     samples and are batched only when they queue up). ``workers`` is how many threads serve Server and
     Offline queries (SingleStream and MultiStream are served on LoadGen's own thread: one query at a
-    time by definition); 0 picks the scenario's default: :data:`OFFLINE_WORKERS` for Offline (one
-    worker decodes and preprocesses while another's batch runs), 1 for Server.
+    time by definition); 0 picks the scenario's default, :data:`QUEUE_WORKERS` where there are that
+    many cores (one worker decodes and preprocesses while another's batch runs).
     ``server_latency_bound_ms`` is the Server p99 bound (MLPerf's resnet50 uses
     15 ms). ``seed`` seeds LoadGen's sample order and Poisson schedule; ``None`` uses the official
     MLPerf seeds. ``mlperf=True`` starts LoadGen from its built-in ``mlperf.conf`` and applies these

@@ -87,7 +87,7 @@ def register(subparsers: Any) -> None:
         "--workers",
         type=int,
         default=None,
-        help="threads serving Server/Offline (default: 1 for Server, 2 for Offline on 2+ cores)",
+        help="threads serving Server/Offline queries (default: 2 on 2+ cores, else 1)",
     )
     parser.add_argument(
         "--latency-bound-ms",
