@@ -269,20 +269,15 @@ def _resolve(
     stored = repo.get(model, build_of(precision))
     stored.verify()
     computed = COMPUTED.get(precision or "")
-    if computed is not None:  # one runtime computes it: no probe; tune may have timed its threads
-        name = runtime.strip().lower()
+    name = runtime.strip().lower()
+    if computed is not None:  # one runtime computes it: no probe
         runtime = computed.check(name if name == "auto" else canonical(name), isa_flags())
-        tuned = None
-        if name == "auto":
-            tuned = tuned_best(
-                repo.root, stored.config.name, computed.name, file_sha256=stored.config.file_sha256
-            )
-        return repo, stored, runtime, litert_files(stored.config, stored.path, runtime), tuned
     tuned = None
-    if runtime.strip().lower() == "auto":
-        # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe.
-        tuned = tuned_best(
-            repo.root, stored.config.name, stored.config.precision, file_sha256=stored.config.file_sha256
-        )
-        runtime = str(tuned["runtime"]) if tuned is not None else "auto"
+    if name == "auto":
+        # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe (for a
+        # computed precision, only the thread count: its runtime is fixed)
+        measured = computed.name if computed is not None else stored.config.precision
+        tuned = tuned_best(repo.root, stored.config.name, measured, file_sha256=stored.config.file_sha256)
+        if computed is None:
+            runtime = str(tuned["runtime"]) if tuned is not None else "auto"
     return repo, stored, runtime, litert_files(stored.config, stored.path, runtime), tuned
