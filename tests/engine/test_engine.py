@@ -210,6 +210,6 @@ def test_bf16_is_the_fp32_build_computed_by_openvino_in_bfloat16(
         )
     with pytest.raises(InvalidInput, match="unknown precision 'bf17'; choose one of fp32, fp16, int8, bf16"):
         Engine.load("mobilenet_v2", precision="bf17", repository=repo)
-    monkeypatch.setattr(machine, "isa_flags", lambda cpuinfo=None: ("AVX2",))
+    monkeypatch.setattr(machine, "this_cpu_flags", lambda: ("AVX2",))
     with pytest.raises(RuntimeUnavailable, match="this CPU has no bf16 arithmetic"):
         Engine.load("mobilenet_v2", precision="bf16", repository=repo)

@@ -260,7 +260,7 @@ def _resolve(
     tuned winning trial behind that choice (None when ``auto`` was not asked or not tuned here)."""
     from edgeinfer.engine.alternates import litert_files
     from edgeinfer.runtimes.registry import canonical
-    from edgeinfer.system.machine import isa_flags
+    from edgeinfer.system.machine import this_cpu_flags
     from edgeinfer.tune.store import tuned_best
 
     if precision is not None and precision not in PRECISIONS:
@@ -271,7 +271,7 @@ def _resolve(
     computed = COMPUTED.get(precision or "")
     name = runtime.strip().lower()
     if computed is not None:  # one runtime computes it: no probe
-        runtime = computed.check(name if name == "auto" else canonical(name), isa_flags())
+        runtime = computed.check(name if name == "auto" else canonical(name), this_cpu_flags())
     tuned = None
     if name == "auto":
         # `edgeinfer tune` measured this machine more thoroughly than auto's quick probe (for a

@@ -128,12 +128,13 @@ def int8_products_saturate(flags: Sequence[str] | None = None, machine: str | No
     arch = (machine or platform.machine()).lower()
     if arch not in _X86_MACHINES:
         return False
-    found = _this_cpu_flags() if flags is None else tuple(flags)
+    found = this_cpu_flags() if flags is None else tuple(flags)
     return not any(flag in found for flag in _INT8_DOT_32)
 
 
 @functools.cache
-def _this_cpu_flags() -> tuple[str, ...]:
+def this_cpu_flags() -> tuple[str, ...]:
+    """This CPU's :func:`isa_flags`, read once per process (they do not change while it runs)."""
     return isa_flags()
 
 

@@ -158,7 +158,7 @@ def search(
 ) -> tuple[TuneResult, Path | None]:
     """Measure every configuration in ``space``; store the winners unless ``save`` is false or
     there is none (the path is then None, and what was stored before stays)."""
-    from edgeinfer.system.machine import isa_flags, machine_key
+    from edgeinfer.system.machine import machine_key, this_cpu_flags
 
     if save:
         check_writable(repo.root, model)  # before the measuring, not after it
@@ -170,7 +170,7 @@ def search(
             stored = repo.get(model, build_of(precision))
             stored.verify()
             if computed is not None:  # e.g. bf16 on a CPU without bfloat16 arithmetic
-                computed.check(computed.runtime, isa_flags())
+                computed.check(computed.runtime, this_cpu_flags())
         except EdgeInferError as exc:  # e.g. an INT8 build refused by its accuracy gate
             first = computed.runtime if computed is not None else space.runtimes[0]
             trials.append(Trial(first, precision, space.threads[0], 1, error=str(exc)))
