@@ -131,9 +131,11 @@ def test_models_list_and_build(tmp_path: Path) -> None:
     assert "fp32: " in verbose.stdout and "efficientnet_lite0/fp32/model.onnx" in unwrapped
 
 
-def test_models_build_and_list_show_both_int8_agreements(home: Path) -> None:
+def test_models_build_and_list_show_both_int8_agreements(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the gate's figure (decisive held-out images) and the one over every held-out image, side by side
-    shown = re.compile(r"int8 \(fast\): top-1 (\d+\.\d)% of \d+ decisive, (\d+\.\d)% of all vs fp32 \(ok\)")
+    shown = re.compile(
+        r"int8 \(fast\): top-1 (\d+\.\d\d)% of \d+ decisive, (\d+\.\d\d)% of all vs fp32 \(ok\)"
+    )
     done = edgeinfer("models", "build", "mobilenet_v2", "-p", "int8", home=home)
     assert done.returncode == 0, done.stderr
     built = shown.search(" ".join(done.stdout.split()))
@@ -144,6 +146,13 @@ def test_models_build_and_list_show_both_int8_agreements(home: Path) -> None:
     quality = next(b["quality"] for b in mobilenet["builds"] if b["precision"] == "int8")
     assert quality["all_images_top1_agreement"] == pytest.approx(float(built[2]) / 100, abs=1e-3)
     assert quality["passed"] and quality["images"] > 100
+    assert quality["threshold"] == quality["threshold_at_build"] == 0.99
+    # the list judges a build as loading it would now: by the threshold as configured now
+    monkeypatch.setenv("EDGEINFER_MIN_TOP1_AGREEMENT", "0.95")
+    listing = json.loads(edgeinfer("models", "list", "--json", home=home).stdout)
+    mobilenet = next(row for row in listing["models"] if row["name"] == "mobilenet_v2")
+    quality = next(b["quality"] for b in mobilenet["builds"] if b["precision"] == "int8")
+    assert (quality["threshold"], quality["threshold_at_build"], quality["passed"]) == (0.95, 0.99, True)
 
 
 def test_models_build_unknown(tmp_path: Path) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeinfer.engine import Engine
 from edgeinfer.errors import InvalidInput, NotFound
 from edgeinfer.models.importer import ImportOptions, import_model
 from edgeinfer.models.repository import ModelRepository
+from edgeinfer.models.zoo import ZOO
 
 
 def _tflite() -> Path:
@@ -61,3 +63,95 @@ def test_bad_imports(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="zoo model name"):
         import_model(repo, tmp_path / "junk.pt", ImportOptions(name="mobilenet_v2"))
     assert repo.find("x") is None
+
+
+def _tiny_onnx(path: Path, size_px: int = 96, classes: int = 10) -> Path:
+    """A real ONNX classifier (mean colour per channel -> logits) taking size_px x size_px images."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((3, classes), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, size_px, size_px])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", classes])],
+        [weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _labels(path: Path, count: int) -> Path:
+    path.write_text("".join(f"thing {i}\n" for i in range(count)))
+    return path
+
+
+def test_normalization_options_replace_only_what_they_name(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path / "home")
+    source = _tiny_onnx(tmp_path / "tiny.onnx")
+    labels = _labels(tmp_path / "labels.txt", 10)
+    stored = import_model(repo, source, ImportOptions(name="tiny", labels_file=labels, mean=(0.5, 0.5, 0.5)))
+    preprocessing = stored.config.preprocessing
+    assert (preprocessing.crop_px, preprocessing.resize_shorter_px) == (96, 110)  # still the file's
+    assert preprocessing.mean == (0.5, 0.5, 0.5) and preprocessing.std == (0.229, 0.224, 0.225)
+    with Engine.load("tiny", runtime="onnxruntime", threads=1, repository=repo) as engine:
+        assert engine.classify(np.zeros((120, 160, 3), dtype=np.uint8)).top.label.startswith("thing ")
+    for given, said in (
+        ({"scale": 0.0}, "scale must not be zero"),
+        ({"std": (0.0, 1.0, 1.0)}, "std must not"),
+    ):
+        with pytest.raises(InvalidInput, match=said):
+            import_model(repo, source, ImportOptions(name="tiny2", labels_file=labels, **given))  # type: ignore[arg-type]
+
+
+def test_what_an_import_refuses_and_says(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path / "home")
+    source = _tiny_onnx(tmp_path / "tiny.onnx")
+    labels = _labels(tmp_path / "labels.txt", 10)
+    for name in ("", "sub/x", "../x", ".x"):
+        with pytest.raises(InvalidInput, match="is not a model name"):
+            import_model(repo, source, ImportOptions(name=name, labels_file=labels))
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(InvalidInput, match=r"empty\.onnx has no graph inputs or outputs"):
+        import_model(repo, empty, ImportOptions(name="empty", labels_file=labels))
+    with pytest.raises(InvalidInput, match=r"has 10 output classes but .*short\.txt names 2"):
+        import_model(repo, source, ImportOptions(name="tiny", labels_file=_labels(tmp_path / "short.txt", 2)))
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("".join(f"caf\xe9 {i}\n" for i in range(10)).encode("latin-1"))
+    with pytest.raises(InvalidInput, match=r"latin\.txt is not UTF-8 text"):
+        import_model(repo, source, ImportOptions(name="tiny", labels_file=latin))
+    assert repo.find("tiny") is None and repo.names() == sorted(ZOO)  # nothing was stored
+
+
+def test_a_config_whose_crop_the_model_cannot_take_fails_at_load_naming_the_config(tmp_path: Path) -> None:
+    import json
+
+    from edgeinfer.errors import IntegrityError
+
+    repo = ModelRepository(tmp_path / "home")
+    labels = _labels(tmp_path / "labels.txt", 10)
+    stored = import_model(
+        repo, _tiny_onnx(tmp_path / "tiny.onnx"), ImportOptions(name="tiny", labels_file=labels)
+    )
+    config_file = stored.directory / "config.json"
+    edited = json.loads(config_file.read_text())
+    edited["preprocessing"]["crop_px"] = 80
+    config_file.write_text(json.dumps(edited))
+    with pytest.raises(
+        IntegrityError, match=r"config.json crops images to 80x80 .* has shape \(None, 3, 96, 96\)"
+    ):
+        Engine.load("tiny", runtime="onnxruntime", threads=1, repository=repo)
+    (stored.directory / "labels.txt").write_bytes(b"\xff\xfe not utf-8\n" * 10)
+    edited["preprocessing"]["crop_px"] = 96
+    config_file.write_text(json.dumps(edited))
+    with pytest.raises(IntegrityError, match="cannot read labels"):
+        Engine.load("tiny", runtime="onnxruntime", threads=1, repository=repo)

@@ -100,7 +100,7 @@ def test_gate_refuses_below_threshold_and_stores_nothing(
     strict = GateSettings(min_top1_agreement=1.0, min_reference_confidence=0.0, min_reference_lead=1.0)
     build = builder(repo, ZOO["mobilenet_v2"], "int8", BuildSettings(recipe=TINY, gate=strict))
     target = ModelRepository(tmp_path)
-    with pytest.raises(QualityGateFailed, match=r"below the required 100\.0%.*ALLOW_FAILED_QUALITY"):
+    with pytest.raises(QualityGateFailed, match=r"below the required 100\.00%.*ALLOW_FAILED_QUALITY"):
         target.install("mobilenet_v2", "int8", build)
     assert target.find("mobilenet_v2", "int8") is None
     assert not [p for p in target.models_dir.iterdir() if p.name.startswith(".staging")]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from edgeinfer.errors import IntegrityError, ModelNotFound, RuntimeUnavailable
+from edgeinfer.errors import IntegrityError, InvalidInput, ModelNotFound, RuntimeUnavailable, StorageError
 from edgeinfer.models import repository
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.models.repository import HOME_ENV, ModelRepository, default_root, sha256_file
@@ -137,6 +138,93 @@ def test_remove(tmp_path: Path) -> None:
         repo.remove("mobilenet_v2")
 
 
+def test_names_that_are_not_one_folder_are_refused_and_nothing_outside_is_deleted(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    repo = ModelRepository(str(home))  # a str root works as well as a Path
+    repo.build("mobilenet_v2")
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    for name in ("..", ".", "", str(outside), "../precious", "a/b", ".hidden", "x" * 101):
+        with pytest.raises(InvalidInput, match="is not a model name"):
+            repo.remove(name)
+        with pytest.raises(InvalidInput, match="is not a model name"):
+            repo.get(name)
+    assert (outside / "keep.txt").read_text() == "mine"
+    assert repo.find("mobilenet_v2") is not None and home.is_dir()
+    with pytest.raises(ModelNotFound, match="'mobilenet_v2' is not built in fp16"):
+        repo.remove("mobilenet_v2", "fp16")  # its fp32 build is there: the message names the precision
+    with pytest.raises(InvalidInput, match="unknown precision 'bf16'"):
+        repo.remove("mobilenet_v2", "bf16")
+
+
+def test_concurrent_installs_of_one_name_take_turns(tmp_path: Path) -> None:
+    import threading
+
+    repo = ModelRepository(tmp_path)
+    config = repo.build("mobilenet_v2").config
+    errors: list[BaseException] = []
+
+    def builder(staging: Path) -> ModelConfig:
+        (staging / config.file).write_bytes(b"model")
+        return config
+
+    def installs() -> None:
+        try:
+            for _ in range(15):
+                repo.install("mine", "fp32", builder)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=installs) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert (tmp_path / "models" / "mine" / "fp32" / config.file).read_bytes() == b"model"
+    assert [
+        p.name for p in (tmp_path / "models").iterdir() if p.name.startswith((".trash", ".staging"))
+    ] == []
+
+
+def test_a_home_that_is_a_file_is_a_storage_error(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for root in (afile, afile / "below"):
+        with pytest.raises(StorageError, match="cannot write to the model repository"):
+            ModelRepository(root).build("mobilenet_v2")
+
+
+def test_a_config_edited_with_wrong_types_is_an_integrity_error_naming_the_field(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    stored = repo.build("mobilenet_v2")
+    original = json.loads((stored.directory / "config.json").read_text())
+    edits = {
+        ("file",): (None, "file: expected str, got None"),
+        ("extra",): ([], "extra: expected dict, got []"),
+        ("labels",): (5, "labels: expected str, got 5"),
+        ("format",): ("pt", "format: expected 'onnx' or 'tflite', got 'pt'"),
+        ("preprocessing", "crop_px"): (200.5, "preprocessing.crop_px: expected int, got 200.5"),
+        ("inputs",): (
+            [{"name": "x", "dtype": "float32", "shape": [None, 3, "a", 224]}],
+            "inputs[0].shape[2]: expected int, got 'a'",
+        ),
+        ("preprocessing", "scale"): (0, "scale must not be zero"),
+    }
+    for path, (value, said) in edits.items():
+        edited = json.loads(json.dumps(original))
+        edited_part = edited
+        for key in path[:-1]:
+            edited_part = edited_part[key]
+        edited_part[path[-1]] = value
+        (stored.directory / "config.json").write_text(json.dumps(edited))
+        with pytest.raises(IntegrityError, match=re.escape(said)):
+            repo.find("mobilenet_v2")
+    (stored.directory / "config.json").write_text(json.dumps({**original, "quality": None}))
+    assert repo.find("mobilenet_v2") is not None  # optional fields may be null
+
+
 def test_root_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(HOME_ENV, str(tmp_path / "x"))
     assert default_root() == tmp_path / "x"
@@ -226,7 +314,9 @@ def test_a_build_below_the_gate_is_refused_on_load_unless_allowed(
     _with_quality(local, "fp16", 0.971, passed=False)  # stored under $EDGEINFER_ALLOW_FAILED_QUALITY
     monkeypatch.delenv("EDGEINFER_ALLOW_FAILED_QUALITY", raising=False)
     monkeypatch.delenv("EDGEINFER_MIN_TOP1_AGREEMENT", raising=False)
-    with pytest.raises(QualityGateFailed, match=r"97\.1% of 242 .* below the required 99\.0%"):
+    with pytest.raises(
+        QualityGateFailed, match=r"97\.10% of 242 decisive held-out images, below the required 99\.00%"
+    ):
         local.get("mobilenet_v2", "fp16")
     with pytest.raises(QualityGateFailed, match="--force"):
         local.build("mobilenet_v2", "fp16")  # found, not silently returned (nor rebuilt: same result)
@@ -244,7 +334,7 @@ def test_a_build_below_the_gate_is_refused_on_load_unless_allowed(
     assert local.get("mobilenet_v2", "fp16").config.quality is not None
     _with_quality(local, "fp16", 0.996, passed=True)
     monkeypatch.setenv("EDGEINFER_MIN_TOP1_AGREEMENT", "0.999")  # stricter than when it was built
-    with pytest.raises(QualityGateFailed, match=r"below the required 99\.9%"):
+    with pytest.raises(QualityGateFailed, match=r"below the required 99\.90%"):
         local.get("mobilenet_v2", "fp16")
     monkeypatch.setenv("EDGEINFER_MIN_TOP1_AGREEMENT", "nan")
     with pytest.raises(InvalidInput, match="EDGEINFER_MIN_TOP1_AGREEMENT"):

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from edgeinfer.cli.common import add_repository_arg, repository
 from edgeinfer.errors import IntegrityError
+from edgeinfer.models.quality import GateSettings
 from edgeinfer.models.recipes import INT8_RECIPES, outdated
 from edgeinfer.models.repository import CONFIG_FILE, PRECISIONS, ModelRepository, StoredModel
 from edgeinfer.models.zoo import ZOO
@@ -125,7 +126,7 @@ def _build_details(build: dict[str, Any]) -> str:
     parts = [build["path"], f"sha256 {build['file_sha256']}"]
     quality = build.get("quality")
     if quality:
-        parts.append(f"gate: top-1 >= {quality['threshold']:.1%} of decisive held-out images")
+        parts.append(f"gate: top-1 >= {quality['threshold']:.2%} of decisive held-out images")
     if build.get("recipe"):
         parts.append(f"recipe {build['recipe']}")
     return "; ".join(parts)
@@ -141,8 +142,8 @@ def _quality_text(build: dict[str, Any]) -> str:
         labels.append("outdated")
     recipe = f" ({', '.join(labels)})" if labels else ""
     every = q.get("all_images_top1_agreement")
-    every_text = "" if every is None else f", {every:.1%} of all"
-    decisive = f"top-1 {q['top1_agreement']:.1%} of {q['images']} decisive{every_text}"
+    every_text = "" if every is None else f", {every:.2%} of all"
+    decisive = f"top-1 {q['top1_agreement']:.2%} of {q['images']} decisive{every_text}"
     return f"{build['precision']}{recipe}: {decisive} vs fp32 ({verdict})"
 
 
@@ -183,6 +184,8 @@ def _build_row(stored: StoredModel) -> dict[str, Any]:
     config = stored.config
     quality = config.quality
     details = config.extra.get("quality", {})  # what the build measured beyond the gate
+    # judged as loading it would be now: by the gate's threshold as configured, not as at build time
+    threshold = GateSettings.from_env().min_top1_agreement
     try:
         stored.verify()
         damaged = None
@@ -208,7 +211,8 @@ def _build_row(stored: StoredModel) -> dict[str, Any]:
             "top5_overlap": quality.top5_overlap,
             "images": quality.images,
             "all_images_top1_agreement": details.get("all_images_top1_agreement"),
-            "threshold": quality.threshold,
-            "passed": quality.passed,
+            "threshold": threshold,
+            "passed": quality.top1_agreement >= threshold,
+            "threshold_at_build": quality.threshold,
         },
     }

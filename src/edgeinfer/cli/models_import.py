@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from edgeinfer.cli.common import add_repository_arg, repository
-from edgeinfer.models.config import Preprocessing
 from edgeinfer.models.importer import ImportOptions, import_model
 
 
@@ -30,21 +29,12 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    preprocessing = None
-    if args.mean or args.std or args.scale:
-        base = Preprocessing()
-        preprocessing = Preprocessing(
-            resize_shorter_px=base.resize_shorter_px,
-            crop_px=base.crop_px,
-            scale=args.scale if args.scale is not None else base.scale,
-            mean=tuple(args.mean) if args.mean else base.mean,
-            std=tuple(args.std) if args.std else base.std,
-            layout="NHWC" if args.file.suffix == ".tflite" else "NCHW",
-        )
     options = ImportOptions(
         name=args.name,
         labels_file=args.labels,
-        preprocessing=preprocessing,
+        scale=args.scale,
+        mean=None if args.mean is None else tuple(args.mean),
+        std=None if args.std is None else tuple(args.std),
         output_is_probability=not args.logits,
         license=args.license,
     )

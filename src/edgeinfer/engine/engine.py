@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.engine.results import Classification, Prediction, StageTimings
-from edgeinfer.errors import InvalidInput
+from edgeinfer.errors import IntegrityError, InvalidInput
 from edgeinfer.imaging.decode import DecodeOptions, ImageSource, decode_image
 from edgeinfer.imaging.preprocess import Preprocessor
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.models.labels import load_labels
 from edgeinfer.models.precision import COMPUTED, PRECISIONS, build_of
-from edgeinfer.models.repository import ModelRepository, StoredModel
-from edgeinfer.runtimes.base import Runtime, RuntimeOptions
+from edgeinfer.models.repository import ModelRepository, StoredModel, rebuild_hint
+from edgeinfer.runtimes.base import Runtime, RuntimeOptions, TensorSpec
 
 __all__ = ["Classification", "Engine", "EngineOptions", "Prediction", "StageTimings"]
 
@@ -54,6 +54,11 @@ class Engine:
         load_ns: int = 0,
         precision: str | None = None,
     ) -> None:
+        try:
+            _check_crop(stored, runtime.inputs[0])
+        except IntegrityError:
+            runtime.close()
+            raise
         self.stored = stored
         self.config: ModelConfig = stored.config
         # what it computes in: the build's precision, or one computed from it (``bf16``)
@@ -250,6 +255,19 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     exp = np.exp(shifted)
     result: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
     return result
+
+
+def _check_crop(stored: StoredModel, spec: TensorSpec) -> None:
+    """A config whose crop the model cannot take (edited by hand, or a wrong import) is the model's
+    fault, said at load; otherwise every image would be refused as if it were the image's."""
+    preprocessing = stored.config.preprocessing
+    spatial = spec.shape[2:4] if preprocessing.layout == "NCHW" else spec.shape[1:3]
+    crop = preprocessing.crop_px
+    if len(spec.shape) == 4 and any(size is not None and size != crop for size in spatial):
+        raise IntegrityError(
+            f"{stored.directory / 'config.json'} crops images to {crop}x{crop} ({preprocessing.layout}), "
+            f"but the model's input {spec.name!r} has shape {spec.shape}; {rebuild_hint(stored.config)}"
+        )
 
 
 def _resolve(

@@ -7,11 +7,13 @@ layout, preprocessing, labels, precision, and where the weights came from.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from edgeinfer.errors import IntegrityError
+from edgeinfer.models.json_types import mistyped
 from edgeinfer.runtimes.base import Quantization, TensorSpec
 
 CONFIG_SCHEMA_VERSION = 1
@@ -37,6 +39,8 @@ class Preprocessing:
             )
         if any(s == 0 for s in self.std):
             raise ValueError("std must not contain zeros")
+        if self.scale == 0 or not all(math.isfinite(v) for v in (self.scale, *self.mean, *self.std)):
+            raise ValueError("scale must not be zero, and scale, mean and std must be finite numbers")
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
         try:
-            return cls(
+            config = cls(
                 name=raw["name"],
                 version=raw["version"],
                 task=raw["task"],
@@ -117,6 +121,10 @@ class ModelConfig:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"model config is malformed ({exc!r}); rebuild the model") from exc
+        wrong = mistyped(config, ModelConfig)
+        if wrong is not None:
+            raise IntegrityError(f"model config is malformed ({wrong}); rebuild the model")
+        return config
 
     @classmethod
     def read(cls, path: Path) -> ModelConfig:

@@ -9,7 +9,7 @@ from pathlib import Path
 from edgeinfer import __version__
 from edgeinfer.errors import InvalidInput, NotFound
 from edgeinfer.models.config import ModelConfig, Preprocessing, Provenance
-from edgeinfer.models.repository import ModelRepository, StoredModel, sha256_file
+from edgeinfer.models.repository import ModelRepository, StoredModel, check_model_name, sha256_file
 from edgeinfer.models.zoo import IMAGENET_LABELS, ZOO
 from edgeinfer.runtimes.base import TensorSpec, model_format
 
@@ -19,11 +19,18 @@ IMAGENET_CROP_RATIO = 0.875  # 224 / 256: the usual resize-then-crop ratio of Im
 
 @dataclass(frozen=True)
 class ImportOptions:
-    """What the file cannot tell us itself. ``None`` means: take it from the file, or the usual default."""
+    """What the file cannot tell us itself. ``None`` means: take it from the file, or the usual default.
+
+    ``preprocessing`` replaces what the file implies as a whole; ``scale``, ``mean`` and ``std``
+    replace only that part of it (the crop and layout still come from the model's input).
+    """
 
     name: str
     labels_file: Path | None = None
     preprocessing: Preprocessing | None = None
+    scale: float | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     output_is_probability: bool = True
     license: str = "unknown (brought by the user)"
     origin: str | None = None
@@ -31,6 +38,7 @@ class ImportOptions:
 
 def import_model(repo: ModelRepository, source: Path, options: ImportOptions) -> StoredModel:
     """Copy ``source`` into the repository with a config built from what the file says."""
+    check_model_name(options.name)
     if options.name in ZOO:
         raise InvalidInput(f"{options.name!r} is a zoo model name; import under another name")
     if not source.is_file():
@@ -40,14 +48,22 @@ def import_model(repo: ModelRepository, source: Path, options: ImportOptions) ->
         inputs, outputs, preprocessing, labels = _describe_tflite(source)
     else:
         inputs, outputs, preprocessing, labels = _describe_onnx(source)
-    if options.preprocessing is not None:
-        preprocessing = options.preprocessing
+    if not inputs or not outputs:
+        raise InvalidInput(f"{source.name} has no graph inputs or outputs: it is not a usable model")
+    preprocessing = _preprocessing(preprocessing, options)
     if options.labels_file is not None:
         labels = _read_labels(options.labels_file)
-    classes = outputs[0].shape[-1] if outputs and outputs[0].shape else None
+    classes = outputs[0].shape[-1] if outputs[0].shape else None
     if labels is None and classes != 1000:
+        shown = "an unknown number of" if classes is None else str(classes)
         raise InvalidInput(
-            f"{source.name} has {classes} output classes and no embedded labels; pass --labels FILE"
+            f"{source.name} has {shown} output classes and no embedded labels; pass --labels FILE"
+        )
+    if labels is not None and isinstance(classes, int) and len(labels) != classes:
+        where = options.labels_file or "its embedded labels"
+        raise InvalidInput(
+            f"{source.name} has {classes} output classes but {where} names {len(labels)}: "
+            "give one label a line, one line per class"
         )
 
     def build(staging: Path) -> ModelConfig:
@@ -132,6 +148,20 @@ def _describe_onnx(
     )
 
 
+def _preprocessing(found: Preprocessing, options: ImportOptions) -> Preprocessing:
+    """What the file implies, with the caller's replacements."""
+    base = options.preprocessing or found
+    try:
+        return replace(
+            base,
+            scale=base.scale if options.scale is None else options.scale,
+            mean=base.mean if options.mean is None else options.mean,
+            std=base.std if options.std is None else options.std,
+        )
+    except ValueError as exc:
+        raise InvalidInput(f"preprocessing: {exc}") from exc
+
+
 def _precision(inputs: tuple[TensorSpec, ...]) -> str:
     quantized = any(spec.quantization is not None for spec in inputs)
     return "int8" if quantized else "fp32"
@@ -139,6 +169,10 @@ def _precision(inputs: tuple[TensorSpec, ...]) -> str:
 
 def _read_labels(path: Path) -> tuple[str, ...]:
     try:
-        return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"labels file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
     except OSError as exc:
-        raise NotFound(f"cannot read labels file {path}: {exc}") from exc
+        raise NotFound(f"cannot read labels file {path}: {exc.strerror or exc}") from exc

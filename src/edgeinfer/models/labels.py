@@ -27,7 +27,9 @@ def load_labels(spec: str, model_dir: Path) -> tuple[str, ...]:
     if spec.startswith("file:"):
         path = model_dir / spec.removeprefix("file:")
         try:
-            return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-        except OSError as exc:
+            return tuple(
+                line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            )
+        except (OSError, UnicodeDecodeError) as exc:
             raise IntegrityError(f"cannot read labels {path}: {exc}; rebuild or re-import the model") from exc
     raise IntegrityError(f"unknown labels spec {spec!r} in model config")

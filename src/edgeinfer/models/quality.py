@@ -144,10 +144,11 @@ def enforce(comparison: Comparison, settings: GateSettings, what: str) -> None:
     report = comparison.report
     if report.passed or settings.allow_failed:
         return
+    every = comparison.details["all_images_top1_agreement"]
     raise QualityGateFailed(
-        f"{what} agrees with FP32 on the top-1 class of {report.top1_agreement:.1%} of {report.images} "
-        f"held-out images (all held-out images: {comparison.details['all_images_top1_agreement']:.1%}), "
-        f"below the required {report.threshold:.1%}; nothing was stored. Lower the threshold with "
+        f"{what} agrees with FP32 on the top-1 class of {report.top1_agreement:.2%} of {report.images} "
+        f"decisive held-out images (all held-out images: {every:.2%}), "
+        f"below the required {report.threshold:.2%}; nothing was stored. Lower the threshold with "
         f"${MIN_AGREEMENT_ENV}=0.95, or store it flagged as failed with ${ALLOW_FAILED_ENV}=1"
     )
 

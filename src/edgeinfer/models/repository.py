@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -31,6 +32,12 @@ from edgeinfer.models.zoo import ZOO, zoo_entry
 logger = logging.getLogger(__name__)
 
 HOME_ENV = "EDGEINFER_HOME"
+# What a repository that cannot be written says: read-only, not ours, full, or not a folder at all
+# (--home naming a file, or a path through one).
+_STORAGE_ERRNOS = (
+    errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.ENOENT,
+    errno.EEXIST,
+)  # fmt: skip
 CONFIG_FILE = "config.json"
 PRECISIONS = BUILD_PRECISIONS  # what a model is built in (bf16 is computed from fp32: models/precision.py)
 #: A file verified once is not hashed again in this process while its size, inode, modification
@@ -38,11 +45,23 @@ PRECISIONS = BUILD_PRECISIONS  # what a model is built in (bf16 is computed from
 #: write within the file system's clock tick of a verification cannot hide behind equal times.
 VERIFIED_SETTLED_NS = 2_000_000_000
 _verified: dict[tuple[Path, str], tuple[int, int, int, int]] = {}
+#: A model's name is one folder under ``models/``: no separators, no leading dot, nothing empty.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 def default_root() -> Path:
     env = os.environ.get(HOME_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "edgeinfer"
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it can name a model here; InvalidInput otherwise (it becomes a folder name)."""
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"{name!r} is not a model name: use 1-100 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 def sha256_file(path: Path) -> str:
@@ -109,14 +128,16 @@ Builder = Callable[[Path], ModelConfig]
 class ModelRepository:
     """Built models under one root directory."""
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = (root or default_root()).expanduser()
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root or default_root()).expanduser()
         self.models_dir = self.root / "models"
         self._warned: set[Path] = set()
         self._warned_gate: set[Path] = set()
 
     def model_dir(self, name: str, precision: str = "fp32") -> Path:
-        return self.models_dir / name / precision
+        if precision not in PRECISIONS:
+            raise InvalidInput(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        return self.models_dir / check_model_name(name) / precision
 
     def find(self, name: str, precision: str = "fp32") -> StoredModel | None:
         """The built model, or None if it is not built (yet)."""
@@ -200,7 +221,7 @@ class ModelRepository:
                 except IntegrityError:
                     pass  # rebuild over a damaged copy
             builder = self._builder(name, precision, recipe)
-            return self.install(name, precision, builder)
+            return self._install(name, precision, builder)
 
     def _intact(self, name: str, precision: str, recipe: str | None) -> StoredModel | None:
         """The stored build :meth:`build` would return as it is, found without taking the lock."""
@@ -219,36 +240,52 @@ class ModelRepository:
         return existing
 
     def install(self, name: str, precision: str, builder: Builder) -> StoredModel:
-        """Run ``builder`` in a staging folder, then move the result into place atomically."""
+        """Run ``builder`` in a staging folder, then move the result into place atomically, under
+        the build's lock (two installs of one name and precision take turns)."""
+        with self._lock(name, precision):
+            return self._install(name, precision, builder)
+
+    def _install(self, name: str, precision: str, builder: Builder) -> StoredModel:
+        target = self.model_dir(name, precision)
         with self._writing():
             self.models_dir.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=self.models_dir))
         try:
             config = builder(staging)
-            (staging / CONFIG_FILE).write_text(config.to_json())
-            target = self.model_dir(name, precision)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                trash = Path(tempfile.mkdtemp(prefix=f".trash-{name}-", dir=self.models_dir))
-                target.rename(trash / "old")
-                staging.rename(target)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                staging.rename(target)
+            with self._writing():
+                (staging / CONFIG_FILE).write_text(config.to_json())
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.exists():
+                    trash = Path(tempfile.mkdtemp(prefix=f".trash-{name}-", dir=self.models_dir))
+                    target.rename(trash / "old")
+                    try:
+                        staging.rename(target)
+                    except OSError:
+                        (trash / "old").rename(target)  # the old build back, not lost in the trash
+                        raise
+                    finally:
+                        shutil.rmtree(trash, ignore_errors=True)
+                else:
+                    staging.rename(target)
             return StoredModel(config, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
     def remove(self, name: str, precision: str | None = None) -> None:
-        target = self.models_dir / name if precision is None else self.model_dir(name, precision)
-        if not target.exists():
-            raise ModelNotFound(f"model {name!r} is not built")
-        shutil.rmtree(target)
+        """Delete one build, or every build of ``name``; only ever a folder under ``models/``."""
+        target = self.models_dir / check_model_name(name)
+        if precision is not None:
+            target = self.model_dir(name, precision)
+        if not target.is_dir():
+            built = "" if precision is None or not target.parent.is_dir() else f" in {precision}"
+            raise ModelNotFound(f"model {name!r} is not built{built}")
+        with self._lock(name, precision or "all"), self._writing():
+            shutil.rmtree(target)
 
     def names(self) -> list[str]:
         """Every model name known here: the zoo plus anything imported or built."""
         built = (
-            {p.name for p in self.models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+            {p.name for p in self.models_dir.iterdir() if p.is_dir() and _MODEL_NAME.fullmatch(p.name)}
             if self.models_dir.is_dir()
             else set()
         )
@@ -304,8 +341,8 @@ class ModelRepository:
             return
         config = stored.config
         figure = (
-            f"top-1 agreement with FP32 {quality.top1_agreement:.1%} of {quality.images} held-out "
-            f"images, below the required {settings.min_top1_agreement:.1%}"
+            f"top-1 agreement with FP32 {quality.top1_agreement:.2%} of {quality.images} decisive held-out "
+            f"images, below the required {settings.min_top1_agreement:.2%}"
         )
         if not settings.allow_failed:
             raise QualityGateFailed(
@@ -326,7 +363,7 @@ class ModelRepository:
         try:
             yield
         except OSError as exc:
-            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+            if exc.errno not in _STORAGE_ERRNOS:
                 raise
             raise StorageError(
                 f"cannot write to the model repository {self.root}: {exc.strerror}; set "
