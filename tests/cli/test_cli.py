@@ -94,10 +94,11 @@ def test_classify_passes_runtime_options(home: Path, photos: dict[str, Path]) ->
         assert "Traceback" not in done.stderr
 
 
-def test_threads_below_one_are_refused_by_the_parser(home: Path, photos: dict[str, Path]) -> None:
-    for value, reason in (("0", "at least 1, got 0"), ("-3", "at least 1, got -3"), ("two", "got 'two'")):
-        done = edgeinfer("classify", "--threads", value, str(photos["coffee"]), home=home)
-        assert done.returncode == 2 and reason in done.stderr and "Traceback" not in done.stderr
+def test_threads_and_top_k_below_one_are_refused_by_the_parser(home: Path, photos: dict[str, Path]) -> None:
+    for option in ("--threads", "--top-k"):
+        for value, reason in (("0", "at least 1, got 0"), ("-3", "at least 1, got -3"), ("two", "got 'two'")):
+            done = edgeinfer("classify", option, value, str(photos["coffee"]), home=home)
+            assert done.returncode == 2 and reason in done.stderr and "Traceback" not in done.stderr
 
 
 def test_unknown_model_exit_code(home: Path, photos: dict[str, Path]) -> None:

@@ -29,6 +29,13 @@ def test_which_builds_litert_runs(repo: ModelRepository) -> None:
     assert alternate_runtimes("tflite") == ()  # LiteRT runs those itself
 
 
+def test_litert_for_a_zoo_build_it_cannot_run_is_refused_before_building_it(tmp_path: Path) -> None:
+    empty = ModelRepository(tmp_path)
+    with pytest.raises(RuntimeUnavailable, match=r"LiteRT runs mobilenet_v2 in FP32 only .* not fp16"):
+        Engine.load("mobilenet_v2", runtime="tflite", precision="fp16", repository=empty)
+    assert empty.find("mobilenet_v2", "fp16") is None  # nothing was built for it
+
+
 def test_the_engine_runs_a_zoo_model_on_litert_and_auto_measures_it(
     repo: ModelRepository, photos: dict[str, Path]
 ) -> None:

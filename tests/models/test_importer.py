@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgeinfer.engine import Engine
-from edgeinfer.errors import InvalidInput, NotFound
+from edgeinfer.errors import InvalidInput, ModelNotFound, NotFound
 from edgeinfer.models.importer import ImportOptions, import_model
 from edgeinfer.models.repository import ModelRepository
 from edgeinfer.models.zoo import ZOO
@@ -47,6 +47,10 @@ def test_onnx_import_uses_imagenet_labels(
     assert stored.config.labels == "imagenet-1k"
     with Engine.load("my_mobilenet", runtime="onnxruntime", threads=1, repository=other) as engine:
         assert engine.classify(photos["coffee"]).top.label == "espresso"
+    with pytest.raises(InvalidInput, match="cannot rebuild its fp32 build; import the file again"):
+        other.build("my_mobilenet", force=True)
+    with pytest.raises(ModelNotFound, match="was imported, not built from the zoo; it has no int8 build"):
+        other.build("my_mobilenet", "int8")
 
 
 def test_bad_imports(tmp_path: Path) -> None:

@@ -91,6 +91,11 @@ def test_keras_refuses_a_build_it_would_not_really_run(mobilenet: StoredModel) -
         registry.open_runtime("keras", int8, RuntimeOptions(threads=1))
 
 
+def test_runtime_options_are_refused_not_ignored(mobilenet: StoredModel) -> None:
+    with pytest.raises(InvalidInput, match=r"runtime 'keras' takes no runtime options, got \['foo'\]"):
+        registry.open_runtime("keras", mobilenet, RuntimeOptions(threads=1, extra={"foo": "bar"}))
+
+
 def test_a_checkpoint_with_the_wrong_checksum_is_refused(mobilenet: StoredModel) -> None:
     checkpoint = registry._keras_checkpoint(mobilenet)
     with pytest.raises(IntegrityError, match="sha256 mismatch"):

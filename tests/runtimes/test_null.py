@@ -51,6 +51,11 @@ def test_loads_specs_from_an_onnx_file_without_taking_threads(tiny_onnx: TinyMod
         assert runtime.run({"x": np.zeros((3, 3, 8, 8), np.float32)})["y"].shape == (3, 4)
 
 
+def test_runtime_options_are_refused_not_ignored(tiny_onnx: TinyModel) -> None:
+    with pytest.raises(InvalidInput, match=r"runtime 'null' takes no runtime options, got \['foo'\]"):
+        NullFactory().load(tiny_onnx.path, RuntimeOptions(extra={"foo": "bar"}))
+
+
 def test_loads_specs_from_a_tflite_file(efficientnet_tflite: Path) -> None:
     pytest.importorskip("ai_edge_litert")
     with NullFactory().load(efficientnet_tflite, RuntimeOptions()) as runtime:

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edgeinfer.cli.common import add_engine_args, load_engine
+from edgeinfer.cli.common import add_engine_args, load_engine, positive_int
 from edgeinfer.engine import Classification, Engine
 from edgeinfer.errors import EdgeInferError
 
@@ -20,7 +20,9 @@ def register(subparsers: Any) -> None:
         "classify", help="classify images (top-k ImageNet labels with scores)"
     )
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, BMP, GIF, TIFF...)")
-    parser.add_argument("--top-k", "-k", type=int, default=5, help="labels per image (default: %(default)s)")
+    parser.add_argument(
+        "--top-k", "-k", type=positive_int, default=5, help="labels per image (default: %(default)s)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_engine_args(parser)
     parser.set_defaults(handler=run)

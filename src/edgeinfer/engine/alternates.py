@@ -21,6 +21,15 @@ def alternate_runtimes(fmt: str) -> tuple[str, ...]:
     return ("litert",) if fmt == "onnx" and factory("litert").available() else ()
 
 
+def litert_fp32_only(name: str, precision: str) -> str:
+    """Why LiteRT cannot run an ONNX build of ``name`` in ``precision``."""
+    return (
+        f"LiteRT runs {name} in FP32 only (a .tflite converted from the FP32 ONNX build), not "
+        f"{precision}; use onnxruntime or openvino for {precision}, or import a .tflite you have "
+        "(edgeinfer models import)"
+    )
+
+
 def litert_files(config: ModelConfig, onnx_path: Path, runtime: str) -> dict[str, Callable[[], Path]]:
     """``{"litert": twin}`` when ``runtime`` (a runtime's name or alias, or ``"auto"``) may run this
     ONNX build on LiteRT through its TFLite twin, else ``{}``; ``twin()`` returns the twin's path,
@@ -40,11 +49,7 @@ def litert_files(config: ModelConfig, onnx_path: Path, runtime: str) -> dict[str
         if not named:
             return {}
         if config.precision != "fp32":
-            raise RuntimeUnavailable(
-                f"LiteRT runs {config.name} in FP32 only (a .tflite converted from the FP32 ONNX "
-                f"build), not {config.precision}; use onnxruntime or openvino for {config.precision}, "
-                "or import a .tflite you have (edgeinfer models import)"
-            )
+            raise RuntimeUnavailable(litert_fp32_only(config.name, config.precision))
         raise RuntimeUnavailable("runtime 'litert' is not installed; pip install 'edgeinfer[litert]'")
 
     def twin() -> Path:

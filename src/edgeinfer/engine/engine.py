@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.engine.results import Classification, Prediction, StageTimings
-from edgeinfer.errors import IntegrityError, InvalidInput
+from edgeinfer.errors import IntegrityError, InvalidInput, RuntimeUnavailable
 from edgeinfer.imaging.decode import DecodeOptions, ImageSource, decode_image
 from edgeinfer.imaging.preprocess import Preprocessor
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.models.labels import load_labels
 from edgeinfer.models.precision import COMPUTED, PRECISIONS, build_of
 from edgeinfer.models.repository import ModelRepository, StoredModel, rebuild_hint
+from edgeinfer.models.zoo import ZOO
 from edgeinfer.runtimes.base import Runtime, RuntimeOptions, TensorSpec
 
 __all__ = ["Classification", "Engine", "EngineOptions", "Prediction", "StageTimings"]
@@ -276,7 +277,7 @@ def _resolve(
     """The repository, the verified build, the runtime to open (the tuned choice for ``auto`` where
     ``edgeinfer tune`` measured this machine), the other files runtimes may run instead, and the
     tuned winning trial behind that choice (None when ``auto`` was not asked or not tuned here)."""
-    from edgeinfer.engine.alternates import litert_files
+    from edgeinfer.engine.alternates import litert_files, litert_fp32_only
     from edgeinfer.runtimes.registry import canonical
     from edgeinfer.system.machine import this_cpu_flags
     from edgeinfer.tune.store import tuned_best
@@ -284,10 +285,14 @@ def _resolve(
     if precision is not None and precision not in PRECISIONS:
         raise InvalidInput(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     repo = repository if isinstance(repository, ModelRepository) else ModelRepository(repository)
-    stored = repo.get(model, build_of(precision))
+    name = runtime.strip().lower()
+    build = build_of(precision)
+    if model in ZOO and build not in (None, "fp32") and name != "auto" and canonical(name) == "litert":
+        # zoo builds are ONNX: refused before a build LiteRT could not run is made
+        raise RuntimeUnavailable(litert_fp32_only(model, build))
+    stored = repo.get(model, build)
     stored.verify()
     computed = COMPUTED.get(precision or "")
-    name = runtime.strip().lower()
     if computed is not None:  # one runtime computes it: no probe
         runtime = computed.check(name if name == "auto" else canonical(name), this_cpu_flags())
     tuned = None

@@ -297,6 +297,11 @@ class ModelRepository:
 
     def _builder(self, name: str, precision: str, recipe: str | None = None) -> Builder:
         if name not in ZOO:
+            if self.model_dir(name, precision).is_dir():
+                raise InvalidInput(
+                    f"model {name!r} was imported, not built from the zoo: edgeinfer cannot rebuild its "
+                    f"{precision} build; import the file again to replace it (edgeinfer models import)"
+                )
             if self.models_dir.joinpath(name).is_dir():
                 raise ModelNotFound(
                     f"model {name!r} was imported, not built from the zoo; it has no {precision} build"

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.errors import IntegrityError, NotFound, NotReady, RuntimeUnavailable
+from edgeinfer.errors import IntegrityError, InvalidInput, NotFound, NotReady, RuntimeUnavailable
 from edgeinfer.runtimes.base import (
     ClosingRuntime,
     PackagedFactory,
@@ -94,6 +94,8 @@ class KerasFactory(PackagedFactory):
         """Build MobileNetV2 from the torch checkpoint ``model_path``, checked against ``expected_sha256``."""
         if not self.available():
             raise RuntimeUnavailable("runtime 'keras' is not installed; pip install 'edgeinfer[keras]'")
+        if options.extra:
+            raise InvalidInput(f"runtime 'keras' takes no runtime options, got {sorted(options.extra)}")
         if not model_path.is_file():
             raise NotFound(f"checkpoint {model_path} does not exist")
         # The one import from the models layer: its safe checkpoint reader (no torch, no pickle.load).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeinfer.errors import IntegrityError, NotFound, NotReady
+from edgeinfer.errors import IntegrityError, InvalidInput, NotFound, NotReady
 from edgeinfer.runtimes.base import (
     ClosingRuntime,
     RuntimeOptions,
@@ -77,7 +77,8 @@ class NullFactory:
         return __version__
 
     def load(self, model_path: Path, options: RuntimeOptions) -> NullRuntime:
-        del options  # nothing to run, so nothing to tune
+        if options.extra:  # nothing to run, so nothing to tune: threads are ignored, options refused
+            raise InvalidInput(f"runtime 'null' takes no runtime options, got {sorted(options.extra)}")
         if not model_path.is_file():
             raise NotFound(f"model file {model_path} does not exist")
         if model_format(model_path) == "tflite":
