@@ -43,6 +43,11 @@ def config(runtime: str, p90_ms: float, offline: float, status: str = "ok") -> C
 
 def test_aliases_and_matrix_order() -> None:
     assert runtime_name("ORT") == "onnxruntime" and runtime_name("tflite") == "litert"
+    # one table of spellings for every command: the registry's (tune, classify, serve use it too)
+    from edgeinfer.runtimes.registry import canonical
+
+    for spelling in ("ort", "onnx", "ov", "tflite", "tf", "tensorflow", "OpenVINO"):
+        assert runtime_name(spelling) == canonical(spelling)
     specs = expand("mobilenet_v2", ["ort", "onnxruntime", "keras"], ["fp32", "int8"], [1, None])
     assert [s.label for s in specs] == [
         "onnxruntime/fp32/t1",

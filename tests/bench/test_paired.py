@@ -65,3 +65,14 @@ def test_every_sample_is_used_and_zero_duration_skips(built_home: Path, bench_sa
         result = measure_paired(engine, bench_samples[:3], 0.01, min_rounds=6)
     assert result is not None and result.model_only.latency.count >= 6
     assert len(set(seen)) == 3  # three different samples' tensors reached the runtime
+
+
+def test_a_sample_the_engine_refuses_is_left_out_and_counted(
+    built_home: Path, bench_samples: list[Sample]
+) -> None:
+    broken = Sample("broken.jpg", b"\xff\xd8\xff not really a JPEG")
+    with Engine.load("mobilenet_v2", runtime="null", threads=1, repository=built_home) as engine:
+        result = measure_paired(engine, [broken, *bench_samples[:2]], 0.01, min_rounds=4)
+        assert result is not None and result.model_only.latency.count >= 4
+        assert result.model_only.samples_left_out == 1
+        assert measure_paired(engine, [broken], 0.01) is None  # nothing left to time

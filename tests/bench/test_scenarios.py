@@ -59,6 +59,18 @@ def test_quick_settings_reach_loadgen() -> None:
     assert ts.multi_stream_expected_latency_ns == 80_000_000
 
 
+def test_offline_sizes_its_query_for_every_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warm-up measures one thread's rate; with two workers on two cores the run goes up to twice
+    as fast, and a query sized for one would end before the minimum duration (LoadGen: INVALID)."""
+    from edgeinfer.system import threads
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    for workers, expected in ((1, 1.5), (2, 3.0), (8, 3.0)):  # no more parallel than the cores
+        settings = ScenarioSettings(Scenario.OFFLINE, min_duration_s=1.0, workers=workers)
+        ts = loadgen_settings(settings, EXPECT, sample_count=12)
+        assert ts.offline_expected_qps == pytest.approx(EXPECT.samples_per_s * expected)
+
+
 def test_server_bound_and_rate() -> None:
     settings = ScenarioSettings(Scenario.SERVER, server_latency_bound_ms=20.0)
     ts = loadgen_settings(settings, EXPECT, sample_count=12, target_qps=37.5)

@@ -129,6 +129,8 @@ def test_cli_refuses_bad_options_before_measuring(
         (["--p99-bound-ms", "nan"], "must be a finite positive number"),
         (["-p", "fp32,foo"], "unknown precision 'foo'"),
         (["-r", "auto"], "tune times named runtimes"),
+        (["--batch", "2,4"], "--batch 2,4: include 1, at which the latency goal"),
+        (["--duration", "1e300"], "must be at most 3600 s"),
     ]:
         assert main([*args, "-p", "fp32", "--duration", "0.05", *bad]) == InvalidInput.exit_code, bad
         err = capsys.readouterr().err
@@ -268,10 +270,15 @@ def test_cli_tune_prints_json_and_rejects_bad_numbers(
     repo: ModelRepository, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["tune", "mobilenet_v2", "-r", "ort", "-p", "fp32", "--threads", "1", "--batch", "1"]
-    code = main([*args, "--duration", "0.05", "--home", str(repo.root), "--json"])
+    # bench's spellings work here too, and a repeated value is timed once
+    again = ["-r", "ONNX,ort", "-p", "FP32,fp32", "--threads", "1,1", "--batch", "1,1"]
+    code = main([*args, *again, "--duration", "0.05", "--home", str(repo.root), "--json"])
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["best"]["latency"]["runtime"] == "onnxruntime"
+    assert [(t["runtime"], t["precision"], t["batch_size"]) for t in payload["trials"]] == [
+        ("onnxruntime", "fp32", 1)
+    ]
     assert Path(payload["path"]).is_file()
     assert main([*args[:-1], "one", "--home", str(repo.root)]) == InvalidInput.exit_code
     assert "--batch takes comma-separated whole numbers" in capsys.readouterr().err
@@ -331,7 +338,10 @@ def test_bf16_is_searched_on_openvino_only(tmp_path: Path, monkeypatch: pytest.M
     repo = ModelRepository(tmp_path)
     result, _ = search(repo, "mobilenet_v2", space)
     if {"AVX512_BF16", "AMX_BF16"} & set(isa_flags()):
-        assert [(t.runtime, t.precision, t.error) for t in result.trials] == [("openvino", "bf16", None)]
+        assert [(t.runtime, t.precision, t.error, t.skipped) for t in result.trials] == [
+            ("onnxruntime", "bf16", "bf16 is computed by openvino only", True),  # said, not dropped
+            ("openvino", "bf16", None, False),
+        ]
         assert result.best_by_precision["bf16"]["latency"].runtime == "openvino"
         monkeypatch.setattr(threads, "_budget", ThreadBudget(total=2))  # 2 free: None would take both
         with Engine.load("mobilenet_v2", precision="bf16", repository=repo) as engine:

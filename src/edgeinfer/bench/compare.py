@@ -14,20 +14,10 @@ from dataclasses import replace
 from edgeinfer.bench.loading import ConfigurationSpec
 from edgeinfer.bench.report import ConfigurationResult, ScenarioResult, SpeedUp
 from edgeinfer.models.precision import PRECISIONS
+from edgeinfer.runtimes.registry import ALIASES, FACTORIES
 
-RUNTIME_ALIASES = {
-    "ort": "onnxruntime",
-    "onnx": "onnxruntime",
-    "onnxruntime": "onnxruntime",
-    "ov": "openvino",
-    "openvino": "openvino",
-    "litert": "litert",
-    "tflite": "litert",
-    "keras": "keras",
-    "tf": "keras",
-    "null": "null",
-    "auto": "auto",
-}
+# the registry's names and aliases, and auto
+RUNTIME_ALIASES = {**{name: name for name in FACTORIES}, **ALIASES, "auto": "auto"}
 BASELINE_RUNTIME = "keras"
 
 # (figure name, how to read it from a configuration, True when lower is better)

@@ -20,6 +20,7 @@ from edgeinfer.bench.report import EngineOverhead, ModelOnly
 from edgeinfer.bench.results import overhead_of
 from edgeinfer.bench.samples import Sample
 from edgeinfer.bench.stats import LatencyRecorder
+from edgeinfer.errors import EdgeInferError
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,23 @@ class PairedResult:
 def measure_paired(
     engine: Any, samples: Sequence[Sample], duration_s: float, *, min_rounds: int = 20
 ) -> PairedResult | None:
-    """Alternate ``engine.classify`` and ``runtime.run`` on the same samples for ``duration_s``."""
+    """Alternate ``engine.classify`` and ``runtime.run`` on the same samples for ``duration_s``.
+
+    Samples the engine refuses (an undecodable image) are left out and counted; None when none is
+    left, or nothing is asked."""
     if duration_s <= 0 or not samples:
         return None
     runtime = engine.runtime
     name = runtime.inputs[0].name
-    tensors = [np.stack([engine.preprocess(engine.decode(s.data))]) for s in samples]
+    tensors: dict[int, np.ndarray] = {}
+    for index, sample in enumerate(samples):
+        try:
+            tensors[index] = np.stack([engine.preprocess(engine.decode(sample.data))])
+        except EdgeInferError:
+            continue  # a sample the engine refuses: its errors are counted by the scenarios
+    if not tensors:
+        return None
+    usable = list(tensors)
     raw, e2e = LatencyRecorder(), LatencyRecorder()
     decode, preprocess = LatencyRecorder(), LatencyRecorder()
 
@@ -52,17 +64,18 @@ def measure_paired(
         decode.record(result.timings.decode_ns)
         preprocess.record(result.timings.preprocess_ns)
 
-    runtime.run({name: tensors[0]})  # warm: the scenarios ran other batch sizes
-    engine.classify(samples[0].data)
+    runtime.run({name: tensors[usable[0]]})  # warm: the scenarios ran other batch sizes
+    engine.classify(samples[usable[0]].data)
     deadline = time.perf_counter_ns() + int(duration_s * 1e9)
     rounds = 0
     while rounds < min_rounds or time.perf_counter_ns() < deadline:
-        index = rounds % len(samples)
+        index = usable[rounds % len(usable)]
         first, second = (run_raw, run_engine) if rounds % 2 == 0 else (run_engine, run_raw)
         first(index)
         second(index)
         rounds += 1
-    model_only = ModelOnly(batch_size=1, call="runtime.run", latency=raw.summary())
+    left_out = len(samples) - len(usable)
+    model_only = ModelOnly(batch_size=1, call="runtime.run", latency=raw.summary(), samples_left_out=left_out)
     parts = (model_only.latency, decode.summary(), preprocess.summary())
     overhead = overhead_of(e2e.summary(), *parts, "paired")
     return PairedResult(model_only, overhead)

@@ -113,6 +113,7 @@ class ModelOnly:
     batch_size: int
     call: str
     latency: LatencySummary
+    samples_left_out: int = 0  # samples that failed to decode or preprocess (the scenarios count them)
 
 
 @dataclass(frozen=True)

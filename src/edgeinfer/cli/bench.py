@@ -172,21 +172,25 @@ def skipped_combinations(request: Any) -> list[str]:
     return compare.skipped(request.runtimes, request.precisions)
 
 
-# (option, smallest value allowed, whether that value itself is allowed); None means "not given"
-_LIMITS: tuple[tuple[str, float, bool], ...] = (
-    ("--duration", 0, False),
-    ("--min-queries", 1, True),
-    ("--max-duration", 0, True),
-    ("--samples", 1, True),
-    ("--workers", 1, True),
-    ("--latency-bound-ms", 0, False),
-    ("--target-qps", 0, False),
-    ("--search-steps", 1, True),
-    ("--samples-per-query", 1, True),
-    ("--warmup", 0, True),
-    ("--model-only", 0, True),
-    ("--top-k", 1, True),
-    ("--interval-ms", 10, True),
+WEEK_S = 7 * 24 * 3600.0
+# (option, smallest value allowed, whether that value itself is allowed, largest value allowed);
+# None means "not given". The largest keep every figure within LoadGen's 64-bit counters (times in
+# ns) and this process's memory: far past any run that makes sense, short of an overflow.
+_LIMITS: tuple[tuple[str, float, bool, float], ...] = (
+    ("--duration", 0, False, WEEK_S),
+    ("--min-queries", 1, True, 1e9),
+    ("--max-duration", 0, True, WEEK_S),
+    ("--samples", 1, True, 100_000),
+    ("--workers", 1, True, 256),
+    ("--latency-bound-ms", 0, False, 3_600_000),
+    ("--target-qps", 0, False, 1e6),
+    ("--search-steps", 1, True, 100),
+    ("--samples-per-query", 1, True, 4096),
+    ("--warmup", 0, True, 3600),
+    ("--model-only", 0, True, 3600),
+    ("--top-k", 1, True, 1000),
+    ("--interval-ms", 10, True, 60_000),
+    ("--seed", 0, True, 2**64 - 1),
 )
 
 
@@ -225,6 +229,7 @@ def build_request(args: argparse.Namespace) -> Any:
         precisions = tuple(
             dict.fromkeys(compare.precision_name(p) for p in _items("--precision", args.precision))
         )
+        _check_model(args.model, args.home)
         if not compare.expand(args.model, runtimes, precisions, threads):
             reasons = "; ".join(compare.skipped(runtimes, precisions))
             raise ValueError(f"nothing to run: {reasons}; add fp32 to --precision or another --runtime")
@@ -246,8 +251,17 @@ def build_request(args: argparse.Namespace) -> Any:
         raise InvalidInput(f"edgeinfer bench: {exc}") from exc
 
 
+def _check_model(name: str, home: Path | None) -> None:
+    """A model of the zoo or the repository, known before anything is measured."""
+    from edgeinfer.models.repository import ModelRepository, check_model_name
+
+    known = ModelRepository(home).names()
+    if check_model_name(name) not in known:
+        raise ValueError(f"unknown model {name!r}; known here: {', '.join(known)}")
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
-    for option, lowest, inclusive in _LIMITS:
+    for option, lowest, inclusive, highest in _LIMITS:
         value = getattr(args, option[2:].replace("-", "_"))
         if value is None:
             continue
@@ -255,6 +269,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
             raise ValueError(f"{option} must be a finite number, got {value}")
         if value < lowest or (value == lowest and not inclusive):
             raise ValueError(f"{option} must be {'>=' if inclusive else '>'} {lowest:g}, got {value:g}")
+        if value > highest:
+            raise ValueError(f"{option} must be at most {highest:g}, got {value:g}")
 
 
 def _scenario_settings(args: argparse.Namespace, seed: int | None) -> tuple[Any, ...]:

@@ -54,11 +54,16 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     repo = repository(args)
+    batch_sizes = _ints(args.batch, "--batch")
+    if 1 not in batch_sizes:
+        raise InvalidInput(
+            f"--batch {args.batch}: include 1, at which the latency goal (what runtime=auto opens) is timed"
+        )
     space = TuneSpace(
         runtimes=_runtimes(args.runtime, args.model, repo.get(args.model, "fp32").config.format),
-        precisions=tuple(_words(args.precision)),
+        precisions=tuple(dict.fromkeys(word.lower() for word in _words(args.precision))),
         threads=_ints(args.threads, "--threads") if args.threads else _default_threads(),
-        batch_sizes=_ints(args.batch, "--batch"),
+        batch_sizes=batch_sizes,
         duration_s=args.duration,
         p99_bound_ms=args.p99_bound_ms,
     )
@@ -106,7 +111,7 @@ def _print_winners(result: TuneResult) -> None:
 def _describe(trial: Trial) -> str:
     where = f"{trial.runtime} {trial.precision} threads={trial.threads} batch={trial.batch_size}"
     if not trial.ok:
-        return f"{where}: failed: {trial.error}"
+        return f"{where}: {'skipped' if trial.skipped else 'failed'}: {trial.error}"
     return f"{where}: p90 {trial.p90_ms:.2f} ms, p99 {trial.p99_ms:.2f} ms, {trial.images_per_s:.0f} images/s"
 
 
@@ -145,6 +150,6 @@ def _words(raw: str) -> list[str]:
 
 def _ints(raw: str, flag: str) -> tuple[int, ...]:
     try:
-        return tuple(int(word) for word in _words(raw))
+        return tuple(dict.fromkeys(int(word) for word in _words(raw)))  # a repeat is timed once
     except ValueError:
         raise InvalidInput(f"{flag} takes comma-separated whole numbers, got {raw!r}") from None

@@ -42,7 +42,15 @@ FACTORIES: dict[str, RuntimeFactory] = {
 }
 log = logging.getLogger("edgeinfer.runtimes")
 
-ALIASES = {"ort": "onnxruntime", "ov": "openvino", "tflite": "litert", "tensorflow": "keras"}
+# every command's spellings of a runtime (bench, tune, classify, serve): one table for all
+ALIASES = {
+    "ort": "onnxruntime",
+    "onnx": "onnxruntime",
+    "ov": "openvino",
+    "tflite": "litert",
+    "tensorflow": "keras",
+    "tf": "keras",
+}
 # the pip extra that installs each optional runtime
 EXTRAS = {"openvino": "openvino", "litert": "litert", "keras": "keras"}
 # baselines and test doubles, never chosen by measurement

@@ -35,6 +35,8 @@ from edgeinfer.runtimes.base import RuntimeOptions
 from edgeinfer.tune.store import check_writable, write_entry
 
 GOALS = ("latency", "throughput")
+MAX_DURATION_S = 3600.0  # per configuration
+MAX_BATCH = 1024  # a batch of preprocessed 224 px images is 0.6 MB each
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,12 @@ class TuneSpace:
                 raise InvalidInput(f"{label} must be a finite positive number, got {value}")
         if self.duration_s <= 0 or self.p99_bound_ms <= 0 or self.min_runs < 1 or self.warmup_runs < 0:
             raise InvalidInput("duration_s and p99_bound_ms must be positive, min_runs at least 1")
+        if self.duration_s > MAX_DURATION_S or max(self.batch_sizes) > MAX_BATCH:
+            raise InvalidInput(
+                f"duration_s and batch sizes must be at most {MAX_DURATION_S:g} s and {MAX_BATCH}, got "
+                f"{self.duration_s:g} s and {max(self.batch_sizes)} (each configuration is timed that long, "
+                "with that many preprocessed images in memory)"
+            )
 
 
 def runtime_name(name: str) -> str:
@@ -106,6 +114,7 @@ class Trial:
     p99_ms: float | None = None
     images_per_s: float | None = None
     error: str | None = None
+    skipped: bool = False  # not run: the runtime cannot run this precision (``error`` says why)
 
     @property
     def ok(self) -> bool:
@@ -164,6 +173,12 @@ def search(
         check_writable(repo.root, model)  # before the measuring, not after it
     trials: list[Trial] = []
     shas: dict[str, str] = {}
+
+    def note(trial: Trial) -> None:
+        trials.append(trial)
+        if progress:
+            progress(trial)
+
     for precision in space.precisions:
         computed = COMPUTED.get(precision)
         try:
@@ -173,27 +188,45 @@ def search(
                 computed.check(computed.runtime, this_cpu_flags())
         except EdgeInferError as exc:  # e.g. an INT8 build refused by its accuracy gate
             first = computed.runtime if computed is not None else space.runtimes[0]
-            trials.append(Trial(first, precision, space.threads[0], 1, error=str(exc)))
-            if progress:
-                progress(trials[-1])
+            note(Trial(first, precision, space.threads[0], 1, error=str(exc)))
             continue
         shas[precision] = stored.config.file_sha256
-        samples = _samples(stored, max(space.batch_sizes), space.seed)
-        files = _files(stored, space.runtimes)
-        extra = dict(computed.runtime_options) if computed is not None else {}
-        # a computed precision runs on the one runtime that computes it; the others are skipped
-        able = [r for r in _able(space.runtimes, files) if computed is None or r == computed.runtime]
-        for runtime in able:
-            model_file = files[_format_for(runtime, files)]
-            for threads in space.threads:
-                options = RuntimeOptions(threads=threads, extra=extra)
-                for trial in _measure(model_file, runtime, precision, options, samples=samples, space=space):
-                    trials.append(trial)
-                    if progress:
-                        progress(trial)
+        _time_precision(stored, precision, space, note)
     result = _summarize(model, machine_key(), space, trials, shas)
     path = write_entry(repo.root, model, result.machine, result.to_dict()) if save and result.found else None
     return result, path
+
+
+def _time_precision(
+    stored: StoredModel, precision: str, space: TuneSpace, note: Callable[[Trial], None]
+) -> None:
+    """Every runtime x threads x batch size of one precision's build; a runtime that cannot run it
+    is noted as skipped, with the reason, rather than silently left out."""
+    computed = COMPUTED.get(precision)
+    samples = _samples(stored, max(space.batch_sizes), space.seed)
+    files = _files(stored, space.runtimes)
+    extra = dict(computed.runtime_options) if computed is not None else {}
+    # a computed precision runs on the one runtime that computes it; the others are skipped
+    able = [r for r in _able(space.runtimes, files) if computed is None or r == computed.runtime]
+    for runtime in space.runtimes:
+        if runtime not in able:
+            note(_skipped(runtime, precision, space, stored, computed))
+    for runtime in able:
+        model_file = files[_format_for(runtime, files)]
+        for threads in space.threads:
+            options = RuntimeOptions(threads=threads, extra=extra)
+            for trial in _measure(model_file, runtime, precision, options, samples=samples, space=space):
+                note(trial)
+
+
+def _skipped(runtime: str, precision: str, space: TuneSpace, stored: StoredModel, computed: Any) -> Trial:
+    if computed is not None:
+        why = f"{precision} is computed by {computed.runtime} only"
+    else:
+        why = f"{runtime} cannot run the {stored.config.precision} {stored.config.format} build"
+        if runtime == "litert" and stored.config.format == "onnx":
+            why += " (LiteRT runs a TFLite twin of FP32 ONNX builds only)"
+    return Trial(runtime, precision, space.threads[0], 1, error=why, skipped=True)
 
 
 def _files(stored: StoredModel, runtimes: Sequence[str]) -> dict[str, Path]:
