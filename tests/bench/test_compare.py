@@ -94,9 +94,11 @@ def test_without_keras_the_first_real_runtime_is_the_baseline() -> None:
 def test_top1_agreement_with_the_baseline() -> None:
     keras, ort = config("keras", 150.0, 25.0), config("onnxruntime", 10.0, 120.0)
     ort = ConfigurationResult(**{**ort.__dict__, "top1": {"a.png": 1, "b.png": 999}})
-    updated = with_agreement([keras, ort])
+    null = ConfigurationResult(**{**config("null", 1.0, 900.0).__dict__, "top1": {"a.png": 0, "b.png": 0}})
+    updated = with_agreement([keras, ort, null])
     assert updated[1].extra["top1_agreement_with_baseline"] == 0.5
-    assert updated[0].extra["top1_agreement_with_baseline"] == 1.0
+    assert updated[0].extra == {"baseline": keras.label}  # not "100%": it would only agree with itself
+    assert "top1_agreement_with_baseline" not in updated[2].extra  # zeros are not predictions
 
 
 def test_one_configuration_is_not_compared_with_itself() -> None:

@@ -136,7 +136,8 @@ def speedups(configs: Sequence[ConfigurationResult]) -> tuple[SpeedUp, ...]:
 def with_agreement(configs: Sequence[ConfigurationResult]) -> list[ConfigurationResult]:
     """Add each configuration's top-1 agreement with the baseline on the warm-up samples to ``extra``.
 
-    Nothing is added when no other configuration ran: the baseline would only agree with itself.
+    Nothing is added when no other configuration ran. The baseline is marked as such (it could only
+    agree with itself), and the Null runtime gets no figure (its scores are zeros, not predictions).
     """
     baseline = pick_baseline(configs)
     others = [c for c in configs if c is not baseline and c.status == "ok" and c.top1]
@@ -145,7 +146,9 @@ def with_agreement(configs: Sequence[ConfigurationResult]) -> list[Configuration
     updated = []
     for config in configs:
         shared = [name for name in config.top1 if name in baseline.top1]
-        if config.status == "ok" and shared:
+        if config is baseline:
+            updated.append(replace(config, extra={**config.extra, "baseline": config.label}))
+        elif config.status == "ok" and shared and "null" not in (config.runtime, config.runtime_resolved):
             agree = sum(config.top1[n] == baseline.top1[n] for n in shared) / len(shared)
             extra = {**config.extra, "top1_agreement_with_baseline": agree, "baseline": baseline.label}
             updated.append(replace(config, extra=extra))

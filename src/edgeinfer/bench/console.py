@@ -117,9 +117,15 @@ def _summary(report: BenchReport) -> Table:
             _f(c.cold_start.load_ms if c.cold_start else None, 0),
             _f(c.cold_start.first_inference_ms if c.cold_start else None, 1),
             _f(overhead_p90(c)),
-            f"{agree:.0%}" if isinstance(agree, float) else "-",  # "-": nothing else to compare with
+            _agreement_cell(c, agree),
         )
     return table
+
+
+def _agreement_cell(config: ConfigurationResult, agree: object) -> str:
+    if config.extra.get("baseline") == config.label:
+        return "base"  # what the others are compared with
+    return f"{agree:.0%}" if isinstance(agree, float) else "-"  # "-": nothing to compare (or Null)
 
 
 def _scenarios(report: BenchReport) -> Table:

@@ -192,6 +192,8 @@ def _summary_table(configs: Sequence[ConfigurationResult]) -> str:
 
 
 def _agreement(config: ConfigurationResult) -> str | None:
+    if config.extra.get("baseline") == config.label:
+        return "baseline"
     agree = config.extra.get("top1_agreement_with_baseline")
     return f"{agree:.0%}" if isinstance(agree, float) else None
 
