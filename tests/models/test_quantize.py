@@ -194,6 +194,16 @@ def test_compare_counts_agreement_on_decisive_images_only() -> None:
         compare(reference, candidate, GateSettings(min_reference_confidence=0.95))
 
 
+def test_the_verdict_judges_the_figure_as_stored() -> None:
+    """24,749 of 25,000 agree (0.98996), stored as 0.99: the build's verdict must be what loading
+    the stored figure says under the same threshold, not the opposite."""
+    reference = np.tile(np.array([[0.9, 0.05, 0.05]], dtype=np.float32), (25_000, 1))
+    candidate = reference.copy()
+    candidate[:251] = [0.05, 0.9, 0.05]
+    report = compare(reference, candidate, GateSettings(min_top1_agreement=0.99)).report
+    assert (report.top1_agreement, report.passed) == (0.99, True)
+
+
 def test_gate_settings_are_checked() -> None:
     with pytest.raises(ValueError, match=r"min_reference_lead must be at least 1, got 0\.9"):
         GateSettings(min_reference_lead=0.9)

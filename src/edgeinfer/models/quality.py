@@ -115,12 +115,13 @@ def compare(reference: np.ndarray, candidate: np.ndarray, settings: GateSettings
             f"of {settings.min_reference_lead}x over the runner-up; lower min_reference_confidence or "
             "min_reference_lead"
         )
-    top1 = float(same_top1[decisive].mean())
+    # rounded as stored, before judging: loading judges the stored figure, and must agree
+    top1 = round(float(same_top1[decisive].mean()), 4)
     passed = top1 >= settings.min_top1_agreement
     report = QualityReport(
         reference="fp32",
         images=int(decisive.sum()),
-        top1_agreement=round(top1, 4),
+        top1_agreement=top1,
         top5_overlap=round(float(overlap[decisive].mean()), 4),
         threshold=settings.min_top1_agreement,
         passed=passed,
