@@ -118,3 +118,19 @@ def test_skipped_combinations_are_named_once() -> None:
     assert skipped(["keras"], ["bf16"]) == [
         "keras/bf16 is skipped: Keras, the blog's path, runs its FP32 weights only"
     ]
+
+
+def test_throughput_against_threads_draws_the_runtime_that_ran() -> None:
+    """Under auto, one thread count may have opened OpenVINO and another ONNX Runtime: they are two
+    runtimes with one point each, not one line from 1 to 2 threads."""
+    from dataclasses import replace
+
+    from edgeinfer.bench import plots
+
+    one = replace(config("auto", 10.0, 100.0), threads=1, runtime_resolved="openvino", label="auto/fp32/t1")
+    two = replace(
+        config("auto", 10.0, 150.0), threads=2, runtime_resolved="onnxruntime", label="auto/fp32/t2"
+    )
+    assert plots.throughput_scaling([one, two]) is None  # nothing to draw against threads
+    same = replace(two, runtime_resolved="openvino")
+    assert plots.throughput_scaling([one, same]) is not None  # one runtime at 1 and 2 threads

@@ -165,7 +165,10 @@ def throughput_scaling(configurations: Sequence[ConfigurationResult]) -> str | N
             continue
         by_batch.append((config.label, points))
         if config.threads is not None:
-            key = f"{config.runtime}/{config.precision}"
+            # the runtime that ran: under auto, two thread counts may have opened different ones
+            resolved = config.runtime_resolved or config.runtime
+            ran = resolved if resolved == config.runtime else f"{config.runtime} ({resolved})"
+            key = f"{ran}/{config.precision}"
             by_threads.setdefault(key, []).append((config.threads, max(p[1] for p in points)))
     show_threads = any(len(v) > 1 for v in by_threads.values())
     show_batch = any(len(p) > 1 for _, p in by_batch)
