@@ -274,6 +274,41 @@ def test_grpc_bad_inputs_get_the_right_status(server: ServerProcess, images: dic
     assert "corrupt or truncated" in caught.value.message()
 
 
+@pytest.mark.parametrize(
+    ("datatype", "value"), [("INT8", 1000), ("INT8", -129), ("UINT8", 300), ("INT16", 40000)]
+)
+def test_grpc_contents_outside_their_datatype_are_invalid_argument(
+    server: ServerProcess, datatype: str, value: int
+) -> None:
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name=MODEL)
+        item = request.inputs.add(name="input", datatype=datatype, shape=[1])
+        (
+            item.contents.uint_contents if datatype == "UINT8" and value >= 0 else item.contents.int_contents
+        ).append(value)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert f"outside {datatype}'s range" in caught.value.details()
+
+
+def test_a_gzip_body_of_several_members_is_read_whole_and_trailing_junk_refused(
+    server: ServerProcess, images: dict[str, bytes]
+) -> None:
+    import gzip
+
+    photo, gz = images["chelsea"], {"Content-Encoding": "gzip"}
+    path = f"/v1/models/{MODEL}/classify?top_k=1"
+    # two members (as gzip -d reads them): the first alone is a truncated JPEG
+    halves = gzip.compress(photo[:5000]) + gzip.compress(photo[5000:])
+    status, _, answer = server.request("POST", path, halves, gz)
+    assert status == 200 and json.loads(answer)["predictions"][0]["label"] == "Egyptian cat", answer
+    status, _, answer = server.request("POST", path, gzip.compress(photo) + b"JUNK", gz)
+    assert status == 400
+    assert "gzip request body has 4 bytes after its compressed data" in json.loads(answer)["error"]
+
+
 def test_grpc_raw_contents_that_do_not_match_the_inputs(server: ServerProcess) -> None:
     with grpc.insecure_channel(server.grpc_url) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)

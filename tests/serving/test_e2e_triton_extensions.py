@@ -96,6 +96,14 @@ def test_statistics_count_each_request_and_its_stages(
             client.infer(MODEL, [tensor])
     status, _, _ = server.request("POST", f"/v1/models/{MODEL}/classify", b"\xff\xd8 not a jpeg")
     assert status == 400
+    # failed calls that are not inferences (metadata, readiness, a wrong method) are not counted
+    for method, path, refused in (
+        ("GET", f"/v2/models/{MODEL}/versions/7", 404),
+        ("GET", f"/v2/models/{MODEL}/versions/7/ready", 404),
+        ("GET", f"/v2/models/{MODEL}/infer", 405),
+        ("GET", f"/v2/models/{MODEL}/nothing", 404),
+    ):
+        assert server.request(method, path)[0] == refused, path
     after = _http_stats(web)
 
     def delta(stage: str, field: str = "count") -> int:

@@ -348,13 +348,15 @@ class Servable:
         own = sum(self._decode.estimate_ns(_pixels(item, limit)) for item in images)
         return int(own + ahead * self._decode.estimate_ns(None))
 
-    async def _prepare(self, images: np.ndarray) -> tuple[np.ndarray, int]:
-        """The preprocessed batch and the time it took, waiting for a decode thread included."""
+    async def _prepare(self, images: np.ndarray, *, observed: bool = True) -> tuple[np.ndarray, int]:
+        """The preprocessed batch and the time it took, waiting for a decode thread included
+        (``observed``: in the server's metrics; the warm-up's are not requests)."""
         loop = asyncio.get_running_loop()
         started = time.monotonic_ns()
         batch, service_ns = await loop.run_in_executor(self._decode_pool, self._decode_batch, images)
         elapsed_ns = time.monotonic_ns() - started
-        self.metrics.on_prepared(elapsed_ns)
+        if observed:
+            self.metrics.on_prepared(elapsed_ns)
         self._decode.learn([_pixels(item) for item in images], service_ns)
         return batch, elapsed_ns
 
@@ -380,7 +382,7 @@ class Servable:
         for size in ((64, 48), (64, 48), (640, 480)):
             buffer = io.BytesIO()
             Image.new("RGB", size, (120, 60, 30)).save(buffer, format="JPEG")
-            await self._prepare(np.array([buffer.getvalue()], dtype=object))
+            await self._prepare(np.array([buffer.getvalue()], dtype=object), observed=False)
 
     # -- outputs --------------------------------------------------------------------------------
 

@@ -90,9 +90,13 @@ class ServeSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidInput(f"{name} must be >= 1 (or unset for automatic), got {value}")
-        for name in ("default_timeout_ms", "body_timeout_s", "shutdown_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise InvalidInput(f"{name} must be positive, got {getattr(self, name)}")
+        for name, most in _LONGEST.items():
+            value = getattr(self, name)
+            if value is not None and not 0 < value <= most:  # NaN and infinity fail too
+                unit = "ms" if name.endswith("_ms") else "s" if name.endswith("_s") else ""
+                raise InvalidInput(
+                    f"{name} must be positive and at most {most:g} {unit}, got {value}".strip()
+                )
         self._check_streams()
         self._check_offload()
         if self.max_queue_size < self.max_batch_size:
@@ -233,6 +237,21 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         if name in out and isinstance(out[name], int) and not isinstance(out[name], bool):
             out[name] = float(out[name])
     return out
+
+
+# The longest each time may be: finite, so that a deadline is a number (infinity crashed every
+# request without its own timeout), and long past any sensible use.
+_LONGEST = {
+    "default_timeout_ms": 24 * 3600 * 1000.0,
+    "body_timeout_s": 3600.0,
+    "shutdown_timeout_s": 3600.0,
+    "cloud_timeout_ms": 3600 * 1000.0,
+}
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as addresses and Host headers write it: an IPv6 literal in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def _read_api_key(path: Path | None) -> str | None:

@@ -112,8 +112,19 @@ def _input_from_proto(item: pb.ModelInferRequest.InferInputTensor, raw: bytes | 
         data = np.empty(len(values), dtype=object)
         data[:] = list(values)
     else:
-        data = np.asarray(values, dtype=numpy_dtype(item.datatype))
+        try:
+            data = np.asarray(values, dtype=numpy_dtype(item.datatype))
+        except OverflowError:  # int_contents carries int32: 1000 does not fit INT8
+            low, high = _range(item.datatype)
+            raise InvalidInput(
+                f"input {name!r}: a value in {field_name} is outside {item.datatype}'s range {low}..{high}"
+            ) from None
     return Tensor(name, item.datatype, shape, data.reshape(shape), parameters)
+
+
+def _range(datatype: str) -> tuple[int, int]:
+    info = np.iinfo(numpy_dtype(datatype))
+    return int(info.min), int(info.max)
 
 
 def response_to_proto(response: InferResponse) -> pb.ModelInferResponse:

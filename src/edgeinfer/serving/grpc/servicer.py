@@ -17,7 +17,7 @@ from edgeinfer.serving.grpc import convert, convert_extensions
 from edgeinfer.serving.grpc import grpc_predict_v2_pb2 as pb
 from edgeinfer.serving.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from edgeinfer.serving.grpc.errors import code_of, trailing_metadata
-from edgeinfer.serving.settings import ServeSettings
+from edgeinfer.serving.settings import ServeSettings, host_port
 
 log = logging.getLogger("edgeinfer.serving.grpc")
 PROTOCOL = "grpc"
@@ -148,7 +148,7 @@ class GrpcServer:
             ]
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self._servicer, server)  # type: ignore[no-untyped-call]
-        address = f"{self.settings.host}:{self.settings.grpc_port}"
+        address = host_port(self.settings.host, self.settings.grpc_port)
         try:
             self.port = server.add_insecure_port(address)
         except RuntimeError as exc:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from edgeinfer.errors import InvalidInput
 from edgeinfer.serving.loadgen.workload import Sample
+from edgeinfer.serving.settings import host_port
 
 Transport = Literal["http", "grpc"]
 Endpoint = Literal["infer", "classify"]
@@ -89,7 +90,7 @@ class HttpClient:
         self._writer: asyncio.StreamWriter | None = None
         auth = f"Authorization: Bearer {target.api_key}\r\n" if target.api_key else ""
         timeout = f"Edgeinfer-Timeout-Ms: {target.timeout_ms:g}\r\n" if target.timeout_ms else ""
-        self._common = f"Host: {target.host}\r\n{auth}{timeout}".encode()
+        self._common = f"Host: {host_port(target.host, target.port)}\r\n{auth}{timeout}".encode()
         self._cache: dict[str, bytes] = {}
 
     def _request(self, sample: Sample) -> bytes:
@@ -185,7 +186,7 @@ class GrpcClient:
         self._pb = pb
         self._output = output_name
         self._channel = grpc.aio.insecure_channel(
-            f"{target.host}:{target.port}",
+            host_port(target.host, target.port),
             options=[
                 ("grpc.max_receive_message_length", 64 << 20),
                 ("grpc.max_send_message_length", 64 << 20),

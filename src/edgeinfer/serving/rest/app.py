@@ -87,24 +87,27 @@ class RestApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, _headers(scope), time.monotonic_ns())
         head = scope["method"] == "HEAD"  # a GET without its body, as HTTP has it
+        inference = False
         try:
             handler, guarded = _route("GET" if head else scope["method"], scope["path"], request)
             if guarded:
                 self._guard.check(request.headers.get("authorization"), request.headers.get("x-api-key"))
+            inference = handler in _INFERENCE
             response = await handler(self, request)
         except ClientDisconnected:
             return
         except Exception as exc:
-            response = self._failed(request, exc)
+            response = self._failed(request, exc, inference=inference)
         await _send(send, response, with_body=not head)
 
-    def _failed(self, request: Request, exc: Exception) -> Response:
-        """The error answer, counted for the request's model (a bug as kind ``internal``: answer
-        500, keep serving)."""
+    def _failed(self, request: Request, exc: Exception, *, inference: bool) -> Response:
+        """The error answer (a bug as kind ``internal``: answer 500, keep serving); counted for the
+        request's model when it was an inference request (an authorized infer or classify), as
+        gRPC counts them: metadata, readiness and statistics calls are not inferences."""
         if not isinstance(exc, EdgeInferError):
             log.exception("unhandled error on %s %s", request.scope["method"], request.scope["path"])
             exc = EdgeInferError(f"internal error: {exc!r}")
-        if request.model:
+        if inference and request.model:
             self.plane.count_failure(request.model, PROTOCOL, exc)
         return Response(error_payload(exc), status_of(exc), headers=error_headers(exc))
 
@@ -210,6 +213,9 @@ class RestApp:
         return await read_body(
             request.receive, request.headers, self.settings.max_request_bytes, self.settings.body_timeout_s
         )
+
+
+_INFERENCE: tuple[Handler, ...] = (RestApp.infer, RestApp.classify)
 
 
 def _route(method: str, path: str, request: Request) -> tuple[Handler, bool]:

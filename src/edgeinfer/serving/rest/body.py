@@ -61,18 +61,28 @@ def _inflate(raw: bytes, encoding: str | None, limit_bytes: int) -> bytes:
     if encoding is None or encoding.strip().lower() in ("", "identity"):
         return raw
     name = encoding.strip().lower()
-    if name == "gzip":
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    elif name == "deflate":
-        inflater = zlib.decompressobj()
-    else:
+    if name not in ("gzip", "deflate"):
         raise InvalidInput(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
-    try:
-        out = inflater.decompress(raw, limit_bytes + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"the {name} request body is corrupt: {exc}") from None
-    if len(out) > limit_bytes or inflater.unconsumed_tail:
-        raise BodyTooLarge(f"the {name} request body inflates past the limit of {limit_bytes} bytes")
-    if not inflater.eof:
-        raise InvalidInput(f"the {name} request body is truncated")
-    return out
+    parts: list[bytes] = []
+    size = 0
+    rest = raw
+    while True:  # gzip may hold several members one after the other (RFC 1952), as gzip -d reads
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if name == "gzip" else zlib.MAX_WBITS)
+        try:
+            out = inflater.decompress(rest, limit_bytes + 1 - size)
+        except zlib.error as exc:
+            raise InvalidInput(f"the {name} request body is corrupt: {exc}") from None
+        size += len(out)
+        parts.append(out)
+        if size > limit_bytes or inflater.unconsumed_tail:
+            raise BodyTooLarge(f"the {name} request body inflates past the limit of {limit_bytes} bytes")
+        if not inflater.eof:
+            raise InvalidInput(f"the {name} request body is truncated")
+        rest = inflater.unused_data
+        if not rest.strip(b"\x00"):  # the end, or zero padding (which gzip -d ignores too)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        if name == "deflate" or not rest.startswith(b"\x1f\x8b"):
+            raise InvalidInput(
+                f"the {name} request body has {len(rest)} bytes after its compressed data; send only the "
+                "compressed body"
+            )
