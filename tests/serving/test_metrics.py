@@ -122,3 +122,19 @@ def test_an_internal_error_is_counted_once_as_internal_over_http_and_grpc(
     for protocol in ("http", "grpc"):
         assert _requests(plane.metrics, MODEL, protocol) == 1
         assert _failures(plane.metrics, protocol, "internal") == 1
+
+
+def test_the_warm_up_is_not_counted_as_requests_or_prepared_images() -> None:
+    plane = DataPlane(ServeSettings(runtime="null", threads=1, warmup_runs=1, grpc_port=0))
+
+    async def main() -> None:
+        await plane.load()  # the warm-up decodes three images and runs the model
+        await plane.close()
+
+    asyncio.run(main())
+    plane.metrics.later.flush()
+    assert plane.metrics.registry.get_sample_value("edgeinfer_prepare_seconds_count", {"model": MODEL}) in (
+        None,
+        0.0,
+    )
+    assert _requests(plane.metrics, MODEL, "http") == 0
