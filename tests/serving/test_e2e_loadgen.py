@@ -137,6 +137,33 @@ def test_numbers_a_run_cannot_honour_are_refused_up_front(
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--poisson"], "--poisson shapes an open loop's arrivals: give --rate too"),
+        (["--rate", "5", "-c", "4"], "--concurrency sets a closed loop's clients and --rate an open loop's"),
+    ],
+)
+def test_options_that_would_be_ignored_are_refused(
+    options: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["loadgen", "http://127.0.0.1:9", *options, "--report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgeinfer: error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_a_bad_image_stops_the_run_over_grpc_as_over_http(server: ServerProcess, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    for url in (f"http://{server.http_url}", f"grpc://{server.grpc_url}"):
+        result = _loadgen(
+            url, "--metrics-url", "none", "-c", "1", "--duration", "1", "--warmup", "0",
+            "--images", str(bad), "--report", str(tmp_path / "out"),
+        )  # fmt: skip
+        assert result.returncode == 3, (url, result.stderr)
+        assert "warm-up request failed (invalid_input)" in result.stderr, result.stderr
+
+
 def test_a_target_port_out_of_range_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["loadgen", "http://127.0.0.1:99999", "--duration", "1"]) == 2
     assert capsys.readouterr().err.startswith("edgeinfer: error: target must look like http://HOST:PORT")

@@ -26,7 +26,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("url", help="http://HOST:PORT or grpc://HOST:PORT")
     parser.add_argument("--model", "-m", default="mobilenet_v2", help="model name (default: %(default)s)")
     parser.add_argument(
-        "--concurrency", "-c", default="1,4,16", help="closed loop: clients per level (default: 1,4,16)"
+        "--concurrency", "-c", default=None, help="closed loop: clients per level (default: 1,4,16)"
     )
     parser.add_argument("--rate", type=float, default=None, help="open loop instead: requests per second")
     parser.add_argument(
@@ -68,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     from edgeinfer.serving.loadgen.scrape import MetricsUnavailable, ServerSampler
 
     _check_numbers(args)
+    if args.rate is not None and args.concurrency is not None:
+        raise InvalidInput(
+            "--concurrency sets a closed loop's clients and --rate an open loop's arrivals: give one"
+        )
+    if args.poisson and args.rate is None:
+        raise InvalidInput("--poisson shapes an open loop's arrivals: give --rate too")
     api_key = _api_key(args.api_key_file)
     target = Target.parse(
         args.url, args.model, endpoint=args.endpoint, api_key=api_key, timeout_ms=args.timeout_ms
@@ -78,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if args.input == "tensor":
         samples = workload.as_tensors(samples)
     order = workload.schedule(samples, args.seed)
-    levels = _levels(args.concurrency) if args.rate is None else [args.rate]
+    levels = _levels(args.concurrency or "1,4,16") if args.rate is None else [args.rate]
+    # the client waits past the deadline it sends, so the server's answer to it is what is counted
+    request_timeout_s = max(30.0, (args.timeout_ms or 0.0) / 1000 + 5.0)
 
     metrics_host, metrics_port = _metrics_address(args.metrics_url, target)
     console = Console(stderr=True)
@@ -97,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 result = await open_loop(
                     factory, order, level, duration_s=args.duration, warmup_s=args.warmup,
                     poisson=args.poisson, seed=args.seed, sampler=sampler,
+                    request_timeout_s=request_timeout_s,
                 )  # fmt: skip
             else:
                 result = await closed_loop(
@@ -106,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
                     duration_s=args.duration,
                     warmup_s=args.warmup,
                     sampler=sampler,
+                    request_timeout_s=request_timeout_s,
                 )
             if shared is not None:
                 await shared.close()

@@ -109,6 +109,9 @@ class InstantClient:
     async def send(self, sample: Sample) -> None:
         return None
 
+    async def abandon(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -119,6 +122,63 @@ def test_an_open_loop_at_a_rate_its_machine_cannot_issue_still_ends() -> None:
     result = asyncio.run(open_loop(InstantClient, samples, 1e12, duration_s=0.05, warmup_s=0))
     assert time.monotonic() - started < 10
     assert result.issued > 0 and result.completed == result.issued
+
+
+def test_two_files_with_one_name_are_two_requests() -> None:
+    client = HttpClient(Target("http", "127.0.0.1", 9, "m", endpoint="classify"))
+    first, second = Sample("x.jpg", b"\xff\xd8first"), Sample("x.jpg", b"\xff\xd8second")
+    assert client._request(first).endswith(b"first") and client._request(second).endswith(b"second")
+
+
+class SlowClient(InstantClient):
+    async def send(self, sample: Sample) -> None:
+        await asyncio.sleep(0.2)
+
+
+def test_arrivals_the_client_could_not_send_are_errors_without_a_latency() -> None:
+    samples = [Sample("a.jpg", b"x")]
+    result = asyncio.run(
+        open_loop(SlowClient, samples, 200, duration_s=0.3, warmup_s=0, poisson=False, max_outstanding=5)
+    )
+    assert result.unsent > 0 and result.errors["client_overflow"] == result.unsent
+    assert result.issued == result.completed + result.unsent
+    assert result.completed > 0 and result.all_latency.summary().min_ms >= 150  # no made-up zeros
+
+
+def test_a_grpc_request_that_times_out_leaves_the_shared_channel_open() -> None:
+    import grpc
+
+    from edgeinfer.serving.grpc import grpc_predict_v2_pb2 as pb
+    from edgeinfer.serving.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+    from edgeinfer.serving.loadgen.runner import closed_loop
+
+    class FirstCallHangs(pb_grpc.GRPCInferenceServiceServicer):
+        calls = 0
+
+        async def ModelInfer(self, request: object, context: object) -> pb.ModelInferResponse:
+            FirstCallHangs.calls += 1
+            if FirstCallHangs.calls == 3:  # the first measured request (one warm-up call per client)
+                await asyncio.sleep(3)
+            return pb.ModelInferResponse(model_name="m")
+
+    async def main() -> object:
+        server = grpc.aio.server()
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(FirstCallHangs(), server)  # type: ignore[no-untyped-call]
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        shared = GrpcClient(Target("grpc", "127.0.0.1", port, "m"))
+        try:
+            return await closed_loop(
+                lambda: shared, [Sample("a.jpg", b"\xff\xd8jpeg")], 2, duration_s=1.0, warmup_s=0,
+                request_timeout_s=0.3,
+            )  # fmt: skip
+        finally:
+            await shared.close()
+            await server.stop(0)
+
+    result = asyncio.run(main())
+    assert result.errors["client_timeout"] == 1  # type: ignore[attr-defined]
+    assert result.ok > 2  # type: ignore[attr-defined]  # the other requests went on over the same channel
 
 
 def _closed_port() -> int:

@@ -25,7 +25,13 @@ Endpoint = Literal["infer", "classify"]
 
 _HTTP_KINDS = {
     400: "invalid_input", 401: "unauthenticated", 404: "not_found", 408: "timeout", 413: "too_large",
-    429: "overloaded", 503: "not_ready", 504: "deadline_exceeded",
+    429: "overloaded", 500: "internal", 503: "not_ready", 504: "deadline_exceeded",
+}  # fmt: skip
+# the same kinds for the status codes the server's gRPC side answers them with (serving/grpc/errors.py)
+_GRPC_KINDS = {
+    "INVALID_ARGUMENT": "invalid_input", "UNAUTHENTICATED": "unauthenticated", "NOT_FOUND": "not_found",
+    "RESOURCE_EXHAUSTED": "overloaded", "DEADLINE_EXCEEDED": "deadline_exceeded", "UNAVAILABLE": "not_ready",
+    "INTERNAL": "internal",
 }  # fmt: skip
 
 
@@ -64,6 +70,9 @@ class Target:
 class Client(Protocol):
     async def send(self, sample: Sample) -> None: ...
 
+    async def abandon(self) -> None:
+        """A request was given up (client timeout): leave nothing half-done for the next one."""
+
     async def close(self) -> None: ...
 
 
@@ -91,10 +100,10 @@ class HttpClient:
         auth = f"Authorization: Bearer {target.api_key}\r\n" if target.api_key else ""
         timeout = f"Edgeinfer-Timeout-Ms: {target.timeout_ms:g}\r\n" if target.timeout_ms else ""
         self._common = f"Host: {host_port(target.host, target.port)}\r\n{auth}{timeout}".encode()
-        self._cache: dict[str, bytes] = {}
+        self._cache: dict[int, bytes] = {}  # by sample: two files may share a name
 
     def _request(self, sample: Sample) -> bytes:
-        cached = self._cache.get(sample.name)
+        cached = self._cache.get(id(sample))
         if cached is not None:
             return cached
         model = self.target.model
@@ -114,7 +123,7 @@ class HttpClient:
             + extra
             + b"\r\n"
         )
-        self._cache[sample.name] = head + body
+        self._cache[id(sample)] = head + body
         return head + body
 
     async def send(self, sample: Sample) -> None:
@@ -142,6 +151,9 @@ class HttpClient:
         if status != 200:
             kind = _HTTP_KINDS.get(status, f"http_{status}")
             raise RequestFailed(kind, body[:200].decode("utf-8", "replace"))
+
+    async def abandon(self) -> None:
+        await self.close()  # an answer may still arrive on it: a new connection for the next request
 
     async def _exchange(self, payload: bytes) -> tuple[int, Mapping[str, str], bytes]:
         if self._writer is None:
@@ -199,10 +211,10 @@ class GrpcClient:
         if target.timeout_ms:
             metadata.append(("edgeinfer-timeout-ms", f"{target.timeout_ms:g}"))
         self._metadata = tuple(metadata)
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[int, Any] = {}  # by sample: two files may share a name
 
     def _request(self, sample: Sample) -> Any:
-        cached = self._cache.get(sample.name)
+        cached = self._cache.get(id(sample))
         if cached is not None:
             return cached
         pb = self._pb
@@ -215,7 +227,7 @@ class GrpcClient:
             message.raw_input_contents.append(struct.pack("<I", len(sample.data)) + sample.data)
         output = message.outputs.add(name=self._output)
         output.parameters["classification"].int64_param = self.target.top_k
-        self._cache[sample.name] = message
+        self._cache[id(sample)] = message
         return message
 
     async def send(self, sample: Sample) -> None:
@@ -225,13 +237,17 @@ class GrpcClient:
             raise RequestFailed(self._kind(exc.code()), exc.details() or "") from None
 
     def _kind(self, code: Any) -> str:
-        """The error kind; UNAVAILABLE without a connected channel is no server there ("connection",
-        as the HTTP client says), not a server that answered it is unavailable (not ready)."""
+        """The error kind, named as over HTTP; UNAVAILABLE without a connected channel is no server
+        there ("connection", as the HTTP client says), not a server that answered it is unavailable
+        (not ready)."""
         grpc = self._grpc
         connected = self._channel.get_state() == grpc.ChannelConnectivity.READY
         if code == grpc.StatusCode.UNAVAILABLE and not connected:
             return "connection"
-        return str(code.name.lower())
+        return _GRPC_KINDS.get(code.name, str(code.name.lower()))
+
+    async def abandon(self) -> None:
+        return None  # the timed-out call was cancelled; the channel is shared and stays open
 
     async def close(self) -> None:
         await self._channel.close()

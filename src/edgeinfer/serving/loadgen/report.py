@@ -4,7 +4,9 @@ Scenario names: ``SingleStream`` (one closed-loop client), ``Concurrent`` (N clo
 ``workers`` = N) and ``Server`` (open-loop arrivals, ``target_qps`` = the offered rate).
 ``samples_per_s`` counts answered requests (errors excluded); ``queries_per_s`` counts every
 completed request. ``latency`` holds every request, errors included; ``settings`` adds the
-latency of answered and of failed requests separately and the errors by kind.
+latency of answered and of failed requests separately and the errors by kind (an open loop's
+arrivals the client could not send, ``client_overflow``, are among them and in ``not_sent``, but
+have no latency).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def scenario_result(result: RunResult) -> ScenarioResult:
     settings: dict[str, Any] = {
         "mode": result.mode,
         "errors_by_kind": dict(result.errors),
+        "not_sent": result.unsent,
         "latency_answered": _brief(result.ok_latency.summary()),
         "latency_failed": _brief(result.failed_latency.summary()),
         "send_lag": _brief(result.send_lag.summary()) if result.send_lag.count else None,

@@ -1,7 +1,9 @@
 """Closed-loop (N clients back to back) and open-loop (Poisson arrivals) load against a server.
 
 Every issued request completes (answer, error or client timeout) and is counted; failures stay in
-the latency distribution and are also counted by kind. Open-loop latency runs from each request's
+the latency distribution and are also counted by kind. An open-loop arrival past the client's
+outstanding limit is never sent: it counts as a ``client_overflow`` error, without a latency.
+Open-loop latency runs from each request's
 scheduled arrival, not from when it was sent, so a slow server cannot hide its queueing
 (no coordinated omission); the lag from the scheduled arrival to the send (the client's own delay,
 for example on a busy machine) is kept apart as ``send_lag``. Warm-up requests are sent first and
@@ -45,6 +47,7 @@ class RunResult:
     errors: Counter[str] = field(default_factory=Counter)
     messages: dict[str, str] = field(default_factory=dict)
     server: ServerUsage | None = None
+    unsent: int = 0  # issued arrivals never sent (client_overflow): in ``errors``, not in latency
 
     @property
     def completed(self) -> int:
@@ -53,6 +56,12 @@ class RunResult:
     @property
     def ok(self) -> int:
         return self.ok_latency.count
+
+    def not_sent(self, failure: RequestFailed) -> None:
+        """An arrival the client could not send: counted by kind, kept out of every latency."""
+        self.unsent += 1
+        self.errors[failure.kind] += 1
+        self.messages.setdefault(failure.kind, str(failure)[:300])
 
     def record(self, elapsed_ns: int, failure: RequestFailed | None) -> None:
         self.all_latency.record(elapsed_ns, error=failure is not None)
@@ -71,7 +80,7 @@ async def _timed(client: Client, sample: Sample, timeout_s: float) -> RequestFai
     except RequestFailed as exc:
         return exc
     except TimeoutError:
-        await client.close()  # the connection is in an unknown state
+        await client.abandon()  # an HTTP connection is in an unknown state; a gRPC channel is shared
         return RequestFailed("client_timeout", f"no answer within {timeout_s:g} s")
     return None
 
@@ -188,8 +197,8 @@ async def open_loop(
             if counted:
                 result.issued += 1
             if len(outstanding) >= max_outstanding:
-                if counted:
-                    result.record(0, RequestFailed("client_overflow", f"over {max_outstanding} outstanding"))
+                if counted:  # never sent: an error, but no latency (it has none)
+                    result.not_sent(RequestFailed("client_overflow", f"over {max_outstanding} outstanding"))
             else:
                 task = asyncio.create_task(one(sample, next_ns, counted))
                 outstanding.add(task)
