@@ -146,7 +146,7 @@ def test_impossible_deadline_is_answered_at_once(guarded: ServerProcess, images:
 def test_sigterm_finishes_accepted_requests_then_exits_cleanly(
     engine: Engine, images: dict[str, bytes], tmp_path: Path
 ) -> None:
-    server = start_server(tmp_path, "--max-batch-size", "4", "--no-grpc")
+    server = start_server(tmp_path, "--max-batch-size", "4", "--max-queue-size", "128", "--no-grpc")
     body = json.dumps(
         {
             "inputs": [
@@ -159,15 +159,24 @@ def test_sigterm_finishes_accepted_requests_then_exits_cleanly(
             ]
         }
     ).encode()
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        pending = [pool.submit(server.request, "POST", f"/v2/models/{MODEL}/infer", body) for _ in range(8)]
-        _wait_until_counted(server, 8)
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        pending = [pool.submit(server.request, "POST", f"/v2/models/{MODEL}/infer", body) for _ in range(24)]
+        _wait_until_counted(server, 24)
         begin = time.monotonic()
         server.process.send_signal(15)
+        time.sleep(0.3)  # past uvicorn's own check of its exit flag (every 0.1 s)
+        # while the accepted ones finish, the server still listens: a new client is told to go
+        # elsewhere (503, not ready), not refused a connection
+        still_working = not all(f.done() for f in pending)
+        ready = server.request("GET", "/v2/health/ready")[0]
+        status, _, refused = server.request("POST", f"/v1/models/{MODEL}/classify", images["chelsea"])
         answers = [f.result(timeout=60) for f in pending]
     code = server.process.wait(timeout=30)
     elapsed = time.monotonic() - begin
-    assert [a[0] for a in answers] == [200] * 8
+    assert still_working  # else this run could not show it (96 images take far longer than 0.3 s)
+    assert ready == 503 and status == 503, (ready, status, refused)
+    assert "shutting down" in json.loads(refused)["error"]
+    assert [a[0] for a in answers] == [200] * 24
     assert all(len(json.loads(a[2])["outputs"][0]["data"]) == 4000 for a in answers)
     assert code == 0, server.log()
     assert elapsed < 15

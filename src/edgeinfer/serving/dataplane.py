@@ -128,6 +128,7 @@ class DataPlane:
         self._offload_factory = offload_factory if settings.offload != "edge" else None
         self._offload: Offload | None = None  # routes image requests unless offload = "edge"
         self._draining = False
+        self._in_flight = 0  # requests admitted to a model and not yet answered (both protocols)
         self._lone = LoneClient()  # one keep-alive HTTP client and nobody else: run inline when idle
         self._decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_workers, thread_name_prefix="decode"
@@ -166,6 +167,11 @@ class DataPlane:
     def begin_shutdown(self) -> None:
         """Stop admitting new work (ready turns false); what was admitted still finishes."""
         self._draining = True
+
+    @property
+    def in_flight(self) -> int:
+        """Requests a model has taken and not answered yet."""
+        return self._in_flight
 
     async def close(self) -> None:
         self._draining = True
@@ -298,6 +304,7 @@ class DataPlane:
         metrics = servable.metrics
         metrics.on_request(protocol)
         kind: str | None = "cancelled"
+        self._in_flight += 1
         try:
             result = await work
             kind = None
@@ -313,6 +320,7 @@ class DataPlane:
             setattr(internal, _COUNTED, True)
             raise internal from exc
         finally:
+            self._in_flight -= 1
             metrics.on_answer(protocol, time.monotonic_ns() - arrival_ns, kind)
 
     def _deadline_ns(self, arrival_ns: int, timeout_ns: int | None) -> int:

@@ -143,7 +143,10 @@ class InferenceServer:
             timeout_graceful_shutdown=max(1, int(self.settings.shutdown_timeout_s)),
             server_header=False,
         )
-        self._uvicorn = _Uvicorn(config, self.begin_shutdown)
+        busy = lambda: self.plane.in_flight > 0  # noqa: E731 - read when the signal comes
+        self._uvicorn = _Uvicorn(
+            config, self.begin_shutdown, busy=busy, drain_s=self.settings.shutdown_timeout_s
+        )
         self._uvicorn.run()
         if self.load_error is not None:
             return self.load_error.exit_code
@@ -153,14 +156,48 @@ class InferenceServer:
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn.Server that tells us when a signal arrives and exits 0 after a graceful stop."""
+    """uvicorn.Server that tells us when a signal arrives and exits 0 after a graceful stop.
 
-    def __init__(self, config: uvicorn.Config, on_signal: Callable[[], None]) -> None:
+    On the first signal the server stops admitting (ready false, new requests 503) but keeps
+    listening while admitted requests finish, at most ``drain_s``, so that a client arriving then
+    is told to go elsewhere rather than refused a connection; then uvicorn closes its listener
+    and stops. A second signal stops at once.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_signal: Callable[[], None],
+        *,
+        busy: Callable[[], bool],
+        drain_s: float,
+    ) -> None:
         super().__init__(config)
         self._on_signal = on_signal
+        self._busy = busy
+        self._drain_s = drain_s
+        self._draining: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._on_signal()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not serving yet (or any more): stop as uvicorn does
+            loop = None
+        if loop is None or self._draining is not None or not self.started:
+            super().handle_exit(sig, frame)
+            return
+        # from a signal handler: hand the loop its task through its thread-safe door
+        loop.call_soon_threadsafe(self._start_draining, loop, sig, frame)
+
+    def _start_draining(self, loop: asyncio.AbstractEventLoop, sig: int, frame: FrameType | None) -> None:
+        if self._draining is None:
+            self._draining = loop.create_task(self._exit_when_idle(sig, frame), name="drain")
+
+    async def _exit_when_idle(self, sig: int, frame: FrameType | None) -> None:
+        deadline = time.monotonic() + self._drain_s
+        while self._busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
