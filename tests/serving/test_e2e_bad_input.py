@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 
@@ -397,3 +398,37 @@ def test_a_body_refused_from_its_length_closes_the_connection(server: ServerProc
             data += chunk
     assert data.startswith(b"HTTP/1.1 413 ")
     assert b"\r\nconnection: close\r\n" in data.lower()
+
+
+def _metric(server: ServerProcess, series: str) -> float:
+    _, _, raw = server.request("GET", "/metrics")
+    lines = [line for line in raw.decode().splitlines() if line.startswith(series + " ")]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def test_a_client_that_hangs_up_while_its_request_waits_is_counted_cancelled(
+    server: ServerProcess, images: dict[str, bytes]
+) -> None:
+    """Not computed for nobody and counted as a success: the request leaves the queue and is counted
+    ``cancelled``, as over gRPC. (Two clients: a lone client's request on an idle server runs at
+    once, inline, and is over before a hang-up could be seen.)"""
+    import base64
+
+    requests = f'edgeinfer_requests_total{{model="{MODEL}",protocol="http"}}'
+    cancelled = f'edgeinfer_request_failures_total{{kind="cancelled",model="{MODEL}",protocol="http"}}'
+    photo = base64.b64encode(images["grace_hopper"]).decode()
+    body = json.dumps({"inputs": [_image_input([photo] * 4)]}).encode()
+    head = f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    before_requests, before_cancelled = _metric(server, requests), _metric(server, cancelled)
+    with socket.create_connection(("127.0.0.1", server.http_port)) as stays:
+        with socket.create_connection(("127.0.0.1", server.http_port)) as leaves:
+            stays.sendall(head + body)
+            leaves.sendall(head + body)
+            while _metric(server, requests) < before_requests + 2:  # both taken: one client hangs up
+                pass
+        stays.settimeout(30)
+        assert stays.recv(12) == b"HTTP/1.1 200"  # the other is answered as ever
+    deadline = time.monotonic() + 10
+    while _metric(server, cancelled) <= before_cancelled and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _metric(server, cancelled) == before_cancelled + 1

@@ -29,6 +29,7 @@ from edgeinfer.serving.rest.errors import (
     error_payload,
     status_of,
 )
+from edgeinfer.serving.rest.hangup import unless_hung_up
 from edgeinfer.serving.routing import RoutedClassifyResponse, route_headers
 from edgeinfer.serving.settings import ServeSettings
 
@@ -178,7 +179,9 @@ class RestApp:
             header_timeout_ns=timeout_from_header(request.headers.get(TIMEOUT_HEADER)),
             arrival_ns=request.arrival_ns,
         )
-        response = await self.plane.infer(infer_request, PROTOCOL, _peer(request.scope))
+        response = await unless_hung_up(
+            request.receive, self.plane.infer(infer_request, PROTOCOL, _peer(request.scope))
+        )
         encoded = codec.encode_infer_response(response)
         headers = route_headers(response.parameters) if response.parameters else []
         if encoded.header_length is not None:
@@ -194,7 +197,7 @@ class RestApp:
         top_k = _query_int(request.scope, "top_k", self.settings.top_k)
         self.plane.check_model(request.model)
         body = await self._body(request)
-        result = await self.plane.classify(
+        work = self.plane.classify(
             request.model,
             body,
             top_k,
@@ -203,6 +206,7 @@ class RestApp:
             timeout_ns=timeout_from_header(request.headers.get(TIMEOUT_HEADER)),
             peer=_peer(request.scope),
         )
+        result = await unless_hung_up(request.receive, work)
         headers = route_headers(result.parameters) if isinstance(result, RoutedClassifyResponse) else []
         return Response(codec.encode_classify_response(result), headers=headers)
 
