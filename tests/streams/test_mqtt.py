@@ -120,6 +120,29 @@ def test_a_broker_that_is_down_at_the_start_is_retried_and_processing_goes_on(
         subscriber.close()
 
 
+def test_a_broker_never_reached_in_the_whole_run_is_an_error(
+    engine: Engine, broker_down: Broker, coffee_clip: Clip
+) -> None:
+    """Processing goes on without it, but an output that delivered nothing at all failed: one error,
+    so the run's exit code says so (a broker down for a while is a warning)."""
+    events = EventQueue()
+    sink = MqttSink(MqttOptions.from_url(broker_down.url, reconnect_max_s=1), events)
+    pipe, recorder = pipeline(engine, {"coffee": coffee_clip}, sink, events, duration_s=1.5)
+    summary = pipe.run()
+    (report,) = [r for r in summary.sinks if r.sink == "mqtt"]
+    assert report.delivered == 0 and report.undelivered == summary.streams[0].processed > 0
+    kinds = [(e.level, e.kind) for e in recorder.events if e.stream == "mqtt"]
+    assert ("error", "mqtt_never_connected") in kinds and summary.errors >= 1
+
+
+def test_urls_that_cannot_be_parsed_and_passwords_in_messages() -> None:
+    with pytest.raises(InvalidInput, match=r"bad MQTT URL 'mqtt://\[::1/t'"):
+        MqttOptions.from_url("mqtt://[::1/t")
+    with pytest.raises(InvalidInput, match=r"'ftp://user:\*\*\*@host/t' must start with mqtt://") as refused:
+        MqttOptions.from_url("ftp://user:s3cret@host/t")
+    assert "s3cret" not in str(refused.value)
+
+
 @pytest.mark.slow
 def test_a_refusing_broker_is_reported_once_and_retried_until_it_accepts(broker_down: Broker) -> None:
     broker_down.allow_anonymous(False)  # no user is known: every connection is refused

@@ -302,6 +302,60 @@ def test_a_network_stream_that_drops_is_opened_again_and_keeps_giving_frames(
     assert_every_frame_counted(summary)
 
 
+def test_a_camera_that_answers_503_while_it_restarts_comes_back_and_its_password_stays_secret(
+    engine: Engine, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """An HTTP camera drops its stream, answers 503 while it restarts, then serves again: opened
+    again each time. Its URL, scheme in capitals and with a password, works and is never shown
+    with the password."""
+    ts = encode_video(tmp_path / "cat.ts", render_motion(photos["chelsea"], 45, (320, 240), "zoom"), 30)
+    data = ts.read_bytes()
+    port = free_port()
+    server = socket.create_server(("127.0.0.1", port))
+    done = threading.Event()
+    ok = b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nConnection: close\r\n\r\n"
+    busy = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+    def handle(conn: socket.socket, number: int) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(65536)  # the request
+            if number == 1:
+                conn.sendall(ok + data[: len(data) // 2])
+            elif number == 2:
+                conn.sendall(busy)
+            else:
+                conn.sendall(ok + data)
+                done.wait(30)
+
+    def serve() -> None:
+        number = 0
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            number += 1
+            threading.Thread(target=handle, args=(conn, number), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        rec, summary = run(
+            engine,
+            [("cam", f"HTTP://admin:s3cret@127.0.0.1:{port}/live.ts")],
+            CaptureOptions(stall_timeout_s=1.0, reconnect_max_s=1.0),
+            duration_s=7.0,
+        )
+    finally:
+        done.set()
+        server.close()
+    (cam,) = summary.streams
+    kinds = rec.kinds("cam")
+    assert kinds.count("reconnecting") >= 2 and "reconnected" in kinds, kinds
+    said = " ".join(e.message for e in rec.events) + str(summary.to_dict())
+    assert "5XX" in said and "s3cret" not in said and "admin:***@" in cam.uri
+    assert cam.status == "stopped" and summary.errors == 0, kinds
+
+
 def test_a_live_source_that_never_opened_is_not_retried(engine: Engine) -> None:
     port = free_port()  # nothing listens here
     rec, summary = run(

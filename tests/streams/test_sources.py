@@ -17,6 +17,7 @@ from edgeinfer.streams.sources import (
     VideoSource,
     check_frame,
     open_source,
+    redact_uri,
     stream_names,
 )
 from tests.streams.conftest import Clip
@@ -160,3 +161,22 @@ def test_rate_conversion_keeps_the_requested_rate(native: float, wanted: float, 
     rate = RateConverter(wanted, native)
     kept = sum(rate.keep(i / native) for i in range(int(native) * 4))
     assert kept == pytest.approx(expected * 4, abs=1)
+
+
+def test_a_url_that_cannot_be_parsed_is_refused_and_still_named() -> None:
+    with pytest.raises(InvalidInput, match=r"source 'rtsp://\[::1/x' is not a valid URL"):
+        open_source("rtsp://[::1/x", CaptureOptions())
+    assert stream_names(["rtsp://[::1/x", "rtsp://[::1/y"]) == ["stream", "stream-2"]
+
+
+def test_passwords_are_redacted_wherever_a_source_is_shown() -> None:
+    assert (
+        redact_uri("rtsp://admin:s3cret@cam.local:554/live?x=1") == "rtsp://admin:***@cam.local:554/live?x=1"
+    )
+    assert redact_uri("rtsp://admin@cam.local/live") == "rtsp://admin@cam.local/live"  # no password
+    assert redact_uri("media/cat.mp4") == "media/cat.mp4"
+    source = open_source("RTSP://admin:s3cret@127.0.0.1:9/live", CaptureOptions())
+    assert source.uri == "rtsp://admin:***@127.0.0.1:9/live"  # the scheme FFmpeg knows, no password
+    with pytest.raises(InvalidInput, match=r"'ftp://u:\*\*\*@h/x': unsupported scheme 'ftp'") as refused:
+        open_source("ftp://u:pw@h/x", CaptureOptions())
+    assert "pw" not in str(refused.value)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgeinfer.errors import EdgeInferError, UpstreamError
+from edgeinfer.errors import EdgeInferError
 from edgeinfer.streams.config import CaptureOptions
 from edgeinfer.streams.events import EventQueue
 from edgeinfer.streams.messages import Frame, RawFrame, StreamStatus
@@ -109,14 +109,17 @@ class Capture(threading.Thread):
 
     def _run_reconnecting(self) -> None:
         """``_run`` until the source ends or fails for good; a live source that was working is
-        opened again after each loss, pausing 1, 2, 4... s (at most ``reconnect_max_s``)."""
+        opened again after each loss or failed opening, pausing 1, 2, 4... s (at most
+        ``reconnect_max_s``)."""
         attempt = 0
         while True:
             good_before = self._good
             try:
                 self._run(reconnecting=attempt > 0)
                 return
-            except (_Lost, UpstreamError) as exc:
+            except (_Lost, EdgeInferError) as exc:
+                # a live source that was working is tried again whatever opening it says now: a
+                # rebooting camera answers 503 or 404, its /dev/video* vanishes for a moment
                 if not self._may_reconnect():
                     if isinstance(exc, _Lost):
                         self._end()

@@ -82,7 +82,8 @@ class VideoSource:
         timeout_s: float = 5.0,
         decoder_threads: int = 1,
     ) -> None:
-        self.uri = uri
+        self.uri = redact_uri(uri)  # what messages, events and the report say: no password
+        self._open_uri = uri
         self._decoder_threads = decoder_threads
         self.live = live
         self._format = container_format
@@ -108,13 +109,13 @@ class VideoSource:
             raise NotFound(f"{what} {self.uri!r} does not exist")
         try:
             container = av.open(
-                self.uri,
+                self._open_uri,
                 format=self._format,
                 options=self._options,
                 timeout=(self._timeout_s, self._timeout_s),
             )
         except av.FFmpegError as exc:
-            raise _map_av_error(self.uri, "open", exc) from exc
+            raise _map_av_error(self.uri, "open", exc, self._open_uri) from exc
         if not container.streams.video:
             container.close()
             raise InvalidInput(f"source {self.uri!r} has no video stream")
@@ -149,7 +150,7 @@ class VideoSource:
                 if errors > _MAX_CONSECUTIVE_DECODE_ERRORS:
                     raise InvalidInput(f"source {self.uri!r} cannot be decoded: {exc}") from exc
             except av.FFmpegError as exc:
-                raise _map_av_error(self.uri, "read", exc) from exc
+                raise _map_av_error(self.uri, "read", exc, self._open_uri) from exc
 
     def rewind(self) -> None:
         if self.live:
@@ -292,8 +293,12 @@ def open_source(uri: str, options: CaptureOptions) -> Source:
     Only a malformed argument raises here; a source that does not exist or cannot be read is
     reported when its capture thread opens it, so the other streams still start.
     """
-    scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    try:
+        scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+    except ValueError as exc:  # e.g. rtsp://[::1/x: an IPv6 host without its closing bracket
+        raise InvalidInput(f"source {redact_uri(uri)!r} is not a valid URL: {exc}") from None
     if scheme in NETWORK_SCHEMES:
+        uri = scheme + uri[uri.index("://") :]  # FFmpeg knows its protocols in lower case only
         net: dict[str, str] = {"analyzeduration": "1000000", "probesize": "1000000"}
         if scheme.startswith("rtsp"):
             net["rtsp_transport"] = "tcp"
@@ -306,7 +311,8 @@ def open_source(uri: str, options: CaptureOptions) -> Source:
         )
     if scheme and scheme != "file":
         raise InvalidInput(
-            f"source {uri!r}: unsupported scheme {scheme!r} (use {', '.join(sorted(NETWORK_SCHEMES))})"
+            f"source {redact_uri(uri)!r}: unsupported scheme {scheme!r} (use "
+            f"{', '.join(sorted(NETWORK_SCHEMES))})"
         )
     if scheme == "file":
         uri = urlsplit(uri).path
@@ -342,6 +348,13 @@ def stream_names(uris: Sequence[str]) -> list[str]:
 
 
 def _base_name(uri: str) -> str:
+    try:
+        return _name_of(uri)
+    except ValueError:  # a malformed URL: open_source says what is wrong with it
+        return "stream"
+
+
+def _name_of(uri: str) -> str:
     if uri.lower().startswith("file://"):
         uri = urlsplit(uri).path
     if "://" in uri:
@@ -356,16 +369,31 @@ def _base_name(uri: str) -> str:
     return cleaned or "stream"
 
 
-def _map_av_error(uri: str, action: str, exc: Exception) -> EdgeInferError:
+def redact_uri(uri: str) -> str:
+    """``uri`` with its password replaced (``rtsp://admin:***@camera/live``): a camera's
+    credentials must not reach the console, the events or the report."""
+    scheme, sep, rest = uri.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    user, at, host = netloc.rpartition("@")
+    if not sep or not at or ":" not in user:
+        return uri
+    return f"{scheme}://{user.split(':', 1)[0]}:***@{host}{slash}{tail}"
+
+
+def _map_av_error(uri: str, action: str, exc: Exception, secret: str | None = None) -> EdgeInferError:
     import av
 
     detail = getattr(exc, "strerror", None) or str(exc)
+    if secret:
+        detail = detail.replace(secret, uri)  # FFmpeg's messages may quote the URL it was given
     if isinstance(exc, av.error.FileNotFoundError):
         return NotFound(f"source {uri!r} does not exist ({detail})")
     if isinstance(exc, (av.error.ExitError, av.error.TimeoutError)):
         return UpstreamError(f"source {uri!r} stalled: no data within the timeout while trying to {action}")
     if isinstance(exc, (av.error.ConnectionRefusedError, av.error.ConnectionResetError, av.error.OSError)):
         return UpstreamError(f"source {uri!r}: cannot {action} ({detail})")
+    if isinstance(exc, (av.error.HTTPServerError, av.error.HTTPTooManyRequestsError)):
+        return UpstreamError(f"source {uri!r}: cannot {action} for now ({detail})")
     if isinstance(exc, av.error.InvalidDataError):
         return InvalidInput(f"source {uri!r} cannot be decoded: {detail}")
     return InvalidInput(f"source {uri!r}: cannot {action}: {detail}")

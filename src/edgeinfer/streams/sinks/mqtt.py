@@ -56,9 +56,15 @@ class MqttOptions:
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> MqttOptions:
         """``mqtt://[user[:password]@]host[:port][/topic/prefix]`` (``mqtts://`` for TLS)."""
-        parts = urlsplit(url)
+        from edgeinfer.streams.sources import redact_uri
+
+        shown = redact_uri(url)  # no password in messages
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an IPv6 host without its closing bracket
+            raise InvalidInput(f"bad MQTT URL {shown!r}: {exc}") from None
         if parts.scheme not in ("mqtt", "mqtts"):
-            raise InvalidInput(f"MQTT URL {url!r} must start with mqtt:// or mqtts://")
+            raise InvalidInput(f"MQTT URL {shown!r} must start with mqtt:// or mqtts://")
         try:
             port = parts.port
             options = cls(
@@ -71,7 +77,7 @@ class MqttOptions:
                 **overrides,
             )
         except ValueError as exc:
-            raise InvalidInput(f"bad MQTT URL {url!r}: {exc}") from exc
+            raise InvalidInput(f"bad MQTT URL {shown!r}: {exc}") from exc
         return options
 
 
@@ -166,6 +172,14 @@ class MqttSink:
             acked, attempted = self._acked, self._attempted
             offline, full = self._refused_offline, self._refused_full
             in_flight = self._handed - self._acked
+            never = attempted > 0 and not self._ever_connected
+        if never:  # the output failed as a whole, not for a moment: an error (exit code 1)
+            self._emit(
+                "error",
+                "mqtt_never_connected",
+                f"no result was published: the broker at {self.options.host}:{self.options.port} was never "
+                "reached during the run",
+            )
         parts = [f"{acked} published to {self.options.host}:{self.options.port}"]
         if offline:
             parts.append(f"{offline} not sent while the broker was unreachable")
