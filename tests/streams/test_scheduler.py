@@ -87,6 +87,24 @@ def test_batch_delay_waits_for_the_other_streams() -> None:
     assert sorted(f.stream for f in sched.next_batch(1.0)) == ["a", "b"]
 
 
+def test_a_stop_request_ends_the_wait_for_more_frames() -> None:
+    """A stream that stalls must not hold the others' batch for the whole delay once the run is
+    stopping (Ctrl-C, --duration): wake() sends the batch with what it has."""
+    sched = FrameScheduler(["a", "stalled"], max_batch=2, max_batch_delay_us=1_000_000)
+    sched.put(frame("a", 0))
+    threading.Timer(0.05, sched.wake).start()
+    started = time.monotonic()
+    assert [f.stream for f in sched.next_batch(1.0)] == ["a"]
+    assert time.monotonic() - started < 0.5
+
+
+def test_the_batch_delay_is_at_most_a_second() -> None:
+    from edgeinfer.streams.config import PipelineOptions
+
+    with pytest.raises(ValueError, match=r"max_batch_delay_us must be 0\.\.1000000"):
+        PipelineOptions(max_batch_delay_us=20_000_000)
+
+
 def test_exhausted_only_after_every_stream_finished_and_was_drained() -> None:
     sched = FrameScheduler(["a", "b"], max_batch=2)
     sched.put(frame("a", 0))

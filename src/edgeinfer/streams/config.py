@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+MAX_BATCH_DELAY_US = 1_000_000  # past this, waiting to batch only adds latency
+
 
 @dataclass(frozen=True)
 class CaptureOptions:
@@ -69,8 +71,11 @@ class PipelineOptions:
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {self.max_batch}")
-        if self.max_batch_delay_us < 0:
-            raise ValueError(f"max_batch_delay_us must be >= 0, got {self.max_batch_delay_us}")
+        if not 0 <= self.max_batch_delay_us <= MAX_BATCH_DELAY_US:
+            raise ValueError(
+                f"max_batch_delay_us must be 0..{MAX_BATCH_DELAY_US} (a frame waits at most a second for "
+                f"others to batch with), got {self.max_batch_delay_us}"
+            )
         if self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):

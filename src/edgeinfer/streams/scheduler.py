@@ -38,6 +38,7 @@ class FrameScheduler:
         self._next = 0
         self._ready = 0
         self._closed = False
+        self._woken = False  # set by wake(): a batch waiting for more frames goes with what it has
         self._cond = threading.Condition()
 
     @property
@@ -68,8 +69,10 @@ class FrameScheduler:
             self._cond.notify_all()
 
     def wake(self) -> None:
-        """Make a waiting ``next_batch`` return now (for events and stop requests)."""
+        """Make a waiting ``next_batch`` return now (for events and stop requests), and one that is
+        waiting for more frames to batch take what it has."""
         with self._cond:
+            self._woken = True
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -110,7 +113,8 @@ class FrameScheduler:
     def _wait_for_more(self) -> None:
         want = min(self._max_batch, len(self._open) or 1)
         deadline = time.monotonic_ns() + self._delay_ns
-        while self._ready < want and not self._closed:
+        self._woken = False
+        while self._ready < want and not self._closed and not self._woken:
             left_ns = deadline - time.monotonic_ns()
             if left_ns <= 0:
                 break

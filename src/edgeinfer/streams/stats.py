@@ -73,6 +73,7 @@ class StreamStats:
         self._reconnects = 0
         self._first_capture_ns: int | None = None
         self._last_seen_ns: int | None = None  # its last capture or prediction, whichever is later
+        self._last_capture_ns: int | None = None
         self._end_ns: int | None = None
         self._latencies = array("q")
         self._seen = 0
@@ -101,6 +102,7 @@ class StreamStats:
             self._captured += 1
             if self._first_capture_ns is None:
                 self._first_capture_ns = capture_ns
+            self._last_capture_ns = capture_ns
             self._last_seen_ns = max(capture_ns, self._last_seen_ns or capture_ns)
 
     def reconnecting(self) -> None:
@@ -158,6 +160,7 @@ class StreamStats:
             end = self._end_ns if self._end_ns is not None else now
             start = self._first_capture_ns
             elapsed_s = (end - start) / 1e9 if start is not None and end > start else 0.0
+            rate_s = elapsed_s + self._last_interval_s()
             while self._recent_done and self._recent_done[0] < end - _WINDOW_NS:
                 self._recent_done.popleft()
             window_s = min(elapsed_s, _WINDOW_NS / 1e9)
@@ -180,8 +183,8 @@ class StreamStats:
                 failed=self._failed,
                 pending=pending,
                 elapsed_s=round(elapsed_s, 3),
-                capture_fps=_rate(self._captured, elapsed_s),
-                achieved_fps=_rate(n, elapsed_s),
+                capture_fps=_rate(self._captured, rate_s),
+                achieved_fps=_rate(n, rate_s),
                 recent_fps=_rate(len(self._recent_done), window_s),
                 drop_rate=round(self._dropped / self._captured, 4) if self._captured else 0.0,
                 latency_p50_ms=_r(p50),
@@ -195,6 +198,16 @@ class StreamStats:
                 last_score=_r(self._last_score, 4),
                 reconnects=self._reconnects,
             )
+
+    def _last_interval_s(self) -> float:
+        """For a stream that ended (or failed): its mean frame interval. N frames from the first to
+        the last span N - 1 intervals; the last frame's own interval completes the time they took,
+        or 30 frames at 15 fps would read 15.5 fps."""
+        start, last = self._first_capture_ns, self._last_capture_ns
+        ended = self._status in (StreamStatus.ENDED, StreamStatus.FAILED)
+        if not ended or start is None or last is None or self._captured < 2 or last <= start:
+            return 0.0
+        return (last - start) / (self._captured - 1) / 1e9
 
     def _record_latency(self, latency_ns: int) -> None:
         self._seen += 1
