@@ -106,9 +106,10 @@ def test_an_http_1_0_server_is_not_kept_alive() -> None:
 def test_bad_urls_are_rejected() -> None:
     from edgeinfer.errors import InvalidInput
 
-    for url in ("ftp://host:1", "http://host", "nonsense"):
-        with pytest.raises(InvalidInput):
+    for url in ("ftp://host:1", "http://host", "nonsense", "http://127.0.0.1:99999", "http://[::1"):
+        with pytest.raises(InvalidInput, match="must look like http://HOST:PORT"):
             KServeClient(url)
+    assert KServeClient("http://[::1]:8000").url == "http://[::1]:8000"
 
 
 def test_the_probe_measures_the_path_not_the_connection_set_up(cloud: ServerProcess, tmp_path: Path) -> None:

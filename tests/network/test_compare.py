@@ -107,6 +107,8 @@ def test_compare_measures_every_path_and_writes_the_report(
         (["--rate", "nan"], "--rate must be a finite number > 0"),
         (["--deadline-ms", "-5"], "--deadline-ms must be a finite number > 0"),
         (["--threads", "0"], "at least 1"),
+        (["--cloud-url", "http://127.0.0.1:99999", "--policy", "cloud"], "must look like http://HOST:PORT"),
+        (["--cloud-url", "http://[::1", "--policy", "auto"], "must look like http://HOST:PORT"),
     ],
 )
 def test_compare_rejects_bad_arguments_before_measuring(
@@ -117,11 +119,21 @@ def test_compare_rejects_bad_arguments_before_measuring(
     assert not (tmp_path / "report.json").exists()
 
 
-def test_an_unreachable_cloud_url_is_refused_before_measuring(engine: Engine, tmp_path: Path) -> None:
-    done = _compare(tmp_path, "--cloud-url", "http://127.0.0.1:9", "--policy", "cloud")
+@pytest.mark.parametrize("policy", ["cloud", "auto"])  # auto measures cloud-only too
+def test_an_unreachable_cloud_url_is_refused_before_measuring(
+    engine: Engine, tmp_path: Path, policy: str
+) -> None:
+    done = _compare(tmp_path, "--cloud-url", "http://127.0.0.1:9", "--policy", policy)
     assert done.returncode == 1, done.stderr[-2000:]
     assert "--cloud-url http://127.0.0.1:9" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "report.json").exists()
+
+
+def test_a_report_folder_that_cannot_be_written_is_refused_before_measuring(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    done = _compare(tmp_path, "--policy", "edge", "--report", str(afile / "rep"))
+    assert done.returncode == 2 and "--report" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.e2e

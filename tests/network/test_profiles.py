@@ -24,7 +24,17 @@ def test_overrides_replace_figures_and_say_so() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"rtt_ms": -1}, {"rtt_ms": float("nan")}, {"rtt_ms": 1, "up_mbps": 0}, {"rtt_ms": 1, "loss_pct": 100}],
+    [
+        {"rtt_ms": -1},
+        {"rtt_ms": float("nan")},
+        {"rtt_ms": 1, "up_mbps": 0},
+        {"rtt_ms": 1, "loss_pct": 100},
+        # finite but past any network: they overflowed the link's timers and buffers
+        {"rtt_ms": 1e308},
+        {"rtt_ms": 1, "jitter_ms": 1e307},
+        {"rtt_ms": 1, "up_mbps": 1e308},
+        {"rtt_ms": 1, "down_mbps": 2e6},
+    ],
 )
 def test_bad_figures_are_rejected_with_a_clear_error(kwargs: dict[str, float]) -> None:
     with pytest.raises(InvalidInput):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.cli.common import add_repository_arg
+from edgeinfer.cli.common import add_repository_arg, check_report_dir
 from edgeinfer.errors import InvalidInput, RuntimeUnavailable
 
 DEFAULT_SCENARIOS = "single-stream,offline"
@@ -245,7 +244,7 @@ def build_request(args: argparse.Namespace) -> Any:
             isolate=not args.in_process,
             command=_command(),
         )
-        _report_dir(Path(args.report))
+        check_report_dir(Path(args.report))
         return request
     except ValueError as exc:
         raise InvalidInput(f"edgeinfer bench: {exc}") from exc
@@ -305,18 +304,6 @@ def _scenario_settings(args: argparse.Namespace, seed: int | None) -> tuple[Any,
             f"duration, {longest:g} s" + (" (--mlperf's)" if args.mlperf else " (--duration)")
         )
     return tuple(s.with_(max_duration_s=args.max_duration) for s in settings)
-
-
-def _report_dir(path: Path) -> None:
-    """Create the report folder and check that a file can be written there."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--report {path} is a file; name a folder for report.json and report.html")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise ValueError(f"--report {path}: cannot write there ({exc.strerror or exc})") from exc
 
 
 def _command() -> tuple[str, ...]:

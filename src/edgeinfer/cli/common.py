@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from edgeinfer.engine import Engine
@@ -85,3 +86,16 @@ def runtime_options(pairs: list[str]) -> dict[str, str]:
 def repository(args: argparse.Namespace) -> ModelRepository:
     home: Path | None = getattr(args, "home", None)
     return ModelRepository(home)
+
+
+def check_report_dir(path: Path) -> None:
+    """Create the report folder and check that a file can be written there; ValueError (with the
+    fix) otherwise, before anything is measured."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--report {path} is a file; name a folder for report.json and report.html")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--report {path}: cannot write there ({exc.strerror or exc})") from exc

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from edgeinfer.cli.common import positive_int
+from edgeinfer.cli.common import check_report_dir, positive_int
 from edgeinfer.errors import InvalidInput, RuntimeUnavailable
 from edgeinfer.network.drive import Load
 from edgeinfer.network.profiles import PROFILES, parse_profiles
@@ -96,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInput(f"{option} must be a finite number > 0, got {value}")
     if args.min_requests < 1:
         raise InvalidInput(f"--min-requests must be at least 1, got {args.min_requests}")
+    try:
+        check_report_dir(args.report)  # before the images are made and anything is measured
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
     settings = CompareSettings(
         profiles=tuple(parse_profiles(args.profile)),
         out_dir=args.report,

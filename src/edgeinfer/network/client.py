@@ -70,6 +70,20 @@ class _Connection:
     writer: asyncio.StreamWriter
 
 
+def cloud_address(url: str) -> tuple[str, int]:
+    """HOST and PORT of ``http://HOST:PORT`` (or ``HOST:PORT``); InvalidInput for anything else,
+    a port out of range or an unparsable host included."""
+    try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        port = parts.port
+    except ValueError:  # a port out of range, an IPv6 host without its closing bracket
+        port = None
+        parts = None
+    if parts is None or parts.scheme != "http" or not parts.hostname or port is None:
+        raise InvalidInput(f"the cloud URL must look like http://HOST:PORT (port 1-65535), got {url!r}")
+    return parts.hostname, port
+
+
 class KServeClient:
     """One remote server. Safe for concurrent use: each request borrows its own connection."""
 
@@ -81,11 +95,9 @@ class KServeClient:
         api_key: str | None = None,
         max_idle_connections: int = 8,
     ) -> None:
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme != "http" or not parts.hostname or parts.port is None:
-            raise InvalidInput(f"the cloud URL must look like http://HOST:PORT, got {url!r}")
-        self.url = f"http://{parts.hostname}:{parts.port}"
-        self.host, self.port = parts.hostname, parts.port
+        self.host, self.port = cloud_address(url)
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        self.url = f"http://{host}:{self.port}"
         self.connect_timeout_s = connect_timeout_s
         self._auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         self._idle: list[_Connection] = []

@@ -25,14 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image
 
 from edgeinfer.errors import InvalidInput, UpstreamError
 from edgeinfer.network.backends import UPLOADS, CloudBackend, EdgeBackend, Engineish, Prepare, Upload
-from edgeinfer.network.client import CloudError, KServeClient
+from edgeinfer.network.client import CloudError, KServeClient, cloud_address
 from edgeinfer.network.drive import Load, Trace, drive
 from edgeinfer.network.processes import LinkProcess, ServerProcess, ServerWork
 from edgeinfer.network.profiles import LinkProfile
@@ -136,8 +135,8 @@ def run_compare(settings: CompareSettings) -> CompareRun:
         from edgeinfer.network.split_compare import check_split_arg
 
         check_split_arg(settings)  # before minutes of measuring, not after
-    if settings.cloud_url is not None and "cloud" in settings.policies:
-        check_cloud(settings.cloud_url)
+    if settings.cloud_url is not None and ({"cloud", "auto"} & set(settings.policies) or settings.split):
+        check_cloud(settings.cloud_url)  # auto and split measure the cloud too
     images, names = load_images(settings.samples, settings.seed)
     run = CompareRun(settings, images, names)
     before = os.sched_getaffinity(0)
@@ -222,10 +221,7 @@ def check_cloud(url: str, timeout_s: float = 10.0) -> None:
 
 
 def target_of(url: str) -> tuple[str, int]:
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if not parts.hostname or parts.port is None:
-        raise InvalidInput(f"the cloud URL must look like http://HOST:PORT, got {url!r}")
-    return parts.hostname, parts.port
+    return cloud_address(url)
 
 
 def _run_cloud_paths(run: CompareRun, local: ServerProcess, logs: Path) -> None:

@@ -18,6 +18,10 @@ MIN_RTO_MS = 200.0
 MSS_BYTES = 1448
 
 
+MAX_DELAY_MS = 3_600_000.0  # an hour: beyond any network, short of overflowing a timer
+MAX_RATE_MBPS = 1_000_000.0  # 1 Tb/s: beyond any link; leave the rate out for unlimited
+
+
 @dataclass(frozen=True)
 class LinkProfile:
     """One emulated network path between the device and the cloud.
@@ -38,11 +42,14 @@ class LinkProfile:
 
     def __post_init__(self) -> None:
         for label, value in (("rtt_ms", self.rtt_ms), ("jitter_ms", self.jitter_ms)):
-            if not math.isfinite(value) or value < 0:
-                raise InvalidInput(f"{label} must be a finite number >= 0, got {value}")
+            if not math.isfinite(value) or not 0 <= value <= MAX_DELAY_MS:
+                raise InvalidInput(f"{label} must be a number in 0..{MAX_DELAY_MS:g} ms, got {value}")
         for label, rate in (("up_mbps", self.up_mbps), ("down_mbps", self.down_mbps)):
-            if rate is not None and (not math.isfinite(rate) or rate <= 0):
-                raise InvalidInput(f"{label} must be > 0 Mb/s (leave it out for unlimited), got {rate}")
+            if rate is not None and (not math.isfinite(rate) or not 0 < rate <= MAX_RATE_MBPS):
+                raise InvalidInput(
+                    f"{label} must be > 0 and at most {MAX_RATE_MBPS:g} Mb/s (leave it out for unlimited), "
+                    f"got {rate}"
+                )
         if not 0 <= self.loss_pct < 100:
             raise InvalidInput(f"loss_pct must be in [0, 100) per cent, got {self.loss_pct}")
 
