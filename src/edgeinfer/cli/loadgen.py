@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput("--endpoint classify sends raw images over HTTP only")
     samples = workload.file_samples(args.images) if args.images else workload.photo_samples()
     if args.input == "tensor":
-        samples = workload.as_tensors(samples)
+        samples = workload.as_tensors(samples, args.model)
     order = workload.schedule(samples, args.seed)
     levels = _levels(args.concurrency or "1,4,16") if args.rate is None else [args.rate]
     # the client waits past the deadline it sends, so the server's answer to it is what is counted

@@ -186,3 +186,19 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_tensors_are_preprocessed_as_the_model_wants() -> None:
+    """EfficientNet-Lite0 takes (x - 127) / 128, not ImageNet's mean and std."""
+    from edgeinfer.models.zoo import ZOO
+    from edgeinfer.serving.loadgen.workload import as_tensors, photo_samples, preprocessing_for
+
+    assert preprocessing_for("efficientnet_lite0") == ZOO["efficientnet_lite0"].preprocessing
+    assert preprocessing_for("mobilenet_v2") == ZOO["mobilenet_v2"].preprocessing
+    photo = photo_samples(1)
+    lite, mobile = (
+        as_tensors(photo, "efficientnet_lite0")[0].tensor,
+        as_tensors(photo, "mobilenet_v2")[0].tensor,
+    )
+    assert lite is not None and mobile is not None and lite.shape == mobile.shape == (3, 224, 224)
+    assert -1.0 <= float(lite.min()) and float(lite.max()) <= 1.0 < float(mobile.max())

@@ -8,10 +8,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgeinfer.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from edgeinfer.models.config import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -53,14 +57,30 @@ def file_samples(paths: Sequence[Path]) -> list[Sample]:
     return samples
 
 
-def as_tensors(samples: Sequence[Sample]) -> list[Sample]:
-    """Preprocess each image here (ImageNet defaults: 224 crop, NCHW) so the server only infers."""
+def as_tensors(samples: Sequence[Sample], model: str) -> list[Sample]:
+    """Preprocess each image here, as ``model`` wants it, so the server only infers."""
     from edgeinfer.imaging.decode import decode_image
     from edgeinfer.imaging.preprocess import Preprocessor
-    from edgeinfer.models.config import Preprocessing
 
-    preprocess = Preprocessor(Preprocessing())
+    preprocess = Preprocessor(preprocessing_for(model))
     return [Sample(s.name, s.data, preprocess(decode_image(s.data))) for s in samples]
+
+
+def preprocessing_for(model: str) -> Preprocessing:
+    """``model``'s preprocessing: the zoo's, or the local repository's build of it (an imported
+    model), else ImageNet's defaults (224 crop, NCHW, ImageNet mean and std)."""
+    from edgeinfer.errors import EdgeInferError
+    from edgeinfer.models.config import Preprocessing
+    from edgeinfer.models.repository import ModelRepository
+    from edgeinfer.models.zoo import ZOO
+
+    if model in ZOO:
+        return ZOO[model].preprocessing
+    try:
+        builds = ModelRepository().builds(model)
+    except EdgeInferError:
+        builds = []
+    return builds[0].config.preprocessing if builds else Preprocessing()
 
 
 def schedule(samples: Sequence[Sample], seed: int) -> list[Sample]:
