@@ -201,4 +201,4 @@ def test_tensors_are_preprocessed_as_the_model_wants() -> None:
         as_tensors(photo, "mobilenet_v2")[0].tensor,
     )
     assert lite is not None and mobile is not None and lite.shape == mobile.shape == (3, 224, 224)
-    assert -1.0 <= float(lite.min()) and float(lite.max()) <= 1.0 < float(mobile.max())
+    assert float(lite.min()) >= -1.0 and float(lite.max()) <= 1.0 < float(mobile.max())
