@@ -81,6 +81,7 @@ def test_compare_measures_every_path_and_writes_the_report(
     # The analytical model against what was measured on the same link.
     crossover = report.settings["crossover"]
     predicted = crossover["profiles"][0]["predicted_cloud_ms"]["1x"]
+    assert crossover["profiles"][0]["down_mbps"] is not None  # the page's bars use it, as the figure does
     measured = by_label["cloud · jpeg · lte"].scenarios[0].latency.mean_ms
     assert predicted == pytest.approx(measured, rel=0.3)
     split = [p for p in report.settings["split_points"] if "measured_p50_ms" in p]

@@ -351,7 +351,7 @@ def _crossover_plot(
             textcoords="offset points",
             fontsize=8,
         )
-        predicted = model.cloud_ms(row["rtt_ms"], row["up_mbps"])
+        predicted = model.cloud_ms(row["rtt_ms"], row["up_mbps"], row.get("down_mbps"))  # as in report.json
         bx.bar(j - 0.2, predicted, width=0.38, color=colour(0), label="model" if j == 0 else None)
         got = measured.get(row["profile"], (None, False))[0]
         if got is not None:

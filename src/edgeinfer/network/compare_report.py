@@ -219,6 +219,7 @@ def _crossover_settings(run: CompareRun, model: CrossoverModel | None) -> dict[s
                 "profile": profile.name,
                 "rtt_ms": profile.rtt_ms,
                 "up_mbps": profile.up_mbps,
+                "down_mbps": profile.down_mbps,
                 "predicted_cloud_ms": {f"{s:g}x": model.for_profile(profile, s) for s in speedups},
                 "breakeven_up_mbps": {
                     f"{s:g}x": model.breakeven_up_mbps(profile.rtt_ms, s, profile.down_mbps) for s in speedups
