@@ -108,6 +108,7 @@ def test_compare_measures_every_path_and_writes_the_report(
         (["--rate", "nan"], "--rate must be a finite number > 0"),
         (["--deadline-ms", "-5"], "--deadline-ms must be a finite number > 0"),
         (["--threads", "0"], "at least 1"),
+        (["--samples", "100000"], "--samples must be 1..2000"),
         (["--cloud-url", "http://127.0.0.1:99999", "--policy", "cloud"], "must look like http://HOST:PORT"),
         (["--cloud-url", "http://[::1", "--policy", "auto"], "must look like http://HOST:PORT"),
     ],

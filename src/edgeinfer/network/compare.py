@@ -42,6 +42,9 @@ JPEG_QUALITY = 90
 MEASURE_TIMEOUT_MS = 120_000.0
 
 
+MAX_SAMPLES = 2000  # distinct images, about 45 KB each, made (~13 ms each) before anything runs
+
+
 @dataclass(frozen=True)
 class CompareSettings:
     """What to compare and how hard. Every figure has its unit in its name."""
@@ -71,8 +74,11 @@ class CompareSettings:
         unknown = [u for u in self.uploads if u not in UPLOADS]
         if unknown:
             raise InvalidInput(f"unknown upload {unknown}; choose from {', '.join(UPLOADS)}")
-        if self.samples < 1:
-            raise InvalidInput(f"--samples must be >= 1, got {self.samples}")
+        if not 1 <= self.samples <= MAX_SAMPLES:
+            raise InvalidInput(
+                f"--samples must be 1..{MAX_SAMPLES} (each is made and held in memory before the run), "
+                f"got {self.samples}"
+            )
 
 
 @dataclass
