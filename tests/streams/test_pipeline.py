@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +245,38 @@ def test_a_network_stream_that_stalls_is_reported_and_the_others_continue(
     assert_every_frame_counted(summary)
 
 
+def _reconnecting_run(
+    engine: Engine,
+    server: socket.socket,
+    handle: Callable[[socket.socket, int], None],
+    done: threading.Event,
+    *,
+    source: tuple[str, str],
+    duration_s: float,
+) -> tuple[Recorder, RunSummary]:
+    """Run ``source`` (reopened after 1 s at most) while ``server`` hands each connection, numbered
+    from 1, to ``handle`` on a thread of its own; then stop the server."""
+
+    def serve() -> None:
+        number = 0
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            number += 1
+            threading.Thread(target=handle, args=(conn, number), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        return run(
+            engine, [source], CaptureOptions(stall_timeout_s=1.0, reconnect_max_s=1.0), duration_s=duration_s
+        )
+    finally:
+        done.set()
+        server.close()
+
+
 @pytest.mark.e2e
 def test_a_network_stream_that_drops_is_opened_again_and_keeps_giving_frames(
     engine: Engine, photos: dict[str, Path], tmp_path: Path
@@ -255,7 +287,6 @@ def test_a_network_stream_that_drops_is_opened_again_and_keeps_giving_frames(
     data = ts.read_bytes()
     port = free_port()
     server = socket.create_server(("127.0.0.1", port))
-    connections: list[int] = []
     done = threading.Event()
 
     def handle(conn: socket.socket, number: int) -> None:
@@ -269,26 +300,9 @@ def test_a_network_stream_that_drops_is_opened_again_and_keeps_giving_frames(
                 conn.sendall(data)
                 done.wait(30)
 
-    def serve() -> None:
-        while not done.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            connections.append(1)
-            threading.Thread(target=handle, args=(conn, len(connections)), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        rec, summary = run(
-            engine,
-            [("net", f"tcp://127.0.0.1:{port}")],
-            CaptureOptions(stall_timeout_s=1.0, reconnect_max_s=1.0),
-            duration_s=8.0,
-        )
-    finally:
-        done.set()
-        server.close()
+    rec, summary = _reconnecting_run(
+        engine, server, handle, done, source=("net", f"tcp://127.0.0.1:{port}"), duration_s=8.0
+    )
     (net,) = summary.streams
     kinds = rec.kinds("net")
     assert kinds.count("reconnecting") >= 2 and kinds.count("reconnected") >= 2, kinds
@@ -302,6 +316,7 @@ def test_a_network_stream_that_drops_is_opened_again_and_keeps_giving_frames(
     assert_every_frame_counted(summary)
 
 
+@pytest.mark.e2e
 def test_a_camera_that_answers_503_while_it_restarts_comes_back_and_its_password_stays_secret(
     engine: Engine, photos: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -327,27 +342,8 @@ def test_a_camera_that_answers_503_while_it_restarts_comes_back_and_its_password
                 conn.sendall(ok + data)
                 done.wait(30)
 
-    def serve() -> None:
-        number = 0
-        while not done.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            number += 1
-            threading.Thread(target=handle, args=(conn, number), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        rec, summary = run(
-            engine,
-            [("cam", f"HTTP://admin:s3cret@127.0.0.1:{port}/live.ts")],
-            CaptureOptions(stall_timeout_s=1.0, reconnect_max_s=1.0),
-            duration_s=7.0,
-        )
-    finally:
-        done.set()
-        server.close()
+    source = ("cam", f"HTTP://admin:s3cret@127.0.0.1:{port}/live.ts")
+    rec, summary = _reconnecting_run(engine, server, handle, done, source=source, duration_s=7.0)
     (cam,) = summary.streams
     kinds = rec.kinds("cam")
     assert kinds.count("reconnecting") >= 2 and "reconnected" in kinds, kinds
