@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from edgeinfer.errors import InvalidInput, UpstreamError
+from edgeinfer.serving.settings import host_port
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -96,8 +97,8 @@ class KServeClient:
         max_idle_connections: int = 8,
     ) -> None:
         self.host, self.port = cloud_address(url)
-        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
-        self.url = f"http://{host}:{self.port}"
+        self._netloc = host_port(self.host, self.port)  # an IPv6 host in brackets
+        self.url = f"http://{self._netloc}"
         self.connect_timeout_s = connect_timeout_s
         self._auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         self._idle: list[_Connection] = []
@@ -151,7 +152,7 @@ class KServeClient:
         On a new connection the first exchange also pays for setting the connection up, so the
         probe is repeated on the now open connection: the figure is the path's round trip.
         """
-        request = f"GET /v2/health/ready HTTP/1.1\r\nHost: {self.host}\r\n{self._auth}\r\n".encode()
+        request = f"GET /v2/health/ready HTTP/1.1\r\nHost: {self._netloc}\r\n{self._auth}\r\n".encode()
         for _ in range(2):
             status, _, _, (_, total_ns, new, _) = await self._exchange(request, timeout_s)
             if status != 200:
@@ -173,7 +174,7 @@ class KServeClient:
         self, model: str, body: bytes, header_len: int, timeout_s: float, encode_ns: int
     ) -> InferResult:
         head = (
-            f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {self.host}\r\n{self._auth}"
+            f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: {self._netloc}\r\n{self._auth}"
             f"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: {header_len}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
