@@ -3,11 +3,10 @@
 Every issued request completes (answer, error or client timeout) and is counted; failures stay in
 the latency distribution and are also counted by kind. An open-loop arrival past the client's
 outstanding limit is never sent: it counts as a ``client_overflow`` error, without a latency.
-Open-loop latency runs from each request's
-scheduled arrival, not from when it was sent, so a slow server cannot hide its queueing
-(no coordinated omission); the lag from the scheduled arrival to the send (the client's own delay,
-for example on a busy machine) is kept apart as ``send_lag``. Warm-up requests are sent first and
-excluded from every figure.
+Open-loop latency runs from each request's scheduled arrival, not from when it was sent, so a slow
+server cannot hide its queueing (no coordinated omission); the lag from the scheduled arrival to
+the send (the client's own delay, for example on a busy machine) is kept apart as ``send_lag``.
+Warm-up requests are sent first and excluded from every figure.
 """
 
 from __future__ import annotations
