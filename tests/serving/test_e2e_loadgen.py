@@ -176,3 +176,17 @@ def test_unreachable_grpc_server_is_a_clear_error_as_over_http(tmp_path: Path) -
         )
         assert result.returncode == 3, result.stderr
         assert "cannot load grpc://127.0.0.1:9: warm-up request failed (connection)" in result.stderr
+
+
+def test_a_metrics_url_may_be_an_ipv6_address() -> None:
+    from edgeinfer.cli.loadgen import _metrics_address
+    from edgeinfer.errors import InvalidInput
+    from edgeinfer.serving.loadgen.clients import Target
+
+    target = Target.parse("grpc://[::1]:8001", "m")
+    assert (target.host, target.port) == ("::1", 8001)
+    assert _metrics_address("[::1]:8000", target) == ("::1", 8000)
+    assert _metrics_address("http://127.0.0.1:8000/", target) == ("127.0.0.1", 8000)
+    for bad in ("[::1:8000", "host:99999", "host", "host:port"):
+        with pytest.raises(InvalidInput, match="--metrics-url must be HOST:PORT"):
+            _metrics_address(bad, target)

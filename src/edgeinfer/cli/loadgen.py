@@ -8,6 +8,7 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.table import Table
@@ -192,12 +193,12 @@ def _metrics_address(url: str | None, target: Any) -> tuple[str, int]:
         return (target.host, target.port) if target.transport == "http" else ("", 0)
     if url == "none":
         return "", 0
-    host, _, port = url.removeprefix("http://").partition(":")
     try:
-        number = int(port.split("/")[0])
-    except ValueError:
-        number = 0
-    if not host or not 0 < number < 65536:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        host, number = parts.hostname, parts.port
+    except ValueError:  # a port out of range or not a number, an IPv6 host without its bracket
+        host, number = None, None
+    if not host or not number:
         raise InvalidInput(f"--metrics-url must be HOST:PORT (port 1-65535), got {url!r}")
     return host, number
 

@@ -24,7 +24,7 @@ from edgeinfer.serving.dataplane import DataPlane, EngineLoader, load_engines
 from edgeinfer.serving.metrics import ServerMetrics
 from edgeinfer.serving.rest.app import RestApp
 from edgeinfer.serving.routing import OffloadFactory
-from edgeinfer.serving.settings import ServeSettings
+from edgeinfer.serving.settings import ServeSettings, host_port
 
 log = logging.getLogger("edgeinfer.serving")
 
@@ -98,9 +98,10 @@ class InferenceServer:
         else:
             if self.streams is not None:
                 self.streams.start(self.plane.engine(self.settings.models[0]))
+            host = self.settings.host
             log.info(
-                "ready: http://%s:%d%s", self.settings.host, await self._http_port(),
-                f", grpc {self.settings.host}:{self.grpc.port}" if self.grpc else "",
+                "ready: http://%s%s", host_port(host, await self._http_port()),
+                f", grpc {host_port(host, self.grpc.port)}" if self.grpc else "",
             )  # fmt: skip
 
     async def _http_port(self) -> int:

@@ -8,6 +8,8 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
+from edgeinfer.serving.settings import host_port
+
 _WATCHED = (
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
@@ -90,7 +92,7 @@ class ServerSampler:
     ) -> None:
         self.host, self.port, self.interval_s, self.timeout_s = host, port, interval_s, timeout_s
         auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
-        self._request = f"GET /metrics HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode()
+        self._request = f"GET /metrics HTTP/1.1\r\nHost: {host_port(host, port)}\r\n{auth}\r\n".encode()
         self._task: asyncio.Task[None] | None = None
         self._first: dict[str, float] = {}
         self._last: tuple[dict[str, float], int] = ({}, 0)  # the last good reading, and when
@@ -128,7 +130,7 @@ class ServerSampler:
 
     def _unavailable(self, why: str) -> MetricsUnavailable:
         return MetricsUnavailable(
-            f"cannot read the server's figures from http://{self.host}:{self.port}/metrics: {why}"
+            f"cannot read the server's figures from http://{host_port(self.host, self.port)}/metrics: {why}"
         )
 
     async def begin(self) -> None:
