@@ -9,6 +9,7 @@ from pathlib import Path
 from edgeinfer import __version__
 from edgeinfer.errors import InvalidInput, NotFound
 from edgeinfer.models.config import ModelConfig, Preprocessing, Provenance
+from edgeinfer.models.labels import read_label_lines
 from edgeinfer.models.repository import ModelRepository, StoredModel, check_model_name, sha256_file
 from edgeinfer.models.zoo import IMAGENET_LABELS, ZOO
 from edgeinfer.runtimes.base import TensorSpec, model_format
@@ -169,7 +170,7 @@ def _precision(inputs: tuple[TensorSpec, ...]) -> str:
 
 def _read_labels(path: Path) -> tuple[str, ...]:
     try:
-        return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        return read_label_lines(path)
     except UnicodeDecodeError as exc:
         raise InvalidInput(
             f"labels file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})"

@@ -20,6 +20,12 @@ def imagenet_labels() -> tuple[str, ...]:
     return names
 
 
+def read_label_lines(path: Path) -> tuple[str, ...]:
+    """A labels file, one label a line (blank lines skipped), read as UTF-8; OSError or
+    UnicodeDecodeError for the caller to word."""
+    return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
 def load_labels(spec: str, model_dir: Path) -> tuple[str, ...]:
     """``spec`` is ``imagenet-1k`` or ``file:<name>`` (a file in the model's directory, a label a line)."""
     if spec == IMAGENET_LABELS:
@@ -27,9 +33,7 @@ def load_labels(spec: str, model_dir: Path) -> tuple[str, ...]:
     if spec.startswith("file:"):
         path = model_dir / spec.removeprefix("file:")
         try:
-            return tuple(
-                line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-            )
+            return read_label_lines(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise IntegrityError(f"cannot read labels {path}: {exc}; rebuild or re-import the model") from exc
     raise IntegrityError(f"unknown labels spec {spec!r} in model config")
