@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -129,6 +131,48 @@ def test_an_unreachable_cloud_url_is_refused_before_measuring(
     assert done.returncode == 1, done.stderr[-2000:]
     assert "--cloud-url http://127.0.0.1:9" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "report.json").exists()
+
+
+class _FailingCloud(http.server.BaseHTTPRequestHandler):
+    """A cloud that says it is ready and then answers every inference 503."""
+
+    def do_GET(self) -> None:  # http.server calls these by name
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b'{"error": "the accelerator fell off the bus"}'
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_path_that_failed_every_request_makes_the_run_exit_1(engine: Engine, tmp_path: Path) -> None:
+    cloud = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FailingCloud)
+    threading.Thread(target=cloud.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{cloud.server_address[1]}"
+        done = _compare(
+            tmp_path, "--profile", "lte", "--duration", "0.5", "--min-requests", "2", "--samples", "2",
+            "--policy", "edge,cloud", "--upload", "jpeg", "--cloud-url", url,
+        )  # fmt: skip
+    finally:
+        cloud.shutdown()
+        cloud.server_close()
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "every request on cloud · jpeg · lte failed" in done.stderr and "Traceback" not in done.stderr
+    assert "every request on edge" not in done.stderr  # the paths that worked are not blamed
+    report = read_report(tmp_path / "report.json")  # written all the same, errors and all
+    by_label = {c.label: c for c in report.configurations}
+    assert by_label["cloud · jpeg · lte"].scenarios[0].errors >= 2
+    assert by_label["edge"].scenarios[0].errors == 0
 
 
 def test_a_report_folder_that_cannot_be_written_is_refused_before_measuring(tmp_path: Path) -> None:

@@ -6,13 +6,18 @@ import argparse
 import math
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeinfer.cli.common import check_report_dir, positive_int
 from edgeinfer.errors import InvalidInput, RuntimeUnavailable
 from edgeinfer.network.drive import Load
 from edgeinfer.network.profiles import PROFILES, parse_profiles
 from edgeinfer.network.router import POLICIES
+
+if TYPE_CHECKING:
+    from edgeinfer.network.compare import PathResult
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -137,7 +142,20 @@ def run(args: argparse.Namespace) -> int:
         errors = sum(config.trace.failed)
         print(f"{config.label:32s} n={config.trace.count:5d}  p50 {p50:8.1f} ms  errors {errors}")
     print(f"report: {paths[0]} and {paths[1]}")
-    return 0
+    return _all_failed(result.results)
+
+
+def _all_failed(results: Sequence[PathResult]) -> int:
+    """1 (after saying which) when some path failed every request it sent, else 0: a run whose
+    cloud path never answered must not read as a success to a script. Some failures are figures."""
+    dead = [config for config in results if config.trace.failed and all(config.trace.failed)]
+    for config in dead:
+        first = config.trace.error_messages[0] if config.trace.error_messages else "no message"
+        print(
+            f"edgeinfer compare: every request on {config.label} failed ({first}); see the report",
+            file=sys.stderr,
+        )
+    return 1 if dead else 0
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
