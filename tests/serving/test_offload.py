@@ -6,6 +6,7 @@ mid-run and a new one started on the same port.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from edgeinfer.errors import InvalidInput
 from edgeinfer.network.processes import LinkProcess
 from edgeinfer.network.processes import ServerProcess as CloudProcess
 from edgeinfer.network.profiles import LinkProfile
+from edgeinfer.serving.loadgen.clients import GrpcClient, HttpClient, RequestFailed, Target, Transport
+from edgeinfer.serving.loadgen.workload import Sample
 from edgeinfer.serving.settings import ServeSettings
 from tests.serving.conftest import RUNTIME, ServerProcess, start_server
 
@@ -148,10 +151,32 @@ def test_cloud_policy_is_served_by_the_cloud_and_reports_its_failures(
         with pytest.raises(InferenceServerException) as caught:
             rpc.infer(MODEL, [tensor])
         assert caught.value.status() == "StatusCode.UNAVAILABLE"
+        # loadgen names it alike over both transports (gRPC's UNAVAILABLE also means not ready)
+        assert _loadgen_kinds(edge, image) == {"http": "upstream", "grpc": "upstream"}
         assert edge.process.poll() is None
     finally:
         edge.stop()
         link.stop()
+
+
+def _loadgen_kinds(edge: ServerProcess, image: bytes) -> dict[str, str]:
+    """The error kind loadgen's HTTP and gRPC clients record for one image sent to ``edge``."""
+
+    async def kind(transport: Transport, port: int) -> str:
+        target = Target(transport, "127.0.0.1", port, MODEL, endpoint="infer")
+        client = HttpClient(target) if transport == "http" else GrpcClient(target)
+        try:
+            await client.send(Sample("chelsea.jpg", image))
+        except RequestFailed as failed:
+            return failed.kind
+        finally:
+            await client.close()
+        return "answered"
+
+    return {
+        "http": asyncio.run(kind("http", edge.http_port)),
+        "grpc": asyncio.run(kind("grpc", edge.grpc_port)),
+    }
 
 
 @pytest.mark.e2e

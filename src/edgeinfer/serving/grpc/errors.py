@@ -36,6 +36,9 @@ def code_of(error: EdgeInferError) -> grpc.StatusCode:
 
 
 def trailing_metadata(error: EdgeInferError) -> tuple[tuple[str, str], ...]:
+    """``edgeinfer-error-kind`` names the error as the REST body's ``kind`` does (NotReady and
+    UpstreamError share UNAVAILABLE; a client tells them apart by it); Overloaded adds Retry-After."""
+    kind = (("edgeinfer-error-kind", error.kind),)
     if isinstance(error, Overloaded):
-        return (("retry-after", retry_after_header(error.retry_after_s)),)
-    return ()
+        return (*kind, ("retry-after", retry_after_header(error.retry_after_s)))
+    return kind

@@ -25,7 +25,7 @@ Endpoint = Literal["infer", "classify"]
 
 _HTTP_KINDS = {
     400: "invalid_input", 401: "unauthenticated", 404: "not_found", 408: "timeout", 413: "too_large",
-    429: "overloaded", 500: "internal", 503: "not_ready", 504: "deadline_exceeded",
+    429: "overloaded", 500: "internal", 502: "upstream", 503: "not_ready", 504: "deadline_exceeded",
 }  # fmt: skip
 # the same kinds for the status codes the server's gRPC side answers them with (serving/grpc/errors.py)
 _GRPC_KINDS = {
@@ -234,16 +234,23 @@ class GrpcClient:
         try:
             await self._stub.ModelInfer(self._request(sample), metadata=self._metadata)
         except self._grpc.aio.AioRpcError as exc:
-            raise RequestFailed(self._kind(exc.code()), exc.details() or "") from None
+            raise RequestFailed(
+                self._kind(exc.code(), exc.trailing_metadata()), exc.details() or ""
+            ) from None
 
-    def _kind(self, code: Any) -> str:
+    def _kind(self, code: Any, trailing: Any) -> str:
         """The error kind, named as over HTTP; UNAVAILABLE without a connected channel is no server
         there ("connection", as the HTTP client says), not a server that answered it is unavailable
-        (not ready)."""
+        (not ready); an edgeinfer server's UNAVAILABLE for a failed upstream says so in its trailing
+        metadata ("upstream", HTTP's 502)."""
         grpc = self._grpc
         connected = self._channel.get_state() == grpc.ChannelConnectivity.READY
         if code == grpc.StatusCode.UNAVAILABLE and not connected:
             return "connection"
+        if code == grpc.StatusCode.UNAVAILABLE and ("edgeinfer-error-kind", "upstream") in tuple(
+            trailing or ()
+        ):
+            return "upstream"
         return _GRPC_KINDS.get(code.name, str(code.name.lower()))
 
     async def abandon(self) -> None:
