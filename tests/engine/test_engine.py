@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edgeinfer import EngineOptions
 from edgeinfer.engine import Engine
 from edgeinfer.errors import InvalidInput, ModelNotFound, NotFound, RuntimeUnavailable
 from edgeinfer.models.repository import ModelRepository
@@ -110,8 +111,36 @@ def test_bad_inputs(engine: Engine, tmp_path: Path) -> None:
         engine.infer(np.zeros((1, 3, 200, 200), dtype=np.float32))
     with pytest.raises(InvalidInput, match="float32"):
         engine.infer(np.zeros((1, 3, 224, 224), dtype=np.float64))
+    scores = engine.infer(np.zeros((1, 3, 224, 224), dtype=np.float32))
+    with pytest.raises(InvalidInput, match=r"one row of scores; got shape \(1, 1000\)"):
+        engine.postprocess(scores)  # infer's whole output, not a row of it
+    for top_k in (2.5, None, "3", True):
+        with pytest.raises(InvalidInput, match="top_k must be a whole number >= 1"):
+            engine.classify(np.zeros((64, 64, 3), np.uint8), top_k=top_k)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="no pixels"):
+        engine.preprocess(np.zeros((0, 0, 3), np.uint8))
     # ...and the engine keeps working afterwards.
     assert engine.infer(np.zeros((2, 3, 224, 224), dtype=np.float32)).shape == (2, 1000)
+
+
+def test_classify_batch_takes_a_sequence_or_a_stack_and_names_the_bad_image(
+    engine: Engine, photos: dict[str, Path]
+) -> None:
+    coffee = photos["coffee"]
+    for single in (str(coffee), coffee, coffee.read_bytes(), Image.open(coffee)):
+        with pytest.raises(InvalidInput, match="takes a sequence of images; use classify for one"):
+            engine.classify_batch(single)  # type: ignore[arg-type]
+    picture = np.asarray(Image.open(coffee).convert("RGB"))
+    stacked = engine.classify_batch(np.stack([picture, picture[::-1]]))
+    assert [r.top.index for r in stacked] == [
+        r.top.index for r in engine.classify_batch([picture, picture[::-1]])
+    ]
+    with pytest.raises(InvalidInput, match="array of N pictures"):
+        engine.classify_batch(picture)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match=r"image 1 of the batch: .*not a supported image"):
+        engine.classify_batch([picture, b"junk", coffee])
+    with pytest.raises(NotFound, match=r"^no such image file"):  # one image: no position
+        engine.classify(coffee.with_name("missing.jpg"))
 
 
 def test_unknown_model_and_runtime(repo: ModelRepository) -> None:
@@ -122,9 +151,58 @@ def test_unknown_model_and_runtime(repo: ModelRepository) -> None:
 
 
 def test_threads_below_one_are_invalid_input(repo: ModelRepository) -> None:
-    for threads in (0, -2):
-        with pytest.raises(InvalidInput, match="threads must be at least 1"):
-            Engine.load("mobilenet_v2", runtime="onnxruntime", threads=threads, repository=repo)
+    for threads in (0, -2, 1.5, "2", True):
+        with pytest.raises(InvalidInput, match="threads must be a whole number >= 1"):
+            Engine.load("mobilenet_v2", runtime="onnxruntime", threads=threads, repository=repo)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="runtime must be a runtime's name"):
+        Engine.load("mobilenet_v2", runtime=None, repository=repo)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (EngineOptions(), None),
+        ({"fast_decode": True}, "options must be an EngineOptions, got dict"),
+    ],
+)
+def test_bad_engine_options_are_refused_before_anything_opens(
+    engine: Engine, repo: ModelRepository, options: object, message: str | None
+) -> None:
+    if message is None:  # the good case first: a load, closed, leaves the threads it took
+        Engine.load(
+            "mobilenet_v2", runtime="onnxruntime", threads=1, repository=repo, options=options
+        ).close()  # type: ignore[arg-type]
+        return
+    with pytest.raises(InvalidInput, match=message):
+        Engine.load("mobilenet_v2", runtime="onnxruntime", threads=1, repository=repo, options=options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_image_pixels", 0), ("max_image_bytes", -1), ("max_image_pixels", 1.5), ("fast_decode", "yes")],
+)
+def test_engine_options_name_their_own_bad_field(field: str, value: object) -> None:
+    with pytest.raises(InvalidInput, match=f"EngineOptions.{field} must be"):
+        EngineOptions(**{field: value})  # type: ignore[arg-type]
+
+
+def test_a_load_that_fails_after_the_runtime_opened_gives_its_threads_back(
+    engine: Engine, repo: ModelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeinfer.engine import engine as engine_module
+    from edgeinfer.errors import StorageError
+    from edgeinfer.system.threads import process_budget
+
+    def unreadable(*args: object) -> list[str]:
+        raise StorageError("labels unreadable")  # as a damaged labels file would
+
+    free = process_budget().free
+    with monkeypatch.context() as patch:
+        patch.setattr(engine_module, "load_labels", unreadable)
+        with pytest.raises(StorageError, match="labels unreadable"):
+            Engine.load("mobilenet_v2", runtime="onnxruntime", threads=1, repository=repo)
+    assert process_budget().free == free  # the runtime it opened was closed (its thread leaked)
+    Engine.load("mobilenet_v2", runtime="onnxruntime", threads=1, repository=repo).close()
 
 
 def test_runtime_options_reach_the_named_runtime(

@@ -43,6 +43,13 @@ def test_sources_path_bytes_pil_array_agree(photos: dict[str, Path], chelsea: Im
     assert np.array_equal(from_path, decode_image(np.asarray(chelsea)))
 
 
+def test_premultiplied_alpha_is_taken_like_plain_alpha(chelsea: Image.Image) -> None:
+    la = chelsea.convert("LA")  # Pillow converts La to LA only (it was refused as "corrupt")
+    assert np.array_equal(decode_image(la.convert("La")), decode_image(la))  # opaque: the same grey
+    rgba = chelsea.convert("RGBA")
+    assert np.array_equal(decode_image(rgba.convert("RGBa")), decode_image(rgba))
+
+
 def test_greyscale_and_rgba_become_rgb(chelsea: Image.Image) -> None:
     grey = decode_image(_encode(chelsea.convert("L"), "PNG"))
     assert grey.shape == (300, 451, 3)
@@ -58,6 +65,32 @@ def test_exif_orientation_is_respected(chelsea: Image.Image) -> None:
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     rotated = decode_image(_encode(chelsea, "JPEG", quality=95, exif=exif.tobytes()))
     assert rotated.shape == (451, 300, 3)
+
+
+def test_a_damaged_exif_field_beside_the_orientation_costs_nothing(chelsea: Image.Image) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Canon"  # Make, an ASCII field...
+    jpeg = _encode(chelsea, "JPEG", quality=95, exif=exif.tobytes())
+    damaged = jpeg.replace(b"\x01\x0f\x00\x02", b"\x01\x07\x00\x02", 1)  # ...retagged as a SHORT
+    assert damaged != jpeg
+    upright = decode_image(jpeg)
+    assert np.array_equal(decode_image(damaged), upright)  # rotated all the same (was struct.error)
+    assert upright.shape == (451, 300, 3)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillows_own_transpose(chelsea: Image.Image, orientation: int) -> None:
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    png = _encode(chelsea, "PNG", exif=exif.tobytes())
+    with Image.open(io.BytesIO(png)) as opened:
+        expected = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+        assert np.array_equal(decode_image(opened), expected)  # a caller's PIL image
+        assert opened.getexif()[0x0112] == orientation  # ...left as it was
+    assert np.array_equal(decode_image(png), expected)
 
 
 def test_fast_jpeg_decode_scales_down_but_keeps_the_shorter_side() -> None:
@@ -161,6 +194,14 @@ def test_a_bomb_with_exif_orientation_is_refused_like_any_other() -> None:
             decode_image(_with_header_size(tiny, side, side))
 
 
+def test_a_raised_pixel_limit_is_pillows_for_that_decode_only(chelsea: Image.Image) -> None:
+    before = Image.MAX_IMAGE_PIXELS
+    assert before is not None
+    png = _encode(chelsea, "PNG")
+    assert decode_image(png, DecodeOptions(max_pixels=before * 5)).shape == (300, 451, 3)
+    assert before == Image.MAX_IMAGE_PIXELS  # every other Pillow user in the process keeps its guard
+
+
 def test_the_configured_pixel_limit_decides_not_pillows(
     chelsea: Image.Image, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -217,11 +258,19 @@ def test_closed_and_unusable_pil_images_are_invalid_input(chelsea: Image.Image) 
 
 @pytest.mark.parametrize(
     ("path", "message"),
-    [("", "path is empty"), ("http://camera.local/frame.jpg", "is a URL"), ("  ", "path is empty")],
+    [
+        ("", "path is empty"),
+        ("http://camera.local/frame.jpg", "is a URL"),
+        ("  ", "path is empty"),
+        ("a\x00b.jpg", "holds a NUL character"),  # was a raw ValueError from the OS layer
+    ],
 )
 def test_paths_that_are_not_files(path: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         decode_image(path)
+    if "\x00" in path:
+        with pytest.raises(InvalidInput, match=message):
+            decode_image(Path(path))
 
 
 def test_unidentified_bytes_get_a_message_without_internals() -> None:

@@ -180,8 +180,9 @@ def test_bad_sources_and_bad_frames_are_reported_and_the_others_continue(
     frames: list[object] = [
         np.full((48, 64, 3), 128, np.uint8),
         np.zeros((48, 64), np.uint8),  # grey, not RGB
+        None,  # a hole in the frames, not their end
         np.zeros((4, 4, 3), np.uint8),  # too small
-        np.zeros((48, 64, 3), np.float32),  # wrong dtype
+        np.zeros((48, 64, 3), np.float32),  # wrong dtype (its message is one too many: counted only)
         np.full((48, 64, 3), 200, np.uint8),
     ]
     capture = CaptureOptions(fps=15)
@@ -200,10 +201,11 @@ def test_bad_sources_and_bad_frames_are_reported_and_the_others_continue(
     assert "does not exist" in messages["missing"]
     assert "cannot be decoded" in messages["garbage"]
     arrays = by_stream["arrays"]
-    assert (arrays.rejected, arrays.captured) == (3, 5)
-    assert arrays.processed + arrays.dropped == 2
+    assert (arrays.rejected, arrays.captured) == (4, 6)
+    assert arrays.processed + arrays.dropped == 2  # the frame after the hole too
     bad = [e.message for e in recorder.events if e.kind == "bad_frame"]
     assert any("height x width x 3" in m for m in bad) and any("at least 32 px" in m for m in bad)
+    assert any("got NoneType" in m for m in bad)
     assert by_stream["coffee"].status == "ended"
     assert by_stream["coffee"].processed >= by_stream["coffee"].captured - 2
     assert summary.errors == 2

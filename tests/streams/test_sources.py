@@ -12,6 +12,7 @@ from edgeinfer.errors import InvalidInput, NotFound, UpstreamError
 from edgeinfer.streams.capture import RateConverter
 from edgeinfer.streams.config import CaptureOptions
 from edgeinfer.streams.sources import (
+    ArraySource,
     BadFrame,
     FolderSource,
     VideoSource,
@@ -133,6 +134,13 @@ def test_frame_checks_name_the_problem() -> None:
     for frame, message in cases:
         with pytest.raises(BadFrame, match=message):
             check_frame(frame, small)
+
+
+@pytest.mark.parametrize("fps", [0, -5, float("nan"), float("inf"), 1001, "15", True])
+def test_a_source_played_at_an_impossible_rate_is_refused_when_made(tmp_path: Path, fps: object) -> None:
+    for make in (lambda: ArraySource([], fps=fps), lambda: FolderSource(tmp_path, fps=fps)):  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match=r"fps must be a number in \(0, 1000\]"):
+            make()
 
 
 def test_stream_names_are_short_unique_and_topic_safe() -> None:

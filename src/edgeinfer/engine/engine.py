@@ -14,9 +14,10 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from edgeinfer.engine.results import Classification, Prediction, StageTimings
-from edgeinfer.errors import IntegrityError, InvalidInput, RuntimeUnavailable
+from edgeinfer.errors import EdgeInferError, IntegrityError, InvalidInput, RuntimeUnavailable
 from edgeinfer.imaging.decode import DecodeOptions, ImageSource, decode_image
 from edgeinfer.imaging.preprocess import Preprocessor
 from edgeinfer.models.config import ModelConfig
@@ -43,6 +44,14 @@ class EngineOptions:
     max_image_pixels: int = 40_000_000
     max_image_bytes: int = 64 * 1024 * 1024
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.fast_decode, bool):
+            raise InvalidInput(f"EngineOptions.fast_decode must be True or False, got {self.fast_decode!r}")
+        for name in ("max_image_pixels", "max_image_bytes"):
+            value = getattr(self, name)
+            if not _is_count(value) or value < 1:
+                raise InvalidInput(f"EngineOptions.{name} must be a whole number >= 1, got {value!r}")
+
 
 class Engine:
     """A loaded model: ``classify`` for the simple path, the stage methods for pipelines."""
@@ -55,27 +64,28 @@ class Engine:
         load_ns: int = 0,
         precision: str | None = None,
     ) -> None:
-        try:
+        try:  # the runtime is open (and holds its threads): whatever fails here closes it
             _check_crop(stored, runtime.inputs[0])
-        except IntegrityError:
+            self.stored = stored
+            self.config: ModelConfig = stored.config
+            # what it computes in: the build's precision, or one computed from it (``bf16``)
+            self.precision = precision or stored.config.precision
+            self.runtime = runtime
+            self.options = _check_options(options)
+            self.load_ns = load_ns
+            self.labels = load_labels(self.config.labels, stored.directory)
+            self._preprocessor = Preprocessor(self.config.preprocessing)
+            fast = self.options.fast_decode
+            self._decode_options = DecodeOptions(
+                max_pixels=self.options.max_image_pixels,
+                max_bytes=self.options.max_image_bytes,
+                min_shorter_px=self.config.preprocessing.resize_shorter_px if fast else None,
+            )
+            self._input = runtime.inputs[0]
+            self._output_name = runtime.outputs[0].name
+        except BaseException:
             runtime.close()
             raise
-        self.stored = stored
-        self.config: ModelConfig = stored.config
-        # what it computes in: the build's precision, or one computed from it (``bf16``)
-        self.precision = precision or stored.config.precision
-        self.runtime = runtime
-        self.options = options or EngineOptions()
-        self.load_ns = load_ns
-        self.labels = load_labels(self.config.labels, stored.directory)
-        self._preprocessor = Preprocessor(self.config.preprocessing)
-        self._decode_options = DecodeOptions(
-            max_pixels=self.options.max_image_pixels,
-            max_bytes=self.options.max_image_bytes,
-            min_shorter_px=self.config.preprocessing.resize_shorter_px if self.options.fast_decode else None,
-        )
-        self._input = runtime.inputs[0]
-        self._output_name = runtime.outputs[0].name
 
     @classmethod
     def load(
@@ -101,8 +111,13 @@ class Engine:
         """
         from edgeinfer.runtimes.registry import open_runtime
 
-        if threads is not None and threads < 1:
-            raise InvalidInput(f"threads must be at least 1 (or None for the physical cores), got {threads}")
+        _check_options(options)  # before anything opens
+        if threads is not None and (not _is_count(threads) or threads < 1):
+            raise InvalidInput(
+                f"threads must be a whole number >= 1 (or None for the physical cores), got {threads!r}"
+            )
+        if not isinstance(runtime, str):
+            raise InvalidInput(f"runtime must be a runtime's name or 'auto', got {runtime!r}")
         if runtime_options and runtime.strip().lower() == "auto":
             raise InvalidInput("runtime options belong to one runtime: name it (runtime=...) instead of auto")
         from edgeinfer.tune.store import trial_threads
@@ -202,8 +217,13 @@ class Engine:
 
     def postprocess(self, scores: np.ndarray, top_k: int = 5) -> list[Prediction]:
         """One row of probabilities to the ``top_k`` labelled predictions, best first."""
-        if top_k < 1:
-            raise InvalidInput(f"top_k must be at least 1, got {top_k}")
+        _check_top_k(top_k)
+        scores = np.asarray(scores)
+        if scores.ndim != 1 or scores.size == 0:
+            raise InvalidInput(
+                f"postprocess takes one row of scores; got shape {scores.shape} "
+                "(for infer's (N, classes) output, pass each row: scores[i])"
+            )
         k = min(top_k, scores.shape[-1])
         top = np.argpartition(scores, -k)[-k:]
         top = top[np.argsort(scores[top])[::-1]]
@@ -216,11 +236,23 @@ class Engine:
         return self.classify_batch([source], top_k)[0]
 
     def classify_batch(self, sources: Sequence[ImageSource], top_k: int = 5) -> list[Classification]:
-        """The same for several images run as one batch (stage times are per batch, shared)."""
-        if not sources:
+        """The same for several images run as one batch (stage times are per batch, shared).
+
+        ``sources``: a sequence of images (each as :meth:`classify` takes them), or an NxHxWxC uint8
+        array of N pictures. An image that cannot be used is named by its position in the error.
+        """
+        _check_top_k(top_k)
+        if isinstance(sources, (str, Path, bytes, bytearray, memoryview, Image.Image)):
+            raise InvalidInput("classify_batch takes a sequence of images; use classify for one")
+        if isinstance(sources, np.ndarray) and sources.ndim != 4:
+            raise InvalidInput(
+                f"classify_batch takes an array of N pictures (NxHxWxC); got shape {sources.shape}: "
+                "use classify for one"
+            )
+        if len(sources) == 0:
             return []
         t0 = time.perf_counter_ns()
-        decoded = [self.decode(source) for source in sources]
+        decoded = [self._decode_nth(source, i, len(sources)) for i, source in enumerate(sources)]
         t1 = time.perf_counter_ns()
         batch = np.stack([self.preprocess(rgb) for rgb in decoded])
         t2 = time.perf_counter_ns()
@@ -230,6 +262,14 @@ class Engine:
         t4 = time.perf_counter_ns()
         timings = StageTimings(t1 - t0, t2 - t1, t3 - t2, t4 - t3)
         return [Classification(tuple(p), timings) for p in predictions]
+
+    def _decode_nth(self, source: ImageSource, index: int, count: int) -> np.ndarray:
+        try:
+            return self.decode(source)
+        except EdgeInferError as exc:
+            if count > 1:
+                exc.args = (f"image {index} of the batch: {exc}", *exc.args[1:])
+            raise
 
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Run each batch size once so the first real request does not pay for allocation."""
@@ -249,6 +289,24 @@ class Engine:
 
     def _label(self, index: int) -> str:
         return self.labels[index] if index < len(self.labels) else f"class {index}"
+
+
+def _is_count(value: object) -> bool:
+    """A whole number given as one (an int or numpy integer, not a bool, float or string)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_top_k(top_k: object) -> None:
+    if not _is_count(top_k) or top_k < 1:  # type: ignore[operator]
+        raise InvalidInput(f"top_k must be a whole number >= 1, got {top_k!r}")
+
+
+def _check_options(options: object) -> EngineOptions:
+    if options is None:
+        return EngineOptions()
+    if not isinstance(options, EngineOptions):
+        raise InvalidInput(f"options must be an EngineOptions, got {type(options).__name__}")
+    return options
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

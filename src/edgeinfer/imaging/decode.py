@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from edgeinfer.errors import ImageTooLarge, InvalidInput, NotFound
 
@@ -28,6 +29,16 @@ ImageSource = str | Path | bytes | bytearray | memoryview | Image.Image | np.nda
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that makes the picture upright (as Pillow's exif_transpose)
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,7 @@ class DecodeOptions:
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1 or self.max_bytes < 1:
-            raise ValueError("max_pixels and max_bytes must be positive")
+            raise InvalidInput("max_pixels and max_bytes must be positive")
 
 
 DEFAULT_DECODE = DecodeOptions()
@@ -94,6 +105,8 @@ def header_pixels(data: bytes) -> int | None:
 
 
 def _as_path(source: str | Path) -> Path:
+    if "\x00" in str(source):
+        raise InvalidInput(f"{str(source)!r} is not a file path: it holds a NUL character")
     if isinstance(source, str):
         if not source.strip():
             raise InvalidInput("the image path is empty")
@@ -175,7 +188,10 @@ def _decode_with_pillow(data: bytes, options: DecodeOptions, name: str) -> np.nd
         raise InvalidInput(f"{name} is not a supported image (JPEG, PNG, WebP, BMP, GIF, TIFF...)") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidInput(f"{name} is corrupt or truncated: {exc}") from exc
-    return _from_pil(image, options, owned=True)
+    return _from_pil(image, options)
+
+
+_raised_limit = threading.Lock()
 
 
 @contextmanager
@@ -183,15 +199,23 @@ def _pillow_limit(options: DecodeOptions) -> Iterator[None]:
     """Pillow's own decompression-bomb guard, set no lower than ours so that only ours decides.
 
     Pillow warns above ``Image.MAX_IMAGE_PIXELS`` (89.5 million by default) and refuses above
-    twice that, process-wide; a configured limit above it raises Pillow's to the same value.
+    twice that, process-wide; a configured limit above it raises Pillow's to the same value for
+    this decode only (one such decode at a time; the process's own setting is put back after).
     Inside, Pillow's warning is silenced: every image is checked against our limit from its header.
     """
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit is not None and options.max_pixels > limit:
-        Image.MAX_IMAGE_PIXELS = options.max_pixels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is None or options.max_pixels <= limit:
+            yield
+            return
+        with _raised_limit:
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = max(options.max_pixels, saved or 0)
+            try:
+                yield
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
 
 
 def _too_large_for_pillow(exc: Exception, options: DecodeOptions, name: str) -> ImageTooLarge:
@@ -202,14 +226,13 @@ def _too_large_for_pillow(exc: Exception, options: DecodeOptions, name: str) -> 
     )
 
 
-def _from_pil(image: Image.Image, options: DecodeOptions, owned: bool = False) -> np.ndarray:
-    """An HWC uint8 RGB array of ``image``, upright; ``owned``: ours to change in place."""
+def _from_pil(image: Image.Image, options: DecodeOptions) -> np.ndarray:
+    """An HWC uint8 RGB array of ``image``, upright (the caller's image is left as it was)."""
     _check_pixels(image.width, image.height, options, "image")
     try:
-        if owned:
-            ImageOps.exif_transpose(image, in_place=True)
-        elif image.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None):
-            image = ImageOps.exif_transpose(image)  # a copy: the caller's image stays as it was
+        upright = _UPRIGHT.get(_pil_orientation(image))
+        if upright is not None:
+            image = image.transpose(upright)
         if image.mode != "RGB":
             image = _to_rgb(image)
         return np.asarray(image, dtype=np.uint8)
@@ -217,9 +240,21 @@ def _from_pil(image: Image.Image, options: DecodeOptions, owned: bool = False) -
         raise InvalidInput(f"image is corrupt, truncated or unusable: {exc}") from exc
 
 
+def _pil_orientation(image: Image.Image) -> int:
+    """The EXIF orientation of a PIL image; 1 (as stored) where its EXIF is missing or unreadable:
+    a damaged EXIF field elsewhere must not cost a picture that decodes."""
+    try:
+        value: Any = image.getexif().get(_EXIF_ORIENTATION, 1)
+        return int(value)
+    except Exception:  # Pillow's EXIF parser raises many kinds on damaged blocks
+        return 1
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode.startswith("I") or image.mode == "F":
         return _wide_grey_to_rgb(image)
+    if image.mode == "La":  # premultiplied alpha, which Pillow converts only to LA
+        image = image.convert("LA")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))

@@ -121,6 +121,8 @@ class Preprocessor:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InvalidInput(f"expected an HWC uint8 RGB image, got shape {rgb.shape} {rgb.dtype}")
         height, width = rgb.shape[:2]
+        if height < 1 or width < 1:
+            raise InvalidInput(f"the image has no pixels ({width}x{height})")
         box = crop_box(width, height, self.spec)
         c = self.spec.crop_px
         half = c // 2

@@ -181,7 +181,7 @@ class FolderSource:
     def __init__(self, folder: Path, fps: float) -> None:
         self.uri = str(folder)
         self._folder = folder
-        self._fps = fps
+        self._fps = _checked_fps(fps, self.uri)
         self._files: list[Path] = []
         self._next = 0
 
@@ -219,6 +219,15 @@ class FolderSource:
         self._files = []
 
 
+_END = object()  # an iterator's end: a None among the frames is a bad frame, not the end
+
+
+def _checked_fps(fps: object, uri: str) -> float:
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000:
+        raise InvalidInput(f"{uri!r}: fps must be a number in (0, 1000], got {fps!r}")
+    return float(fps)
+
+
 class ArraySource:
     """Pictures an application already holds (numpy arrays), played at ``fps``.
 
@@ -231,7 +240,7 @@ class ArraySource:
     def __init__(self, frames: Iterable[object], fps: float, uri: str = "arrays") -> None:
         self.uri = uri
         self._frames = frames
-        self._fps = fps
+        self._fps = _checked_fps(fps, uri)
         self._it: Iterator[object] = iter(())
         self._index = 0
 
@@ -244,8 +253,8 @@ class ArraySource:
         self._index = 0
 
     def read(self) -> RawFrame | None:
-        item = next(self._it, None)
-        if item is None:
+        item = next(self._it, _END)
+        if item is _END:
             return None
         index = self._index
         self._index += 1
