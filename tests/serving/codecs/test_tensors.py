@@ -104,6 +104,10 @@ def test_json_flat_and_nested_give_the_same_tensor() -> None:
         ("FP32", (2,), ["1.5", "2"], "must be JSON numbers"),
         ("INT32", (2,), [1.5, 2], "must be JSON integers"),
         ("UINT8", (1,), [300], "outside the range of UINT8"),
+        ("UINT64", (1,), [2**64], "outside the range of UINT64"),
+        ("UINT64", (1,), [-1], "outside the range of UINT64"),
+        ("INT64", (2,), [-1, 2**63], "outside the range of INT64"),
+        ("UINT64", (2,), [1.5, 2**64 - 1], "must be JSON integers"),
         ("BOOL", (1,), [1], "must be JSON booleans"),
         ("BYTES", (1,), [5], "must hold JSON strings"),
     ],
@@ -113,6 +117,22 @@ def test_bad_json_data_is_refused_with_the_reason(
 ) -> None:
     with pytest.raises(InvalidInput, match=message):
         tensor_from_json("x", datatype, shape, data)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data"),
+    [
+        ("UINT64", [2**64 - 1]),
+        ("UINT64", [1, 2**64 - 1]),
+        ("UINT64", [[2**63], [0]]),
+        ("INT64", [-(2**63), 2**63 - 1]),
+    ],
+)
+def test_64_bit_integers_past_int64_keep_every_bit(datatype: str, data: list[object]) -> None:
+    # numpy reads them as uint64, float64 (rounded) or objects; each was refused as "not integers"
+    tensor = tensor_from_json("x", datatype, (2, 1) if isinstance(data[0], list) else (len(data),), data)
+    flat = [v[0] if isinstance(v, list) else v for v in data]
+    assert tensor.data.dtype == np.dtype(datatype.lower()) and tensor.data.ravel().tolist() == flat
 
 
 def test_json_bytes_stay_strings_so_a_model_can_tell_base64() -> None:

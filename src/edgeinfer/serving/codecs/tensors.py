@@ -160,7 +160,10 @@ def _numeric_array(name: str, datatype: str, dtype: np.dtype, data: list[Any]) -
         raise InvalidInput(f"input {name!r}: data is ragged; every row must have the same length") from None
     if parsed.size == 0:
         return parsed.astype(dtype)
-    allowed = {"b": "b", "i": "bi", "u": "bi", "f": "bif"}[dtype.kind]
+    if dtype.kind in "iu" and parsed.dtype.kind in "fO":
+        # integers past int64 (numpy reads them as uint64, float64 or objects): checked exactly
+        parsed = _whole_numbers(name, datatype, data)
+    allowed = {"b": "b", "i": "biu", "u": "biu", "f": "bifu"}[dtype.kind]
     if parsed.dtype.kind not in allowed:
         wanted = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers"}[dtype.kind]
         raise InvalidInput(f"input {name!r} is {datatype}: its data must be JSON {wanted}")
@@ -169,6 +172,17 @@ def _numeric_array(name: str, datatype: str, dtype: np.dtype, data: list[Any]) -
         if parsed.min() < info.min or parsed.max() > info.max:
             raise InvalidInput(f"input {name!r}: a value is outside the range of {datatype}")
     return parsed.astype(dtype, copy=False)
+
+
+def _whole_numbers(name: str, datatype: str, data: list[Any]) -> np.ndarray:
+    """``data`` as an object array of Python ints, refused unless every element is one."""
+    objects = np.array(data, dtype=object)
+    if not all(isinstance(item, int) for item in objects.ravel()):
+        raise InvalidInput(f"input {name!r} is {datatype}: its data must be JSON integers")
+    low, high = (objects.min(), objects.max()) if objects.size else (0, 0)
+    if low < -(2**63) or high >= 2**64 or (low < 0 and high >= 2**63):  # no 64-bit type holds them
+        raise InvalidInput(f"input {name!r}: a value is outside the range of {datatype}")
+    return objects.astype(np.uint64 if low >= 0 else np.int64)
 
 
 def _flatten(name: str, data: list[Any]) -> list[Any]:
