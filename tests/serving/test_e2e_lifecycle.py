@@ -166,15 +166,17 @@ def test_sigterm_finishes_accepted_requests_then_exits_cleanly(
         server.process.send_signal(15)
         time.sleep(0.3)  # past uvicorn's own check of its exit flag (every 0.1 s)
         # while the accepted ones finish, the server still listens: a new client is told to go
-        # elsewhere (503, not ready), not refused a connection
+        # elsewhere (503, not ready), not refused a connection; readiness is false (400, as the
+        # protocol says: 4xx for false)
         still_working = not all(f.done() for f in pending)
         ready = server.request("GET", "/v2/health/ready")[0]
+        model_ready = server.request("GET", f"/v2/models/{MODEL}/ready")[0]
         status, _, refused = server.request("POST", f"/v1/models/{MODEL}/classify", images["chelsea"])
         answers = [f.result(timeout=60) for f in pending]
     code = server.process.wait(timeout=30)
     elapsed = time.monotonic() - begin
     assert still_working  # else this run could not show it (96 images take far longer than 0.3 s)
-    assert ready == 503 and status == 503, (ready, status, refused)
+    assert ready == model_ready == 400 and status == 503, (ready, model_ready, status, refused)
     assert "shutting down" in json.loads(refused)["error"]
     assert [a[0] for a in answers] == [200] * 24
     assert all(len(json.loads(a[2])["outputs"][0]["data"]) == 4000 for a in answers)

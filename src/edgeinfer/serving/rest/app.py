@@ -277,7 +277,8 @@ def _only(method: str, allowed: str, handler: Handler, path: str) -> Handler:
 
 
 def _health(ok: bool, what: str) -> Response:
-    return Response(codec.dumps({what: ok}), 200 if ok else 503)
+    # the protocol: "A 200 status code indicates true and a 4xx status code indicates false" (Triton: 400)
+    return Response(codec.dumps({what: ok}), 200 if ok else 400)
 
 
 def _headers(scope: Scope) -> dict[str, str]:
