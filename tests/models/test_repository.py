@@ -211,6 +211,7 @@ def test_a_config_edited_with_wrong_types_is_an_integrity_error_naming_the_field
             "inputs[0].shape[2]: expected int, got 'a'",
         ),
         ("preprocessing", "scale"): (0, "scale must not be zero"),
+        ("outputs",): ("oops", "outputs: expected a list of tensor objects, got 'oops'"),  # AttributeError
     }
     for path, (value, said) in edits.items():
         edited = json.loads(json.dumps(original))

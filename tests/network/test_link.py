@@ -202,10 +202,20 @@ def test_refused_target_resets_the_client_and_the_proxy_keeps_serving() -> None:
         assert proc.poll() is None
 
 
+def test_addresses_take_ipv6_in_brackets() -> None:
+    from edgeinfer.network.link import parse_address
+
+    assert parse_address("[::1]:9000", what="--target") == ("::1", 9000)
+    assert parse_address(" 127.0.0.1:0 ", what="--listen") == ("127.0.0.1", 0)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--target", "nonsense"], "HOST:PORT"),
+        (["--target", "[::1"], "HOST:PORT"),  # was taken as host ':' port 1
+        (["--target", "::1:9000"], "[::1]:9000"),
+        (["--target", "[::1]]:9000"], "HOST:PORT"),
         (["--target", "127.0.0.1:1", "--profile", "satellite"], "unknown network profile"),
         (["--target", "127.0.0.1:1", "--up-mbps", "0"], "up_mbps"),
         (["--target", "127.0.0.1:1", "--listen", "127.0.0.1:99999"], "HOST:PORT"),

@@ -141,6 +141,12 @@ def test_cloud_policy_is_served_by_the_cloud_and_reports_its_failures(
         assert cloud.requests() - before == 5  # the cloud's own count: one request per image
         assert offload_counts(edge)[("cloud", "policy")] == 5
 
+        # an image the cloud cannot use is named by its place in the batch, as without offloading
+        broken = thttp.InferInput("image", [2], "BYTES")
+        broken.set_data_from_numpy(np.array([image, b"junk"], dtype=object), binary_data=True)
+        with pytest.raises(InferenceServerException, match=r"image 1: the cloud server .* refused"):
+            thttp.InferenceServerClient(edge.http_url).infer(MODEL, [broken])
+
         link.kill()  # the path to the cloud is cut: the client hears 502 (HTTP) / UNAVAILABLE (gRPC)
         status, _, body = edge.request("POST", CLASSIFY, image)
         assert status == 502, body

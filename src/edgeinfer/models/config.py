@@ -102,8 +102,8 @@ class ModelConfig:
                 format=raw["format"],
                 file=raw["file"],
                 precision=raw["precision"],
-                inputs=tuple(_spec(s) for s in raw["inputs"]),
-                outputs=tuple(_spec(s) for s in raw["outputs"]),
+                inputs=_specs(raw["inputs"], "inputs"),
+                outputs=_specs(raw["outputs"], "outputs"),
                 preprocessing=Preprocessing(
                     **{
                         **raw["preprocessing"],
@@ -133,6 +133,12 @@ class ModelConfig:
         except (OSError, json.JSONDecodeError) as exc:
             raise IntegrityError(f"cannot read model config {path}: {exc}; rebuild the model") from exc
         return cls.from_dict(raw)
+
+
+def _specs(raw: Any, where: str) -> tuple[TensorSpec, ...]:
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise TypeError(f"{where}: expected a list of tensor objects, got {raw!r}")
+    return tuple(_spec(item) for item in raw)
 
 
 def _spec(raw: dict[str, Any]) -> TensorSpec:

@@ -65,10 +65,21 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 def parse_address(text: str, *, what: str) -> tuple[str, int]:
     """``"host:port"`` (``"[::1]:port"`` for IPv6) as a tuple; a clear error otherwise."""
-    host, sep, port_text = text.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise InvalidInput(f"{what} must look like HOST:PORT (e.g. 127.0.0.1:9000), got {text!r}")
+    written, sep, port_text = text.strip().rpartition(":")
+    bracketed = written.startswith("[") and written.endswith("]")
+    host = written[1:-1] if bracketed else written
+    if (
+        not sep
+        or not host
+        or "[" in host
+        or "]" in host
+        or (":" in host and not bracketed)  # an IPv6 address needs its brackets ([::1]:9000)
+        or not port_text.isdigit()
+        or not 0 <= int(port_text) <= 65535
+    ):
+        raise InvalidInput(
+            f"{what} must look like HOST:PORT (e.g. 127.0.0.1:9000 or [::1]:9000), got {text!r}"
+        )
     return host, int(port_text)
 
 

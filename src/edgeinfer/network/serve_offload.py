@@ -156,7 +156,12 @@ class ServerOffload:
         # The servable's own output handling, so a routed answer reads exactly like an edge one.
         wanted = servable.wanted_outputs(request)
         raw = [image_bytes(item) for item in images]
-        routed = await asyncio.gather(*(self._route(router, servable.name, r, deadline_ns) for r in raw))
+        routed = await asyncio.gather(
+            *(
+                self._route_nth(router, servable.name, r, deadline_ns, index=i, count=len(raw))
+                for i, r in enumerate(raw)
+            )
+        )
         scores = np.stack([r.probabilities for r in routed])
         outputs = tuple(servable.output_tensor(scores, want) for want in wanted)
         return InferResponse(
@@ -175,6 +180,18 @@ class ServerOffload:
         top = servable.engine.postprocess(routed.probabilities, top_k)
         labels = tuple(Label(p.index, p.label, p.score) for p in top)
         return RoutedClassifyResponse(servable.name, servable.version, labels, request_parameters([routed]))
+
+    async def _route_nth(
+        self, router: HybridRouter, model: str, image: bytes, deadline_ns: int, *, index: int, count: int
+    ) -> Routed:
+        """:meth:`_route` for image ``index`` of a request's ``count``: an image the device or the
+        cloud cannot use is named by its place, as without offloading."""
+        try:
+            return await self._route(router, model, image, deadline_ns)
+        except InvalidInput as exc:
+            if count > 1:
+                exc.args = (f"image {index}: {exc}", *exc.args[1:])
+            raise
 
     async def _route(self, router: HybridRouter, model: str, image: bytes, deadline_ns: int) -> Routed:
         try:

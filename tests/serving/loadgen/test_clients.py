@@ -70,7 +70,10 @@ def test_a_fresh_connection_that_closes_without_answering_is_an_error_not_retrie
     assert asyncio.run(main()) == [0]  # one connection, one try
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "grpc://127.0.0.1:0", "http://127.0.0.1:port"])
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:99999", "grpc://127.0.0.1:0", "http://127.0.0.1:port", "http://[::1", "grpc://[::1"],
+)
 def test_a_target_port_out_of_range_is_refused_with_a_clear_error(url: str) -> None:
     with pytest.raises(InvalidInput, match=r"port 1-65535"):
         Target.parse(url, "m")

@@ -55,11 +55,11 @@ class Target:
     @classmethod
     def parse(cls, url: str, model: str, **options: Any) -> Target:
         """``http://host:port`` or ``grpc://host:port`` (a bare ``host:port`` is HTTP)."""
-        parts = urlsplit(url if "://" in url else f"http://{url}")
         try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
             port = parts.port
-        except ValueError:  # not a number, or out of range
-            port = None
+        except ValueError:  # an unclosed [IPv6 bracket; a port not a number, or out of range
+            parts, port = urlsplit(""), None
         if parts.scheme not in ("http", "grpc") or not parts.hostname or not port:
             raise InvalidInput(
                 f"target must look like http://HOST:PORT or grpc://HOST:PORT (port 1-65535), got {url!r}"
