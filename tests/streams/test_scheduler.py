@@ -98,6 +98,20 @@ def test_a_stop_request_ends_the_wait_for_more_frames() -> None:
     assert time.monotonic() - started < 0.5
 
 
+def test_a_stalled_stream_is_not_waited_for_until_it_delivers_again() -> None:
+    sched = FrameScheduler(["a", "quiet"], max_batch=2, max_batch_delay_us=1_000_000)
+    sched.stalled("quiet")
+    sched.put(frame("a", 0))
+    started = time.monotonic()
+    assert [f.stream for f in sched.next_batch(1.0)] == ["a"]  # at once, not after the delay
+    assert time.monotonic() - started < 0.5
+    sched.put(frame("quiet", 0))  # it is back: waited for again
+    sched.next_batch(1.0)
+    sched.put(frame("a", 1))
+    threading.Timer(0.05, lambda: sched.put(frame("quiet", 1))).start()
+    assert sorted(f.stream for f in sched.next_batch(1.0)) == ["a", "quiet"]
+
+
 def test_the_batch_delay_is_at_most_a_second() -> None:
     from edgeinfer.streams.config import PipelineOptions
 

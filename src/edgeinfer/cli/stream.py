@@ -51,7 +51,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write annotated video")
     parser.add_argument("--max-batch", type=int, default=8, help="frames per inference, at most (default: 8)")
     parser.add_argument(
-        "--batch-delay-us", type=int, default=0, help="wait this long for other streams' frames (default: 0)"
+        "--batch-delay-us",
+        type=int,
+        default=0,
+        help="wait this long for other streams' frames, not for stalled ones (default: 0)",
     )
     parser.add_argument(
         "--preprocess-on-capture",

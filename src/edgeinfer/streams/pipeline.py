@@ -224,6 +224,7 @@ class StreamPipeline:
                 and now - capture.last_frame_ns > limit_ns
             ):
                 stats.set_status(StreamStatus.STALLED)
+                self.scheduler.stalled(capture.stream)  # batches stop waiting for it
                 doing = "the source to open" if status is StreamStatus.STARTING else "a new frame"
                 self.events.emit(
                     capture.stream,

@@ -33,6 +33,7 @@ class FrameScheduler:
         self._order = list(streams)
         self._slots: dict[str, Frame | None] = dict.fromkeys(streams)
         self._open = set(streams)
+        self._stalled: set[str] = set()  # open, but not worth waiting for (see stalled())
         self._max_batch = max_batch
         self._delay_ns = max_batch_delay_us * 1000
         self._next = 0
@@ -57,6 +58,7 @@ class FrameScheduler:
                 return frame
             old = self._slots[frame.stream]
             self._slots[frame.stream] = frame
+            self._stalled.discard(frame.stream)  # it delivers again
             if old is None:
                 self._ready += 1
                 self._cond.notify_all()
@@ -66,6 +68,13 @@ class FrameScheduler:
         """The stream will put no more frames (ended, failed or stopped)."""
         with self._cond:
             self._open.discard(stream)
+            self._cond.notify_all()
+
+    def stalled(self, stream: str) -> None:
+        """The stream has gone quiet (its capture is stalled): a batch no longer waits for its
+        frame, until it puts one again."""
+        with self._cond:
+            self._stalled.add(stream)
             self._cond.notify_all()
 
     def wake(self) -> None:
@@ -111,7 +120,7 @@ class FrameScheduler:
             return frames
 
     def _wait_for_more(self) -> None:
-        want = min(self._max_batch, len(self._open) or 1)
+        want = min(self._max_batch, len(self._open - self._stalled) or 1)
         deadline = time.monotonic_ns() + self._delay_ns
         self._woken = False
         while self._ready < want and not self._closed and not self._woken:
