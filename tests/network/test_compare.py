@@ -74,6 +74,11 @@ def test_compare_measures_every_path_and_writes_the_report(
     for config in report.configurations:
         scenario = config.scenarios[0]
         assert scenario.errors == 0 and scenario.samples >= 3, config.label
+        if "server_work" in config.extra:  # the server's own figures leave the warm-up out, too
+            assert config.extra["server_work"]["requests"] == scenario.samples, config.label
+            assert config.extra["router"]["requests"] == scenario.samples, config.label
+    assert report.samples is not None and report.samples.encoding == "jpeg"  # what was sent
+    assert all(name.endswith(".jpg") for name in report.samples.names)
     jpeg, tensor = by_label["cloud · jpeg · lte"].extra, by_label["cloud · tensor · lte"].extra
     assert tensor["bytes_sent_per_inference"] > 3 * 224 * 224 * 4 > jpeg["bytes_sent_per_inference"]
     assert "upload (modelled)" in jpeg["stage_means_ms"] and "server compute" in jpeg["stage_means_ms"]

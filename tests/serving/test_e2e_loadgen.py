@@ -43,6 +43,12 @@ def test_closed_loop_over_http_writes_a_bench_report(server: ServerProcess, tmp_
         assert 0 < scenario.latency.p50_ms <= scenario.latency.p99_ms
         assert scenario.resources is not None and scenario.resources.rss_peak_mb > 50
         assert scenario.settings["server"]["mean_batch_size"] >= 1
+        cores = scenario.settings["server"]["cpu_cores"]  # the server's own, from its /metrics
+        resources = scenario.resources
+        assert cores >= 1 and resources.process_cpu_percent_of_machine == pytest.approx(
+            resources.process_cpu_percent_mean / cores
+        )
+    assert len(report.samples.digest) == 64  # the schema's digest, as bench and compare write it
 
 
 def test_open_loop_over_grpc_counts_deadline_errors_by_kind(server: ServerProcess, tmp_path: Path) -> None:
@@ -54,6 +60,10 @@ def test_open_loop_over_grpc_counts_deadline_errors_by_kind(server: ServerProces
     (scenario,) = read_report(tmp_path / "report.json").configurations[0].scenarios
     assert scenario.scenario == "Server" and scenario.target_qps == 40
     assert scenario.errors == scenario.samples > 0  # 0.5 ms is never enough: every request refused at once
+    # rates count every completed request, as the schema says; the answered ones are apart
+    assert scenario.samples_per_s == pytest.approx(scenario.samples / scenario.duration_s, rel=0.01)
+    assert scenario.settings["answered_per_s"] == 0 and scenario.settings["cpu_ms_per_answered"] is None
+    assert scenario.cpu_ms_per_inference is not None and scenario.cpu_ms_per_inference > 0
     assert set(scenario.settings["errors_by_kind"]) == {"deadline_exceeded"}
     assert scenario.latency.errors == scenario.samples
     lag = scenario.settings["send_lag"]  # the client's own delay, kept apart from the server's

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image
 
@@ -85,8 +87,16 @@ def load_samples(count: int | None = None, seed: int = 0, encoding: str = "origi
     return photos + variants
 
 
-def samples_digest(samples: list[Sample]) -> str:
-    """sha256 over every sample's bytes, in order: equal digests mean identical inputs."""
+class Encoded(Protocol):
+    """Anything holding an encoded input (the bench's samples, the load generator's)."""
+
+    @property
+    def data(self) -> bytes: ...
+
+
+def samples_digest(samples: Sequence[Encoded]) -> str:
+    """sha256 over every sample's sha256, in order: equal digests mean identical inputs (the same
+    figure from every tool that writes a report)."""
     digest = hashlib.sha256()
     for sample in samples:
         digest.update(hashlib.sha256(sample.data).digest())

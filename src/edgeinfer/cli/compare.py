@@ -135,12 +135,12 @@ def run(args: argparse.Namespace) -> int:
         result = run_compare(settings)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    paths = write(build_report(result, tuple(sys.argv)), args.report)
-    for config in result.results:
-        latency = config.trace.latencies_ns
-        p50 = sorted(latency)[len(latency) // 2] / 1e6 if latency else float("nan")
-        errors = sum(config.trace.failed)
-        print(f"{config.label:32s} n={config.trace.count:5d}  p50 {p50:8.1f} ms  errors {errors}")
+    report = build_report(result, tuple(sys.argv))
+    paths = write(report, args.report)
+    for config in report.configurations:  # the report's figures, as its page shows them
+        scenario = config.scenarios[0]
+        p50 = scenario.latency.p50_ms if scenario.samples else float("nan")
+        print(f"{config.label:32s} n={scenario.samples:5d}  p50 {p50:8.1f} ms  errors {scenario.errors}")
     print(f"report: {paths[0]} and {paths[1]}")
     return _all_failed(result.results)
 

@@ -18,16 +18,14 @@ paths run before the engine is loaded here, so the device memory they report has
 from __future__ import annotations
 
 import asyncio
-import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from edgeinfer.errors import InvalidInput, UpstreamError
 from edgeinfer.network.backends import UPLOADS, CloudBackend, EdgeBackend, Engineish, Prepare, Upload
@@ -37,7 +35,6 @@ from edgeinfer.network.processes import LinkProcess, ServerProcess, ServerWork
 from edgeinfer.network.profiles import LinkProfile
 from edgeinfer.network.router import HybridRouter, Policy, RouterSettings
 
-JPEG_QUALITY = 90
 #: A measurement waits for every answer: the slowest profile moves a 602 kB tensor in 6.3 s.
 MEASURE_TIMEOUT_MS = 120_000.0
 
@@ -119,20 +116,12 @@ class CompareRun:
 
 
 def load_images(count: int, seed: int) -> tuple[list[bytes], list[str]]:
-    """Real photos as a camera hands them over: JPEG (PNG sources re-encoded at quality 90)."""
+    """Real photos as a camera hands them over: the bench's samples as JPEG (PNG sources
+    re-encoded at quality 90, named ``chelsea.png.jpg``)."""
     from edgeinfer.bench.samples import load_samples
 
-    images, names = [], []
-    for sample in load_samples(count, seed):
-        data = sample.data
-        if sample.format != "jpeg":
-            with Image.open(io.BytesIO(data)) as opened:
-                buffer = io.BytesIO()
-                opened.convert("RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
-                data = buffer.getvalue()
-        images.append(data)
-        names.append(sample.name)
-    return images, names
+    samples = load_samples(count, seed, encoding="jpeg")
+    return [s.data for s in samples], [s.name for s in samples]
 
 
 def run_compare(settings: CompareSettings) -> CompareRun:
@@ -262,9 +251,14 @@ def _measure(
     )
     router = HybridRouter(RouterSettings(policy="cloud", cloud_timeout_ms=MEASURE_TIMEOUT_MS), None, backend)
     observe_server = run.same_machine or path == "edge-server"
-    before = local.metrics() if observe_server else None
-    trace = drive_router(router, run.images, settings.load)
-    server = ServerWork.between(before, local.metrics()) if before is not None else None
+    before: list[dict[str, float]] = []  # the server's counters once the warm-up is over
+
+    def snapshot() -> None:
+        if observe_server:
+            before.append(local.metrics())
+
+    trace = drive_router(router, run.images, settings.load, on_measuring=snapshot)
+    server = ServerWork.between(before[0], local.metrics()) if before else None
     result = PathResult(path, trace, profile, upload, server, router.stats.as_dict())
     if path == "edge-server":
         result.extra["server_cpu_ms"] = server.cpu_ms if server else None
@@ -277,11 +271,16 @@ def _measure_edge(run: CompareRun, engine: Engineish) -> None:
     run.results.append(PathResult("edge", trace, upload=None, router_stats=router.stats.as_dict()))
 
 
-def drive_router(router: HybridRouter, images: Sequence[bytes], load: Load) -> Trace:
+def drive_router(
+    router: HybridRouter,
+    images: Sequence[bytes],
+    load: Load,
+    on_measuring: Callable[[], None] | None = None,
+) -> Trace:
     async def go() -> Trace:
         await router.start()
         try:
-            return await drive(router, images, load)
+            return await drive(router, images, load, on_measuring)
         finally:
             await router.close()  # closes the backends' pools and connections, not the engine
 

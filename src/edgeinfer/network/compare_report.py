@@ -96,7 +96,7 @@ def _configuration(run: CompareRun, result: PathResult) -> ConfigurationResult:
         queries=trace.count,
         errors=sum(trace.failed),
         duration_s=trace.duration_s,
-        samples_per_s=len(ok) / trace.duration_s if trace.duration_s else 0.0,
+        samples_per_s=trace.count / trace.duration_s if trace.duration_s else 0.0,  # completed, as the schema
         queries_per_s=trace.count / trace.duration_s if trace.duration_s else 0.0,
         latency=latency,
         query_latency=latency,
@@ -304,6 +304,7 @@ def _sample_set(run: CompareRun) -> SampleSet:
         digest.hexdigest(),
         sum(map(len, run.images)),
         tuple(run.image_names),
+        encoding="jpeg",  # load_images: what a camera sends
     )
 
 

@@ -12,14 +12,14 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psutil
 
 from edgeinfer.errors import EdgeInferError
 from edgeinfer.network.client import CloudError
-from edgeinfer.network.router import Decision, HybridRouter
+from edgeinfer.network.router import Decision, HybridRouter, RouterStats
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,22 @@ class Trace:
         return len(self.latencies_ns)
 
 
-async def drive(router: HybridRouter, images: Sequence[bytes], load: Load) -> Trace:
-    """Run the stream; the router must be started. Warm-up requests are not recorded."""
+async def drive(
+    router: HybridRouter,
+    images: Sequence[bytes],
+    load: Load,
+    on_measuring: Callable[[], None] | None = None,
+) -> Trace:
+    """Run the stream; the router must be started. Warm-up requests are not recorded: the router's
+    counters start again after them, and ``on_measuring`` (a caller's snapshot of a server's own
+    counters, say) is called between the warm-up and the measured requests."""
     for i in range(load.warmup_requests):
         await _one(
             router, images, i, deadline_ms=load.deadline_ms, arrival_ns=time.perf_counter_ns(), trace=None
         )
+    router.stats = RouterStats()
+    if on_measuring is not None:
+        on_measuring()
     trace = Trace()
     process = psutil.Process()
     cpu_before = sum(process.cpu_times()[:2])

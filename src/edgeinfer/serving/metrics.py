@@ -31,6 +31,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from edgeinfer.serving.batching.observer import RejectReason
 from edgeinfer.serving.statistics import ModelStatistics, StatisticsRecorder
+from edgeinfer.system.threads import usable_cores
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _LATENCY_BUCKETS_S = (
@@ -114,6 +115,9 @@ class ServerMetrics:
         self.queue_depth = Gauge(
             "edgeinfer_queue_samples", "Samples admitted and not yet running", ["model"], registry=r
         )
+        # what "percent of the machine" divides by, for a load generator reading these remotely
+        self.cpu_cores = Gauge("edgeinfer_cpu_cores", "CPU cores this server may run on", registry=r)
+        self.cpu_cores.set(usable_cores())
 
     def for_model(self, model: str) -> ModelMetrics:
         return ModelMetrics(self, model)

@@ -2,11 +2,14 @@
 
 Scenario names: ``SingleStream`` (one closed-loop client), ``Concurrent`` (N closed-loop clients,
 ``workers`` = N) and ``Server`` (open-loop arrivals, ``target_qps`` = the offered rate).
-``samples_per_s`` counts answered requests (errors excluded); ``queries_per_s`` counts every
-completed request. ``latency`` holds every request, errors included; ``settings`` adds the
-latency of answered and of failed requests separately and the errors by kind (an open loop's
-arrivals the client could not send, ``client_overflow``, are among them and in ``not_sent``, but
-have no latency).
+``samples``, ``samples_per_s`` and ``cpu_ms_per_inference`` count every completed request, as the
+schema says (a failed one too); ``settings`` adds the answered requests' rate and CPU
+(``answered_per_s``, ``cpu_ms_per_answered``), the latency of answered and of failed requests
+separately and the errors by kind (an open loop's arrivals the client could not send,
+``client_overflow``, are among them and in ``not_sent``, but have no latency).
+The server's resources come from sampling its ``/metrics``: ``process_rss_peak_mb`` is the highest
+RSS sampled (the kernel's high-water mark is not exported), and ``process_cpu_percent_of_machine``
+divides by the server's own cores (``edgeinfer_cpu_cores``).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from typing import Any
 from edgeinfer import __version__
 from edgeinfer.bench.report import BenchReport, ConfigurationResult, SampleSet, ScenarioResult, utc_now
 from edgeinfer.bench.resources import ResourceSummary
+from edgeinfer.bench.samples import samples_digest
 from edgeinfer.bench.stats import LatencyRecorder, LatencySummary
 from edgeinfer.serving.loadgen.clients import Target
 from edgeinfer.serving.loadgen.runner import RunResult
-from edgeinfer.serving.loadgen.workload import Sample, digest
+from edgeinfer.serving.loadgen.workload import Sample
 
 
 def scenario_name(result: RunResult) -> str:
@@ -49,7 +53,7 @@ def scenario_result(result: RunResult) -> ScenarioResult:
             duration_s=server.duration_s,
             cpu_ms=server.cpu_ms,
             process_cpu_percent_mean=server.cpu_percent_mean,
-            process_cpu_percent_of_machine=server.cpu_percent_mean,
+            process_cpu_percent_of_machine=server.cpu_percent_mean / (server.cpu_cores or 1),
             system_cpu_percent_per_core_mean=(),
             rss_peak_mb=server.rss_peak_mb,
             rss_steady_mb=server.rss_end_mb,
@@ -63,6 +67,8 @@ def scenario_result(result: RunResult) -> ScenarioResult:
         "latency_answered": _brief(result.ok_latency.summary()),
         "latency_failed": _brief(result.failed_latency.summary()),
         "send_lag": _brief(result.send_lag.summary()) if result.send_lag.count else None,
+        "answered_per_s": result.ok / duration,
+        "cpu_ms_per_answered": (server.cpu_ms / result.ok) if server is not None and result.ok else None,
     }
     if result.mode == "closed":
         settings["concurrency"] = int(result.level)
@@ -78,13 +84,15 @@ def scenario_result(result: RunResult) -> ScenarioResult:
         queries=result.completed,
         errors=sum(result.errors.values()),
         duration_s=round(result.duration_s, 3),
-        samples_per_s=result.ok / duration,
+        samples_per_s=result.completed / duration,
         queries_per_s=result.completed / duration,
         latency=every,
         query_latency=every,
         stages={},
         infer_call=LatencyRecorder().summary(),
-        cpu_ms_per_inference=(server.cpu_ms / result.ok) if server is not None and result.ok else None,
+        cpu_ms_per_inference=(
+            (server.cpu_ms / result.completed) if server is not None and result.completed else None
+        ),
         resources=resources,
         target_qps=result.level if result.mode == "open" else None,
         error_messages=tuple(
@@ -118,7 +126,7 @@ def build_report(
     sample_set = SampleSet(
         count=len(samples),
         seed=seed,
-        digest=digest(samples),
+        digest=samples_digest(samples),
         total_bytes=sum(len(s.data) for s in samples),
         names=tuple(s.name for s in samples),
     )
@@ -137,6 +145,8 @@ def build_report(
             "Latency is measured by the client from sending (closed loop) or from the scheduled arrival "
             "(open loop) to the last byte of the answer; warm-up excluded; errors stay in the latency "
             "figures and are counted by kind.",
-            "samples/s counts answered requests only. Server CPU and RSS come from the server's /metrics.",
+            "samples/s and CPU per inference count every completed request, failed ones too (answered "
+            "ones alone: settings answered_per_s, cpu_ms_per_answered). Server CPU and RSS come from "
+            "the server's /metrics.",
         ),
     )

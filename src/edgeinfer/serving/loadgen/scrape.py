@@ -17,6 +17,7 @@ _WATCHED = (
     "edgeinfer_batch_size_count",
     "edgeinfer_rejected_total",
     "edgeinfer_deadline_missed_total",
+    "edgeinfer_cpu_cores",
 )
 _E2E_BUCKET = "edgeinfer_request_seconds_bucket"
 _E2E_COUNT = "edgeinfer_request_seconds_count"
@@ -55,6 +56,7 @@ class ServerUsage:
     rss_end_mb: float
     rss_peak_mb: float
     mean_batch_size: float | None
+    cpu_cores: int | None = None  # the server's (None: its metrics do not say)
     refused_at_admission: int = 0
     deadline_missed_after_admission: int = 0
     rss_timeline: tuple[tuple[float, float], ...] = field(default=())
@@ -175,6 +177,7 @@ class ServerSampler:
             rss_end_mb=rss_end,
             rss_peak_mb=max(mb for _, mb in self._timeline),
             mean_batch_size=samples / batches if batches else None,
+            cpu_cores=int(last["edgeinfer_cpu_cores"]) if last.get("edgeinfer_cpu_cores") else None,
             refused_at_admission=int(_delta(first, last, "edgeinfer_rejected_total")),
             deadline_missed_after_admission=int(_delta(first, last, "edgeinfer_deadline_missed_total")),
             rss_timeline=tuple(self._timeline),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import random
 from collections.abc import Sequence
@@ -88,10 +87,3 @@ def schedule(samples: Sequence[Sample], seed: int) -> list[Sample]:
     order = list(samples)
     random.Random(seed).shuffle(order)
     return order
-
-
-def digest(samples: Sequence[Sample]) -> str:
-    h = hashlib.sha256()
-    for sample in samples:
-        h.update(sample.data)
-    return h.hexdigest()[:16]
