@@ -39,6 +39,19 @@ def test_sampler_sees_cpu_and_memory() -> None:
     assert summary.samples >= 5
 
 
+def test_the_first_sample_sees_the_machine_busy_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    # psutil keeps its per-core counters per thread id, and ids are reused: start as a fresh
+    # process does, so that an earlier sampler thread's counters cannot stand in for priming
+    monkeypatch.setattr(psutil, "_last_per_cpu_times", {})
+    with ResourceSampler(interval_ms=100) as sampler:
+        busy(0.25)  # this process keeps one core busy from the start
+    samples, _ = sampler.timeline()
+    assert samples[0].process_cpu_percent > 30
+    assert sum(samples[0].system_cpu_percent_per_core) > 30  # was 0 on every core: primed on another thread
+
+
 def test_interval_must_be_sane() -> None:
     with pytest.raises(ValueError, match="interval_ms must be >= 10"):
         ResourceSampler(interval_ms=1)

@@ -98,7 +98,6 @@ class ResourceSampler:
         if self._thread is not None:
             return
         self._t0_ns = time.monotonic_ns()
-        psutil.cpu_percent(percpu=True)  # primes the per-core counters
         self._thread = threading.Thread(target=self._run, name="edgeinfer-resource-sampler", daemon=True)
         self._thread.start()
 
@@ -147,6 +146,9 @@ class ResourceSampler:
             return list(self._samples), list(self._marks)
 
     def _run(self) -> None:
+        # primes the per-core counters, on this thread: psutil keeps them per thread, so priming
+        # them elsewhere left the first sample at 0% on every core
+        psutil.cpu_percent(percpu=True)
         last_ns = time.monotonic_ns()
         last_cpu = self._cpu_s()
         interval_s = self.interval_ms / 1000.0
