@@ -49,6 +49,10 @@ def test_closed_loop_over_http_writes_a_bench_report(server: ServerProcess, tmp_
             resources.process_cpu_percent_mean / cores
         )
     assert len(report.samples.digest) == 64  # the schema's digest, as bench and compare write it
+    page = (tmp_path / "report.html").read_text()
+    assert "Concurrent: sample latency" in page  # every level plotted, not only LoadGen's scenarios
+    assert "answered p99 ms" in page and "measured by the client" in page
+    assert "LoadGen issuing" not in page and "Cold start and warm-up" not in page  # bench's, not here
 
 
 def test_open_loop_over_grpc_counts_deadline_errors_by_kind(server: ServerProcess, tmp_path: Path) -> None:
