@@ -96,6 +96,7 @@ def test_compare_measures_every_path_and_writes_the_report(
     assert split[0]["top1_agreement"] == "3/3" and split[0]["max_abs_diff"] < 0.05
     page = (tmp_path / "report.html").read_text()
     assert "Crossover" in page and "Split computing" in page and "<svg" in page
+    assert "<dd>None</dd>" not in page and "<dd>True</dd>" not in page  # settings as report.json has them
     decisions = (tmp_path / "logs" / "decisions-auto-lte.jsonl").read_text().splitlines()
     assert decisions and "reason" in json.loads(decisions[0])
     (policies,) = report.settings["policy_comparison"]

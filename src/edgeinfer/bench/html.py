@@ -447,15 +447,15 @@ def _run_details(report: BenchReport) -> str:
 
 def _kv(values: dict[str, Any]) -> str:
     items = "".join(
-        f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(_plain(v))}</dd>" for k, v in values.items()
+        f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(plain_value(v))}</dd>" for k, v in values.items()
     )
     return f'<dl class="kv">{items}</dl>'
 
 
-def _plain(value: Any) -> str:
+def plain_value(value: Any) -> str:
     """A value as report.json writes it (null, true, {"key": ...}); text and lists of it unquoted."""
     if isinstance(value, str):
         return value
     if isinstance(value, list | tuple):
-        return ", ".join(_plain(v) for v in value)
-    return json.dumps(value)
+        return ", ".join(plain_value(v) for v in value)
+    return json.dumps(value, default=str)

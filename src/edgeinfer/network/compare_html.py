@@ -16,7 +16,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from edgeinfer.bench.html import CSS
+from edgeinfer.bench.html import CSS, plain_value
 from edgeinfer.bench.plots import STYLE, colour, latency_cdf
 from edgeinfer.bench.report import BenchReport, ConfigurationResult
 from edgeinfer.network.crossover import CrossoverModel
@@ -274,12 +274,19 @@ def _bytes_plot(configs: Sequence[ConfigurationResult]) -> str | None:
     ax = fig.add_subplot()
     labels = list(seen)
     ys = np.arange(len(labels))
-    ax.barh(ys - 0.18, [seen[k][0] for k in labels], height=0.35, color=colour(0), label="sent (up)")
-    ax.barh(ys + 0.18, [seen[k][1] for k in labels], height=0.35, color=colour(1), label="received (down)")
+    # dots, not bars: a bar's length on a log axis starts at an arbitrary limit and means nothing
+    for offset, column, name in ((-0.15, 0, "sent (up)"), (0.15, 1, "received (down)")):
+        values = [seen[k][column] for k in labels]
+        ax.plot(values, ys + offset, "o", color=colour(column), label=name)
+        for value, y in zip(values, ys + offset, strict=True):
+            ax.annotate(f"{value:,.1f}", (value, y), xytext=(6, -3), textcoords="offset points", fontsize=7.5)
     ax.set_yticks(ys, labels)
+    ax.set_ylim(-0.6, len(labels) - 0.4)
     ax.set_xscale("log")
+    every = [v for pair in seen.values() for v in pair if v > 0]
+    ax.set_xlim(min(every) / 2, max(every) * 4)
     ax.set_xlabel("KB per inference (log scale)")
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
     return _svg(fig)
 
 
@@ -328,7 +335,7 @@ def _crossover_plot(
         ups = [model.breakeven_up_mbps(float(r), speedup) for r in rtts]
         xs = [u for u in ups if u is not None]
         ys = [r for r, u in zip(rtts, ups, strict=True) if u is not None]
-        if xs:
+        if xs and max(ys) >= 1.0:  # a curve below 1 ms would be drawn under the axis: left out
             ax.plot(xs, ys, color=colour(i), linewidth=1.6, label=f"break-even, cloud {speedup:g}x")
             ax.fill_betweenx(ys, xs, 1e4, color=colour(i), alpha=0.07)
     measured = _measured_cloud(configs)
@@ -358,13 +365,15 @@ def _crossover_plot(
             bx.bar(j + 0.2, got, width=0.38, color=colour(1), label="measured" if j == 0 else None)
     ax.set_xscale("log")
     ax.set_xlim(0.1, 1e4)
+    ax.set_ylim(0, rtts[-1] * 1.1)  # room above the highest profile for its label
     ax.set_xlabel("uplink (Mb/s, log scale)")
     ax.set_ylabel("round-trip time (ms)")
-    ax.legend(fontsize=7.5, frameon=False, loc="upper left")
+    # legends below the plots: inside, they covered profile markers and bars
+    ax.legend(fontsize=7.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     bx.axhline(model.edge_ms, color="#333", linestyle="--", linewidth=1, label="device")
     bx.set_xticks(range(len(crossover["profiles"])), [r["profile"] for r in crossover["profiles"]])
     bx.set_ylabel("cloud JPEG latency, mean ms (speed-up 1)")
-    bx.legend(fontsize=7.5, frameon=False)
+    bx.legend(fontsize=7.5, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
     return _svg(fig)
 
 
@@ -432,7 +441,7 @@ def _kv(groups: dict[str, dict[str, Any]]) -> str:
     parts = []
     for title, values in groups.items():
         items = "".join(
-            f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>" for k, v in values.items()
-        )
+            f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(plain_value(v))}</dd>" for k, v in values.items()
+        )  # as report.json writes them (null, true), as the bench page does
         parts.append(f"<h3>{html.escape(title)}</h3><dl class='kv'>{items}</dl>")
     return "".join(parts)
