@@ -389,6 +389,45 @@ def test_an_unparsable_request_gets_a_json_400_and_the_server_keeps_serving(
     assert status == 200
 
 
+def _answer_then_close(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_an_endless_header_is_refused_431_and_others_are_not_held_up(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sent, refused = 0, False
+        while sent < 8 * 2**20 and not refused:  # the server may close while this still sends
+            try:
+                sock.sendall(b"a" * 2**16)
+                sent += 2**16
+            except (BrokenPipeError, ConnectionResetError):
+                refused = True
+        data = _answer_then_close(sock) if not refused else b""
+    assert sent <= 2**20  # cut off near the 64 KiB limit, not after megabytes
+    if data:  # the answer, when it was read before the close reset the connection
+        assert (
+            data.startswith(b"HTTP/1.1 431 ")
+            and json.loads(data.split(b"\r\n\r\n", 1)[1])["kind"] == "too_large"
+        )
+    assert server.request("GET", "/v2/health/ready")[0] == 200
+
+
+def test_a_request_head_that_stops_coming_is_closed_after_the_body_timeout(server: ServerProcess) -> None:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as silent, \
+            socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as halfway:  # fmt: skip
+        halfway.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")  # no blank line: never ends
+        assert _answer_then_close(silent) == b""  # closed without a word (it said nothing)
+        data = _answer_then_close(halfway)
+    assert time.monotonic() - started < 8  # body_timeout_s is 1.5 here; they were held forever
+    assert data.startswith(b"HTTP/1.1 408 ")
+    assert "did not arrive within 1.5 s" in json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]
+
+
 def test_a_body_refused_from_its_length_closes_the_connection(server: ServerProcess) -> None:
     head = f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:

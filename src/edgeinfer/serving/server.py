@@ -137,7 +137,7 @@ class InferenceServer:
             host=self.settings.host,
             port=self.settings.http_port,
             loop=_best("uvloop", "uvloop", "asyncio"),
-            http=_http_protocol(),
+            http=_http_protocol(self.settings.body_timeout_s),
             lifespan="on",
             access_log=False,
             log_level=self.settings.log_level,
@@ -212,13 +212,14 @@ class _Uvicorn(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def _http_protocol() -> type[asyncio.Protocol] | str:
-    """httptools with one write per answer (see ``rest/one_write.py``), else uvicorn's h11."""
+def _http_protocol(head_timeout_s: float) -> type[asyncio.Protocol] | str:
+    """httptools with one write per answer and limits on request heads (see ``rest/one_write.py``),
+    a head given ``head_timeout_s`` to arrive; else uvicorn's h11."""
     try:
         from edgeinfer.serving.rest.one_write import OneWriteHttpToolsProtocol
     except ImportError:
         return "h11"
-    return OneWriteHttpToolsProtocol
+    return type("HttpProtocol", (OneWriteHttpToolsProtocol,), {"head_timeout_s": head_timeout_s})
 
 
 def _best(module: str, name: str, fallback: str) -> str:

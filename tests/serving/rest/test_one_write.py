@@ -72,3 +72,21 @@ async def _test_other_writes_pass_at_once_and_close_sends_what_is_held() -> None
     transport.close()
     assert inner.writes[-1] == HEAD and inner.closed
     assert transport.get_extra_info("peername") == "info:peername"  # everything else is the transport's
+
+
+def test_the_invalid_request_warning_is_logged_once_a_minute_with_a_count() -> None:
+    import logging
+
+    from edgeinfer.serving.rest.one_write import _RateLimited
+
+    limit = _RateLimited("Invalid HTTP request received.", interval_s=60.0)
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.WARNING, __file__, 1, message, (), None)
+
+    shown = [limit.filter(record("Invalid HTTP request received.")) for _ in range(500)]
+    assert shown == [True] + [False] * 499  # a scanner's 500 garbage requests: one line
+    assert limit.filter(record("Something else.")) is True
+    limit._last -= 61  # a minute later
+    later = record("Invalid HTTP request received.")
+    assert limit.filter(later) and later.getMessage().endswith("(499 more since the last one logged)")
