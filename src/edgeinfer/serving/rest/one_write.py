@@ -64,8 +64,9 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._head_bytes is None or self.transport.is_closing():
             return
-        # still reading a head: count what it took (all of this chunk, unless a head ended in it)
-        self._head_bytes = len(data) if self._head_ended else self._head_bytes + len(data)
+        # still reading a head: count this chunk, unless a request ended in it (the next head's
+        # start, after it, is then left uncounted: at most one read's worth)
+        self._head_bytes = 0 if self._head_ended else self._head_bytes + len(data)
         if self._head_bytes > self.max_head_bytes:
             self._refuse(431, _HeadTooLarge(
                 f"the request line and headers are over {self.max_head_bytes} bytes"
