@@ -205,6 +205,27 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def test_a_client_stalled_in_its_body_does_not_hold_up_the_stop(engine: Engine, tmp_path: Path) -> None:
+    import socket
+
+    server = start_server(tmp_path, "--no-grpc", config="shutdown_timeout_s = 10\nbody_timeout_s = 30\n")
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=20) as stalled:
+        stalled.sendall(
+            f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{}}".encode()
+        )  # 2 of its 1000 bytes, then nothing
+        time.sleep(0.3)
+        begin = time.monotonic()
+        server.process.send_signal(15)
+        data = b""
+        while chunk := stalled.recv(65536):
+            data += chunk
+        code = server.process.wait(timeout=30)
+    assert data.startswith(b"HTTP/1.1 503 ") and b"connection: close" in data.lower(), data[:300]
+    assert "shutting down" in json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]
+    assert code == 0 and time.monotonic() - begin < 5  # it waited shutdown_timeout_s (10 s) before
+    assert "CancelledError" not in server.log()
+
+
 def test_unknown_model_fails_start_up_with_its_exit_code(edgeinfer_home: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "edgeinfer.cli.main", "serve", "--model", "no_such_model", "--http-port", "0",

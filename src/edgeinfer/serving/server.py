@@ -146,7 +146,11 @@ class InferenceServer:
         )
         busy = lambda: self.plane.in_flight > 0  # noqa: E731 - read when the signal comes
         self._uvicorn = _Uvicorn(
-            config, self.begin_shutdown, busy=busy, drain_s=self.settings.shutdown_timeout_s
+            config,
+            self.begin_shutdown,
+            busy=busy,
+            drain_s=self.settings.shutdown_timeout_s,
+            on_drain=self.app.body_reads.cut,  # a stalled client's body is not waited for
         )
         self._uvicorn.run()
         if self.load_error is not None:
@@ -172,9 +176,11 @@ class _Uvicorn(uvicorn.Server):
         *,
         busy: Callable[[], bool],
         drain_s: float,
+        on_drain: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(config)
         self._on_signal = on_signal
+        self._on_drain = on_drain  # on the loop, when the drain starts
         self._busy = busy
         self._drain_s = drain_s
         self._draining: asyncio.Task[None] | None = None
@@ -192,6 +198,8 @@ class _Uvicorn(uvicorn.Server):
         loop.call_soon_threadsafe(self._start_draining, loop, sig, frame)
 
     def _start_draining(self, loop: asyncio.AbstractEventLoop, sig: int, frame: FrameType | None) -> None:
+        if self._on_drain is not None:
+            self._on_drain()
         if self._draining is None:
             self._draining = loop.create_task(self._exit_when_idle(sig, frame), name="drain")
 

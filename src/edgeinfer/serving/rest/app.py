@@ -21,7 +21,7 @@ from edgeinfer.serving.codecs import rest_extensions as extensions
 from edgeinfer.serving.dataplane import DataPlane
 from edgeinfer.serving.deadlines import TIMEOUT_HEADER, timeout_from_header
 from edgeinfer.serving.metrics import CONTENT_TYPE as METRICS_TYPE
-from edgeinfer.serving.rest.body import ClientDisconnected, read_body
+from edgeinfer.serving.rest.body import BodyReads, ClientDisconnected, read_body
 from edgeinfer.serving.rest.errors import (
     MethodNotAllowed,
     UnsupportedMediaType,
@@ -78,6 +78,7 @@ class RestApp:
         self._guard = ApiKeyGuard(settings.api_key)
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
+        self.body_reads = BodyReads()  # the server cuts them when it starts to stop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -215,7 +216,11 @@ class RestApp:
 
     async def _body(self, request: Request) -> bytes:
         return await read_body(
-            request.receive, request.headers, self.settings.max_request_bytes, self.settings.body_timeout_s
+            request.receive,
+            request.headers,
+            self.settings.max_request_bytes,
+            self.settings.body_timeout_s,
+            self.body_reads,
         )
 
 

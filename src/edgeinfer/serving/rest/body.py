@@ -2,7 +2,9 @@
 
 A declared ``Content-Length`` over the limit is refused before a byte is read; a body that grows
 past it (chunked, or a lying length) is refused as soon as it does. ``Content-Encoding: gzip`` or
-``deflate`` (tritonclient's request compression) is inflated within the same limit.
+``deflate`` (tritonclient's request compression) is inflated within the same limit. When the
+server starts to stop, the reads still waiting for a client's body end at once with 503
+(:class:`BodyReads`): the drain must not wait for a stalled client.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import zlib
 from typing import Any
 
 from edgeinfer.errors import InvalidInput
-from edgeinfer.serving.rest.errors import BodyTimeout, BodyTooLarge
+from edgeinfer.serving.rest.errors import BodyCutOff, BodyTimeout, BodyTooLarge
 
 Receive = Any
 
@@ -21,7 +23,28 @@ class ClientDisconnected(Exception):
     """The client went away before its body arrived; there is nobody to answer."""
 
 
-async def read_body(receive: Receive, headers: dict[str, str], limit_bytes: int, timeout_s: float) -> bytes:
+class BodyReads:
+    """The body reads under way; :meth:`cut` ends the ones still waiting (on the event loop)."""
+
+    def __init__(self) -> None:
+        self._waiting: set[asyncio.Timeout] = set()
+        self.cut_off = False
+
+    def cut(self) -> None:
+        self.cut_off = True
+        if self._waiting:
+            now = asyncio.get_running_loop().time()
+            for deadline in self._waiting:
+                deadline.reschedule(now)
+
+
+async def read_body(
+    receive: Receive,
+    headers: dict[str, str],
+    limit_bytes: int,
+    timeout_s: float,
+    reads: BodyReads | None = None,
+) -> bytes:
     declared = headers.get("content-length")
     if declared is not None:
         try:
@@ -30,10 +53,17 @@ async def read_body(receive: Receive, headers: dict[str, str], limit_bytes: int,
             raise InvalidInput(f"Content-Length must be a number of bytes, got {declared!r}") from None
         if length > limit_bytes:
             raise BodyTooLarge(f"request body of {length} bytes is over the limit of {limit_bytes} bytes")
+    waiting = reads._waiting if reads is not None else set()
     try:
-        async with asyncio.timeout(timeout_s):
-            raw = await _receive_all(receive, limit_bytes)
+        async with asyncio.timeout(timeout_s) as deadline:
+            waiting.add(deadline)
+            try:
+                raw = await _receive_all(receive, limit_bytes)
+            finally:
+                waiting.discard(deadline)
     except TimeoutError:
+        if reads is not None and reads.cut_off:
+            raise BodyCutOff("the server is shutting down; send the request again elsewhere") from None
         raise BodyTimeout(
             f"the request body did not arrive in full within {timeout_s:g} s (truncated body?)"
         ) from None

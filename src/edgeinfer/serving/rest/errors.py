@@ -29,6 +29,11 @@ class BodyTimeout(InvalidInput):
     kind = "body_timeout"
 
 
+class BodyCutOff(NotReady):
+    """A body still arriving when the server began to stop (503; the rest of it must not be read
+    as the next request: the connection closes)."""
+
+
 class MethodNotAllowed(InvalidInput):
     """A method a route does not take; ``allow`` is the one it does."""
 
@@ -75,7 +80,7 @@ def error_headers(error: EdgeInferError) -> list[tuple[bytes, bytes]]:
         return [(b"www-authenticate", b'Bearer realm="edgeinfer"')]
     if isinstance(error, MethodNotAllowed):
         return [(b"allow", error.allow.encode())]
-    if isinstance(error, (BodyTooLarge, BodyTimeout)):
+    if isinstance(error, (BodyTooLarge, BodyTimeout, BodyCutOff)):
         # the rest of the body may still come; it must not be read as the next request
         return [(b"connection", b"close")]
     return []
