@@ -69,27 +69,46 @@ def test_bad_imports(tmp_path: Path) -> None:
     assert repo.find("x") is None
 
 
-def _tiny_onnx(path: Path, size_px: int = 96, classes: int = 10) -> Path:
-    """A real ONNX classifier (mean colour per channel -> logits) taking size_px x size_px images."""
+def _tiny_onnx(
+    path: Path,
+    size_px: int = 96,
+    classes: int = 10,
+    *,
+    nhwc: bool = False,
+    input_shape: list[object] | None = None,
+    external: bool = False,
+) -> Path:
+    """A real ONNX classifier (mean colour per channel -> logits) taking size_px x size_px images
+    (``nhwc``: laid out N,H,W,3; ``external``: its weights in a file beside it)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    weights = numpy_helper.from_array(np.ones((3, classes), dtype=np.float32), "w")
+    weights = numpy_helper.from_array(np.arange(3 * classes, dtype=np.float32).reshape(3, classes), "w")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["nchw"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+    ]
+    if nhwc:
+        nodes.insert(0, helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2]))
+    else:
+        nodes.insert(0, helper.make_node("Identity", ["x"], ["nchw"]))
+    shape = input_shape or (["n", size_px, size_px, 3] if nhwc else ["n", 3, size_px, size_px])
     graph = helper.make_graph(
-        [
-            helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
-            helper.make_node("Flatten", ["pooled"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-        ],
+        nodes,
         "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, size_px, size_px])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", classes])],
         [weights],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.save(model, str(path))
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, location=f"{path.name}.data",
+                        size_threshold=0)  # fmt: skip
+    else:
+        onnx.save(model, str(path))
     return path
 
 
@@ -159,3 +178,94 @@ def test_a_config_whose_crop_the_model_cannot_take_fails_at_load_naming_the_conf
     config_file.write_text(json.dumps(edited))
     with pytest.raises(IntegrityError, match="cannot read labels"):
         Engine.load("tiny", runtime="onnxruntime", threads=1, repository=repo)
+
+
+def test_nhwc_onnx_inputs_are_laid_out_as_the_model_takes_them(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path / "home")
+    labels = _labels(tmp_path / "labels.txt", 10)
+    stored = import_model(repo, _tiny_onnx(tmp_path / "nhwc.onnx", nhwc=True), ImportOptions("nhwc", labels))
+    assert (stored.config.preprocessing.layout, stored.config.preprocessing.crop_px) == ("NHWC", 96)
+    picture = np.full((120, 160, 3), 200, dtype=np.uint8)
+    with Engine.load("nhwc", runtime="onnxruntime", threads=1, repository=repo) as engine:
+        nhwc = engine.classify(picture).predictions  # refused at every load before
+    import_model(repo, _tiny_onnx(tmp_path / "nchw.onnx"), ImportOptions("nchw", labels))
+    with Engine.load("nchw", runtime="onnxruntime", threads=1, repository=repo) as engine:
+        assert engine.classify(picture).predictions == nhwc  # the same network, either layout
+
+
+def test_an_onnx_file_with_its_weights_beside_it_is_imported_whole(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path / "home")
+    labels = _labels(tmp_path / "labels.txt", 10)
+    source = _tiny_onnx(tmp_path / "ext.onnx", external=True)
+    stored = import_model(repo, source, ImportOptions("ext", labels))
+    (tmp_path / "ext.onnx.data").unlink()  # the stored model needs nothing of the source any more
+    picture = np.full((120, 160, 3), 90, dtype=np.uint8)
+    with Engine.load("ext", runtime="onnxruntime", threads=1, repository=repo) as engine:
+        assert engine.classify(picture).top.label.startswith("thing ")  # was: external data not found
+    assert stored.path.stat().st_size > 100
+    lost = _tiny_onnx(tmp_path / "ext2.onnx", external=True)
+    (tmp_path / "ext2.onnx.data").unlink()  # its weights file went missing
+    with pytest.raises(InvalidInput, match=r"cannot read the weights ext2\.onnx keeps in other files"):
+        import_model(repo, lost, ImportOptions("ext2", labels))
+
+
+@pytest.mark.parametrize(
+    ("shape", "said"),
+    [
+        (["n", 1, 64, 64], "edgeinfer feeds RGB pictures"),
+        (["n", 3, 64, 80], "is 64x80; edgeinfer centre-crops square pictures"),
+        (["n", 3, 64], "edgeinfer feeds RGB pictures"),
+    ],
+)
+def test_what_is_not_an_image_classifier_is_refused_at_import(
+    tmp_path: Path, shape: list[object], said: str
+) -> None:
+    repo = ModelRepository(tmp_path / "home")
+    source = _tiny_onnx(tmp_path / "odd.onnx", input_shape=shape)
+    with pytest.raises(InvalidInput, match=said):
+        import_model(repo, source, ImportOptions("odd", _labels(tmp_path / "labels.txt", 10)))
+    assert repo.find("odd") is None
+
+
+def test_a_segmentation_model_is_refused_at_import(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["mask"])],
+        "seg",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 64, 64])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["n", 3, 64, 64])],
+    )
+    source = tmp_path / "seg.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    with pytest.raises(InvalidInput, match=r"whose first output is one row of class scores per image"):
+        import_model(
+            ModelRepository(tmp_path / "home"), source, ImportOptions("seg", _labels(tmp_path / "l.txt", 64))
+        )
+
+
+def test_a_new_file_under_a_used_name_replaces_the_model_and_its_default(tmp_path: Path) -> None:
+    pytest.importorskip("ai_edge_litert")
+    repo = ModelRepository(tmp_path / "home")
+    import_model(
+        repo, _tiny_onnx(tmp_path / "tiny.onnx"), ImportOptions("mine", _labels(tmp_path / "l.txt", 10))
+    )
+    assert repo.default_precision("mine") == "fp32"
+    import_model(repo, _tflite(), ImportOptions("mine"))  # an INT8 TFLite file now
+    assert [b.config.precision for b in repo.builds("mine")] == ["int8"]  # the ONNX build is gone
+    assert repo.default_precision("mine") == "int8"  # serve, bench and tune take it by default
+    with Engine.load("mine", threads=1, repository=repo) as engine:
+        assert engine.config.format == "tflite" and len(engine.labels) == 1000
+
+
+def test_asking_an_imported_model_for_a_build_it_lacks_says_so_without_promising_a_build(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = ModelRepository(tmp_path / "home")
+    import_model(
+        repo, _tiny_onnx(tmp_path / "tiny.onnx"), ImportOptions("mine", _labels(tmp_path / "l.txt", 10))
+    )
+    with pytest.raises(ModelNotFound, match="was imported, not built from the zoo; it has no int8 build"):
+        repo.get("mine", "int8")
+    assert "building it now" not in caplog.text  # it was logged, then refused

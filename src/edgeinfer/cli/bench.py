@@ -37,7 +37,10 @@ def register(subparsers: Any) -> None:
         help="comma list: ort, openvino, litert, keras, null, auto (default: %(default)s)",
     )
     parser.add_argument(
-        "--precision", "-p", default="fp32", help="comma list: fp32, fp16, int8, bf16 (default: %(default)s)"
+        "--precision",
+        "-p",
+        default=None,
+        help="comma list: fp32, fp16, int8, bf16 (default: fp32; an imported model's one build)",
     )
     parser.add_argument(
         "--threads", "-t", default="auto", help="comma list of intra-op threads or auto (default)"
@@ -225,10 +228,9 @@ def build_request(args: argparse.Namespace) -> Any:
         if any(t is not None and t < 1 for t in threads):
             raise ValueError("--threads must be >= 1 or auto")
         runtimes = tuple(compare.runtime_name(r) for r in _items("--runtime", args.runtime))
-        precisions = tuple(
-            dict.fromkeys(compare.precision_name(p) for p in _items("--precision", args.precision))
-        )
         _check_model(args.model, args.home)
+        wanted = args.precision or _default_precision(args.model, args.home)
+        precisions = tuple(dict.fromkeys(compare.precision_name(p) for p in _items("--precision", wanted)))
         if not compare.expand(args.model, runtimes, precisions, threads):
             reasons = "; ".join(compare.skipped(runtimes, precisions))
             raise ValueError(f"nothing to run: {reasons}; add fp32 to --precision or another --runtime")
@@ -248,6 +250,12 @@ def build_request(args: argparse.Namespace) -> Any:
         return request
     except ValueError as exc:
         raise InvalidInput(f"edgeinfer bench: {exc}") from exc
+
+
+def _default_precision(name: str, home: Path | None) -> str:
+    from edgeinfer.models.repository import ModelRepository
+
+    return ModelRepository(home).default_precision(name)
 
 
 def _check_model(name: str, home: Path | None) -> None:

@@ -40,7 +40,12 @@ def register(subparsers: Any) -> None:
         help="under load, let each compute thread wait for the event loop to pick its next batch",
     )  # fmt: skip
     parser.add_argument("--runtime", "-r", default=None, help="runtime (default: auto)")
-    parser.add_argument("--precision", "-p", default=None, help="fp32, int8 or bf16 (default: fp32)")
+    parser.add_argument(
+        "--precision",
+        "-p",
+        default=None,
+        help="fp32, int8 or bf16 (default: fp32; an imported model's one build)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=None, help="largest batch formed (default: 8)")
     parser.add_argument(
         "--max-queue-delay-us", type=int, default=None,

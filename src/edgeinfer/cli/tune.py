@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             f"--batch {args.batch}: include 1, at which the latency goal (what runtime=auto opens) is timed"
         )
     space = TuneSpace(
-        runtimes=_runtimes(args.runtime, args.model, repo.get(args.model, "fp32").config.format),
+        runtimes=_runtimes(args.runtime, args.model, repo.get(args.model, None).config.format),
         precisions=tuple(dict.fromkeys(word.lower() for word in _words(args.precision))),
         threads=_ints(args.threads, "--threads") if args.threads else _default_threads(),
         batch_sizes=batch_sizes,

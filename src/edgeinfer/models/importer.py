@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from edgeinfer import __version__
 from edgeinfer.errors import InvalidInput, NotFound
@@ -45,31 +46,23 @@ def import_model(repo: ModelRepository, source: Path, options: ImportOptions) ->
     if not source.is_file():
         raise NotFound(f"model file {source} does not exist")
     fmt = model_format(source)
+    external = False
     if fmt == "tflite":
         inputs, outputs, preprocessing, labels = _describe_tflite(source)
     else:
-        inputs, outputs, preprocessing, labels = _describe_onnx(source)
+        inputs, outputs, preprocessing, labels, external = _describe_onnx(source)
     if not inputs or not outputs:
         raise InvalidInput(f"{source.name} has no graph inputs or outputs: it is not a usable model")
+    _check_classifier(source.name, inputs[0], outputs[0], preprocessing.layout)
     preprocessing = _preprocessing(preprocessing, options)
-    if options.labels_file is not None:
-        labels = _read_labels(options.labels_file)
-    classes = outputs[0].shape[-1] if outputs[0].shape else None
-    if labels is None and classes != 1000:
-        shown = "an unknown number of" if classes is None else str(classes)
-        raise InvalidInput(
-            f"{source.name} has {shown} output classes and no embedded labels; pass --labels FILE"
-        )
-    if labels is not None and isinstance(classes, int) and len(labels) != classes:
-        where = options.labels_file or "its embedded labels"
-        raise InvalidInput(
-            f"{source.name} has {classes} output classes but {where} names {len(labels)}: "
-            "give one label a line, one line per class"
-        )
+    labels = _labels(source.name, outputs[0], labels, options.labels_file)
 
     def build(staging: Path) -> ModelConfig:
         target = staging / f"model.{fmt}"
-        shutil.copyfile(source, target)
+        if external:
+            _inline_external_data(source, target)  # one file, its weights in it, under one checksum
+        else:
+            shutil.copyfile(source, target)
         labels_spec = IMAGENET_LABELS
         if labels is not None:
             (staging / LABELS_FILE).write_text("\n".join(labels) + "\n")
@@ -99,7 +92,63 @@ def import_model(repo: ModelRepository, source: Path, options: ImportOptions) ->
             file_sha256=sha256_file(target),
         )
 
-    return repo.install(options.name, "fp32" if fmt == "onnx" else _precision(inputs), build)
+    precision = "fp32" if fmt == "onnx" else _precision(inputs)
+    stored = repo.install(options.name, precision, build)
+    for other in repo.builds(options.name):  # the new file replaces the model, not one build of it
+        if other.config.precision != precision:
+            repo.remove(options.name, other.config.precision)
+    return stored
+
+
+def _labels(
+    name: str, scores: TensorSpec, embedded: tuple[str, ...] | None, labels_file: Path | None
+) -> tuple[str, ...] | None:
+    """The class names (None: ImageNet's), one per output class."""
+    labels = embedded if labels_file is None else _read_labels(labels_file)
+    classes = scores.shape[-1] if scores.shape else None
+    if labels is None and classes != 1000:
+        shown = "an unknown number of" if classes is None else str(classes)
+        raise InvalidInput(f"{name} has {shown} output classes and no embedded labels; pass --labels FILE")
+    if labels is not None and isinstance(classes, int) and len(labels) != classes:
+        where = labels_file or "its embedded labels"
+        raise InvalidInput(
+            f"{name} has {classes} output classes but {where} names {len(labels)}: "
+            "give one label a line, one line per class"
+        )
+    return labels
+
+
+def _check_classifier(name: str, image: TensorSpec, scores: TensorSpec, layout: str) -> None:
+    """An image classifier: a 3-channel square picture in, one row of class scores per image out."""
+    shape = image.shape
+    channels = shape[1] if layout == "NCHW" else shape[-1]
+    if len(shape) != 4 or channels != 3:
+        raise InvalidInput(
+            f"{name}: input {image.name!r} has shape {shape}; edgeinfer feeds RGB pictures "
+            "(N,3,H,W or N,H,W,3)"
+        )
+    height, width = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    if isinstance(height, int) and isinstance(width, int) and height != width:
+        raise InvalidInput(
+            f"{name}: input {image.name!r} is {height}x{width}; edgeinfer centre-crops square pictures"
+        )
+    if len(scores.shape) != 2:
+        raise InvalidInput(
+            f"{name}: output {scores.name!r} has shape {scores.shape}; edgeinfer imports image "
+            "classifiers, whose first output is one row of class scores per image (N, classes)"
+        )
+
+
+def _inline_external_data(source: Path, target: Path) -> None:
+    import onnx
+
+    try:
+        model = onnx.load(str(source))  # with the weights kept beside it
+    except Exception as exc:  # a missing or short weights file
+        raise InvalidInput(f"cannot read the weights {source.name} keeps in other files: {exc}") from exc
+    if model.ByteSize() >= 2**31:
+        raise InvalidInput(f"{source.name} with its weights is over 2 GB: too large to keep in one file")
+    onnx.save_model(model, str(target))
 
 
 def _describe_tflite(
@@ -129,8 +178,10 @@ def _describe_tflite(
 
 def _describe_onnx(
     source: Path,
-) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], Preprocessing, tuple[str, ...] | None]:
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], Preprocessing, tuple[str, ...] | None, bool]:
+    """What the file says, and whether its weights are in other files (external data)."""
     import onnx
+    from onnx.external_data_helper import uses_external_data
 
     from edgeinfer.models.build import onnx_io_specs
 
@@ -140,12 +191,18 @@ def _describe_onnx(
         raise InvalidInput(f"{source.name} is not a readable ONNX model: {exc}") from exc
     inputs, outputs = onnx_io_specs(model)
     shape = inputs[0].shape if inputs else ()
-    crop = shape[2] if len(shape) == 4 and isinstance(shape[2], int) else 224
+    # NHWC where the last axis holds the 3 colours and the second does not
+    nhwc = len(shape) == 4 and shape[3] == 3 and shape[1] != 3
+    layout: Literal["NCHW", "NHWC"] = "NHWC" if nhwc else "NCHW"
+    side = shape[1 if layout == "NHWC" else 2] if len(shape) == 4 else None
+    crop = side if isinstance(side, int) else 224
+    external = any(uses_external_data(tensor) for tensor in model.graph.initializer)
     return (
         inputs,
         outputs,
-        Preprocessing(resize_shorter_px=round(crop / IMAGENET_CROP_RATIO), crop_px=crop),
+        Preprocessing(resize_shorter_px=round(crop / IMAGENET_CROP_RATIO), crop_px=crop, layout=layout),
         None,
+        external,
     )
 
 

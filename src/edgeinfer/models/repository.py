@@ -161,8 +161,7 @@ class ModelRepository:
         ``precision=None`` means FP32 for zoo models, and the one build of an imported model.
         """
         if precision is None:
-            builds = self.builds(name)
-            precision = builds[0].config.precision if name not in ZOO and len(builds) == 1 else "fp32"
+            precision = self.default_precision(name)
         stored = self.find(name, precision)
         if stored is not None:
             self._warn_if_outdated(stored)
@@ -175,6 +174,8 @@ class ModelRepository:
                 f"model {name!r} ({precision}) is not built; run `edgeinfer models build {name}"
                 f"{'' if precision == 'fp32' else ' --precision ' + precision}`"
             )
+        if name not in ZOO:
+            return self.build(name, precision)  # says what the imported model has instead
         logger.warning(
             "%s (%s) is not built yet: building it now%s (`edgeinfer models build` does it ahead of time)",
             name, precision, " (about a minute)" if precision == "int8" else "",
@@ -290,6 +291,15 @@ class ModelRepository:
             else set()
         )
         return sorted(set(ZOO) | built)
+
+    def default_precision(self, name: str) -> str:
+        """The build a command uses when none is named: FP32 for zoo models, the one build of an
+        imported model (an imported INT8 TFLite file has no FP32 build)."""
+        if name not in ZOO:
+            builds = self.builds(name)
+            if len(builds) == 1:
+                return builds[0].config.precision
+        return "fp32"
 
     def builds(self, name: str) -> list[StoredModel]:
         found = (self.find(name, precision) for precision in PRECISIONS)

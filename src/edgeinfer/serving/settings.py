@@ -45,7 +45,7 @@ class ServeSettings:
     grpc_port: int = 8001
     grpc_enabled: bool = True
     runtime: str = "auto"
-    precision: str = "fp32"
+    precision: str | None = None  # None: fp32, or an imported model's one build
     max_batch_size: int = 8
     max_queue_delay_us: int = 2000
     max_queue_size: int = 64
