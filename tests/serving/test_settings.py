@@ -33,3 +33,19 @@ def test_host_port_brackets_ipv6_literals() -> None:
     assert host_port("::1", 8001) == "[::1]:8001"
     assert host_port("[::1]", 8001) == "[::1]:8001"
     assert host_port("edge-box.local", 80) == "edge-box.local:80"
+
+
+def test_the_cores_are_shared_out_among_every_models_instances(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeinfer.serving import settings as module
+
+    monkeypatch.setattr(module, "usable_cores", lambda: 4)
+    two = ("mobilenet_v2", "efficientnet_lite0")
+    assert ServeSettings(models=("mobilenet_v2",)).threads_per_instance == 4
+    assert ServeSettings(models=two).threads_per_instance == 2  # was 4 each: the second never started
+    assert ServeSettings(models=two, instances=2).threads_per_instance == 1
+    with pytest.raises(
+        InvalidInput, match=r"models x instances x threads = 2 x 1 x 4 = 8 is more than the 4"
+    ):
+        ServeSettings(models=two, threads=4)
+    with pytest.raises(InvalidInput, match="2 models x 3 instances is more than the 4 usable cores"):
+        ServeSettings(models=two, instances=3)

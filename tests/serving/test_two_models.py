@@ -34,8 +34,9 @@ def engines(engine: Engine, repo: ModelRepository) -> Iterator[dict[str, Engine]
 def two_models(
     engines: dict[str, Engine], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    """``edgeinfer serve`` with both models; 1 instance x 1 thread each fits the 2 cores together."""
-    args = ["--threads", "1", "--instances", "1", "--max-batch-size", "4", "--no-grpc"]
+    """``edgeinfer serve`` with both models and the default shape: the cores are shared out (one
+    model took them all and the second failed to start)."""
+    args = ["--max-batch-size", "4", "--no-grpc"]
     for model in MODELS:
         args += ["--model", model]
     server = start_server(tmp_path_factory.mktemp("two-models"), *args)

@@ -107,16 +107,25 @@ class ServeSettings:
         cores = usable_cores()
         if self.instances > cores:
             raise InvalidInput(f"instances ({self.instances}) is more than the {cores} usable cores")
-        if self.threads is not None and self.instances * self.threads > cores:
+        if self.instances * len(self.models) > cores:
             raise InvalidInput(
-                f"instances x threads = {self.instances} x {self.threads} = {self.instances * self.threads} "
-                f"is more than the {cores} usable cores; lower --threads or --instances"
+                f"{len(self.models)} models x {self.instances} instances is more than the {cores} usable "
+                "cores; lower --instances or serve fewer models"
+            )
+        wanted = len(self.models) * self.instances * (self.threads or 1)
+        if self.threads is not None and wanted > cores:
+            raise InvalidInput(
+                f"models x instances x threads = {len(self.models)} x {self.instances} x {self.threads} = "
+                f"{wanted} is more than the {cores} usable cores; lower --threads or --instances"
             )
 
     @property
     def threads_per_instance(self) -> int:
-        """Compute threads of each instance: as set, or the usable cores shared out evenly."""
-        return self.threads if self.threads is not None else max(1, usable_cores() // self.instances)
+        """Compute threads of each instance: as set, or the usable cores shared out evenly among
+        every model's instances (one model took them all, and a second could not start)."""
+        if self.threads is not None:
+            return self.threads
+        return max(1, usable_cores() // (self.instances * len(self.models)))
 
     @property
     def decode_workers(self) -> int:
