@@ -59,7 +59,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--threads", type=int, default=None,
-        help="compute threads per instance; instances x threads <= cores (default: cores / instances)",
+        help="compute threads per instance; models x instances x threads <= cores "
+        "(default: cores / (models x instances))",
     )  # fmt: skip
     parser.add_argument(
         "--decode-threads", type=int, default=None, help="image decode threads (default: the cores)"

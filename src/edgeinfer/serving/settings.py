@@ -104,6 +104,9 @@ class ServeSettings:
                 f"max_queue_size ({self.max_queue_size}) must be at least "
                 f"max_batch_size ({self.max_batch_size})"
             )
+        self._check_cores()
+
+    def _check_cores(self) -> None:
         cores = usable_cores()
         if self.instances > cores:
             raise InvalidInput(f"instances ({self.instances}) is more than the {cores} usable cores")
