@@ -20,7 +20,7 @@ class ApiKeyGuard:
     def check(self, authorization: str | None, api_key: str | None) -> None:
         if self._key is None:
             return
-        given: str | None = api_key
+        given: str | None = api_key.strip() or None if api_key is not None else None  # empty: absent
         if given is None and authorization is not None:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() == "bearer":

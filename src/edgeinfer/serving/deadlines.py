@@ -28,6 +28,8 @@ def timeout_from_parameters(parameters: Mapping[str, ParamValue]) -> int | None:
     if micros is not None:
         if isinstance(micros, bool) or not isinstance(micros, int) or micros < 0:
             raise InvalidInput('parameter "timeout" is in microseconds and must be a non-negative integer')
+        if micros > 3_600_000_000:  # as timeout_ms and the header: at most an hour
+            raise InvalidInput(f'parameter "timeout" is over an hour ({micros} us); give at most 3600000000')
         if micros > 0:  # Triton: 0 means "no timeout given"
             found.append(micros * NS_PER_US)
     millis = parameters.get("timeout_ms")
