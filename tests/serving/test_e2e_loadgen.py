@@ -114,6 +114,21 @@ def test_parse_metrics_sums_every_series() -> None:
     }
 
 
+def test_parse_metrics_for_one_model_leaves_the_others_out() -> None:
+    text = (
+        "process_cpu_seconds_total 1.5\nedgeinfer_cpu_cores 2.0\n"
+        'edgeinfer_batch_size_sum{model="a"} 10.0\nedgeinfer_batch_size_sum{model="b"} 5.0\n'
+        'edgeinfer_request_seconds_count{model="ab",protocol="http"} 7.0\n'
+        'edgeinfer_request_seconds_count{model="a",protocol="http"} 3.0\n'
+    )
+    assert parse_metrics(text, "a") == {  # each loadgen of a two-model server counted both
+        "process_cpu_seconds_total": 1.5,
+        "edgeinfer_cpu_cores": 2.0,
+        "edgeinfer_batch_size_sum": 10.0,
+        "edgeinfer_request_seconds_count": 3.0,
+    }
+
+
 def test_parse_metrics_keeps_the_end_to_end_buckets_per_bound() -> None:
     text = (
         'edgeinfer_request_seconds_bucket{model="a",protocol="http",le="0.25"} 90.0\n'

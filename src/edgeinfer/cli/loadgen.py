@@ -97,7 +97,11 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         for level in levels:
-            sampler = ServerSampler(metrics_host, metrics_port, api_key) if metrics_port else None
+            sampler = (
+                ServerSampler(metrics_host, metrics_port, api_key, model=target.model)
+                if metrics_port
+                else None
+            )
             shared = make_client(target) if target.transport == "grpc" else None
             factory = _factory(target, shared)
             what = f"{level:g} req/s" if args.rate is not None else f"concurrency {int(level)}"

@@ -23,15 +23,20 @@ _E2E_BUCKET = "edgeinfer_request_seconds_bucket"
 _E2E_COUNT = "edgeinfer_request_seconds_count"
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """Sum every series of the watched families (all models) from Prometheus text format.
+def parse_metrics(text: str, model: str | None = None) -> dict[str, float]:
+    """Sum every series of the watched families from Prometheus text format: every model's, or
+    ``model``'s only (the process's own series, which name no model, either way).
 
     The end-to-end histogram's cumulative buckets are kept per bound, as ``"<bucket name>|<le>"``.
     """
     totals: dict[str, float] = {}
+    mine = f'model="{model}"'
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
+        labels = line.split("}", 1)[0] if "{" in line else ""
+        if model is not None and 'model="' in labels and mine not in labels:
+            continue  # another model's: a run loading one model must not count another's
         name = line.split("{", 1)[0].split(" ", 1)[0]
         if name == _E2E_BUCKET and 'le="' in line:
             bound = line.split('le="', 1)[1].split('"', 1)[0]
@@ -89,10 +94,13 @@ class ServerSampler:
         host: str,
         port: int,
         api_key: str | None = None,
+        *,
         interval_s: float = 0.5,
         timeout_s: float = 5.0,
+        model: str | None = None,
     ) -> None:
         self.host, self.port, self.interval_s, self.timeout_s = host, port, interval_s, timeout_s
+        self.model = model  # the model loaded: other models' series are left out
         auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         self._request = f"GET /metrics HTTP/1.1\r\nHost: {host_port(host, port)}\r\n{auth}\r\n".encode()
         self._task: asyncio.Task[None] | None = None
@@ -128,7 +136,7 @@ class ServerSampler:
             body = await reader.readexactly(int(lengths[0].split(b":")[1]))
         finally:
             writer.close()
-        return parse_metrics(body.decode(errors="replace"))
+        return parse_metrics(body.decode(errors="replace"), self.model)
 
     def _unavailable(self, why: str) -> MetricsUnavailable:
         return MetricsUnavailable(
