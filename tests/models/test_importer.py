@@ -32,6 +32,9 @@ def test_tflite_with_embedded_labels_classifies(tmp_path: Path, photos: dict[str
     assert config.labels == "file:labels.txt"
     assert config.preprocessing.layout == "NHWC"
     assert config.inputs[0].quantization is not None
+    from edgeinfer.models.recipes import outdated
+
+    assert outdated(config) is None  # not ours to rebuild: was 'built with an older ... recipe'
     with Engine.load("lite0_tflite", runtime="litert", threads=1, repository=repo) as engine:
         assert len(engine.labels) == 1000
         assert engine.classify(photos["coffee"]).top.label == "espresso"

@@ -109,9 +109,10 @@ def outdated(config: ModelConfig) -> str | None:
     """Why a stored INT8 build no longer matches the recipe it was built with, or None.
 
     A build made with a named recipe whose definition has changed since (a newer edgeinfer) is
-    outdated: `edgeinfer models build` rebuilds it. Custom recipes and other precisions never are.
+    outdated: `edgeinfer models build` rebuilds it. Custom recipes, other precisions and imported
+    files (quantized by whoever made them, with no recipe of ours) never are.
     """
-    if config.precision != "int8":
+    if config.precision != "int8" or "quality" not in config.extra:
         return None
     name = stored_recipe_name(config)
     if name not in INT8_RECIPES or built_with(config, name):
