@@ -351,3 +351,44 @@ def test_bf16_is_searched_on_openvino_only(tmp_path: Path, monkeypatch: pytest.M
     else:  # one failed trial that says why, nothing measured
         (trial,) = result.trials
         assert trial.error is not None and "no bf16 arithmetic" in trial.error
+
+
+def _write_many(root: str, tag: str) -> None:
+    for i in range(40):
+        write_entry(Path(root), "mobilenet_v2", f"{tag}-{i}", {"trials": [], "best_by_precision": {}})
+
+
+def test_tunings_written_at_the_same_time_keep_every_entry(tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_write_many, args=(str(tmp_path), tag)) for tag in "AB"]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    stored = json.loads(tuning_path(tmp_path, "mobilenet_v2").read_text())["machines"]
+    assert len(stored) == 80  # each read-merge-write holds the file's lock (about a third were lost)
+
+
+def test_a_hand_written_alias_is_followed_and_an_unknown_runtime_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _store(tmp_path, "sha", runtime="ort")  # what every command accepts
+    assert tuned_choice(tmp_path, "mobilenet_v2", "fp32", file_sha256="sha") == "onnxruntime"
+    _store(tmp_path, "sha", runtime="tensorrt")
+    assert tuned_choice(tmp_path, "mobilenet_v2", "fp32", file_sha256="sha") is None
+    assert "ignoring tensorrt in the tuning file" in caplog.text
+    tuning_path(tmp_path, "mobilenet_v2").write_text("{not json")
+    assert tuned_choice(tmp_path, "mobilenet_v2", "fp32", file_sha256="sha") is None
+    assert "it cannot be read" in caplog.text  # was ignored without a word
+
+
+def test_the_threads_a_trial_records_are_the_ones_it_ran_with(repo: ModelRepository) -> None:
+    from dataclasses import replace
+
+    from edgeinfer.system.threads import usable_cores
+
+    space = replace(_space("onnxruntime"), threads=(99,), batch_sizes=(1,))
+    result, _ = search(repo, "mobilenet_v2", space, save=False)
+    assert [t.threads for t in result.trials] == [usable_cores()]  # 99 was recorded, 2 ran

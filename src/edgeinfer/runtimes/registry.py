@@ -33,7 +33,7 @@ from edgeinfer.runtimes.litert import LiteRtFactory
 from edgeinfer.runtimes.null import NullFactory, NullRuntime
 from edgeinfer.runtimes.onnxruntime import OnnxRuntimeFactory
 from edgeinfer.runtimes.openvino import OpenVinoFactory
-from edgeinfer.system.files import write_atomically
+from edgeinfer.system.files import updating, write_atomically
 from edgeinfer.system.machine import RuntimeInfo, machine_key
 
 FACTORIES: dict[str, RuntimeFactory] = {
@@ -396,16 +396,17 @@ def _write_cache(path: Path, key: str, choice: AutoChoice, model: str) -> None:
 
 
 def _merge_cache(path: Path, key: str, choice: AutoChoice, model: str) -> None:
-    entries = _read_cache(path)
-    entries[key] = {
-        "runtime": choice.runtime,
-        "model": model,
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "results": [asdict(r) for r in choice.results],
-    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"version": AUTO_CACHE_VERSION, "entries": entries}, indent=2, sort_keys=True)
-    write_atomically(path, text)
+    with updating(path):  # another process probing at the same time keeps its entry too
+        entries = _read_cache(path)
+        entries[key] = {
+            "runtime": choice.runtime,
+            "model": model,
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "results": [asdict(r) for r in choice.results],
+        }
+        text = json.dumps({"version": AUTO_CACHE_VERSION, "entries": entries}, indent=2, sort_keys=True)
+        write_atomically(path, text)
 
 
 # -- what the engine calls ----------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 _NEW_FILE_MODE = 0o666  # less the umask, as open() would create it
@@ -29,6 +31,19 @@ def write_atomically(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(staging).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def updating(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside ``path`` (``.<name>.lock``, kept) while a read-merge-write of
+    it runs: two processes merging into one file at once lose neither's entries. The folder must
+    exist."""
+    with open(path.parent / f".{path.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _create_beside(path: Path) -> tuple[int, str]:

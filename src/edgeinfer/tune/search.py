@@ -284,7 +284,8 @@ def _measure(
             except EdgeInferError as exc:  # e.g. a model with a fixed batch of 1
                 trials.append(Trial(opened.name, precision, threads, batch_size, error=str(exc)))
                 continue
-            trials.append(_trial(opened.name, precision, threads, batch_size, times_ns))
+            # the threads the runtime was granted, not asked for (99 on 2 cores ran with 2)
+            trials.append(_trial(opened.name, precision, opened.threads or threads, batch_size, times_ns))
         return trials
     finally:
         opened.close()

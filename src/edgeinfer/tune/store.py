@@ -12,12 +12,15 @@ Kept free of heavy imports so ``Engine.load(runtime="auto")`` can read it on eve
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from edgeinfer.errors import StorageError
-from edgeinfer.system.files import write_atomically
+from edgeinfer.system.files import updating, write_atomically
+
+log = logging.getLogger(__name__)
 
 TUNING_DIR = "tuning"
 TUNING_SCHEMA_VERSION = 1
@@ -32,11 +35,16 @@ def read_entries(repo_root: Path, model: str) -> dict[str, Any]:
 
     A file that cannot be read as a tuning file is ignored, as if it were absent: tuning is a hint.
     """
+    path = tuning_path(repo_root, model)
     try:
-        raw = json.loads(tuning_path(repo_root, model).read_text())
-    except (OSError, ValueError):
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring the tuning file %s: it cannot be read (%s)", path, exc)
         return {}
     if not isinstance(raw, dict) or raw.get("schema_version") != TUNING_SCHEMA_VERSION:
+        log.warning("ignoring the tuning file %s: not a tuning file of this edgeinfer", path)
         return {}
     machines = raw.get("machines", {})
     return machines if isinstance(machines, dict) else {}
@@ -63,12 +71,13 @@ def write_entry(repo_root: Path, model: str, machine: str, result: dict[str, Any
     ``space``, ``measured_at`` and the overall ``best`` are the latest run's.
     """
     path = tuning_path(repo_root, model)
-    machines = read_entries(repo_root, model)
-    machines[machine] = _merged(machines.get(machine), result)
-    document = {"schema_version": TUNING_SCHEMA_VERSION, "model": model, "machines": machines}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, json.dumps(document, indent=2, sort_keys=True))
+        with updating(path):  # a tune writing at the same time keeps its entries too
+            machines = read_entries(repo_root, model)
+            machines[machine] = _merged(machines.get(machine), result)
+            document = {"schema_version": TUNING_SCHEMA_VERSION, "model": model, "machines": machines}
+            write_atomically(path, json.dumps(document, indent=2, sort_keys=True))
     except OSError as exc:
         raise _unwritable(path.parent, exc) from exc
     return path
@@ -167,10 +176,22 @@ def tuned_best(
         return None
     if not isinstance(best, dict) or not isinstance(best.get("runtime"), str):
         return None  # malformed: treated like a missing file (tuning is a hint)
-    from edgeinfer.runtimes.registry import FACTORIES, NOT_AUTO
+    from edgeinfer.errors import RuntimeUnavailable
+    from edgeinfer.runtimes.registry import FACTORIES, NOT_AUTO, canonical
 
-    found = FACTORIES.get(best["runtime"])
-    return best if found is not None and found.name not in NOT_AUTO and found.available() else None
+    try:
+        name = canonical(best["runtime"])  # an alias (ort) written by hand names its runtime
+    except RuntimeUnavailable:
+        log.warning(
+            "ignoring %s in the tuning file %s: no such runtime",
+            best["runtime"],
+            tuning_path(repo_root, model),
+        )
+        return None
+    found = FACTORIES[name]
+    if found.name in NOT_AUTO or not found.available():
+        return None
+    return {**best, "runtime": name}
 
 
 def tuned_batch1_ms(
