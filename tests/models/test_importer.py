@@ -272,3 +272,18 @@ def test_asking_an_imported_model_for_a_build_it_lacks_says_so_without_promising
     with pytest.raises(ModelNotFound, match="was imported, not built from the zoo; it has no int8 build"):
         repo.get("mine", "int8")
     assert "building it now" not in caplog.text  # it was logged, then refused
+
+
+def test_a_model_with_a_fixed_batch_of_one_runs_batches_in_pieces(tmp_path: Path) -> None:
+    from edgeinfer.serving.batching.settings import BatcherSettings
+    from edgeinfer.serving.servable import _within_fixed_batch
+
+    repo = ModelRepository(tmp_path / "home")
+    source = _tiny_onnx(tmp_path / "b1.onnx", input_shape=[1, 3, 96, 96])
+    import_model(repo, source, ImportOptions("b1", _labels(tmp_path / "l.txt", 10)))
+    pictures = [np.full((100, 100, 3), v, dtype=np.uint8) for v in (30, 120, 250)]
+    with Engine.load("b1", runtime="onnxruntime", threads=1, repository=repo) as engine:
+        together = engine.classify_batch(pictures)  # was: 'must have shape (1, 3, 96, 96)'
+        assert [r.predictions for r in together] == [engine.classify(p).predictions for p in pictures]
+        # the server's batcher takes batches the model can run (warming up 2..8 stopped the server)
+        assert _within_fixed_batch("b1", engine, BatcherSettings(max_batch_size=8)).max_batch_size == 1

@@ -206,6 +206,10 @@ class Engine:
             raise InvalidInput(
                 f"infer takes a batch; got one sample of shape {batch.shape}: add a batch axis"
             )
+        fixed = self._input.shape[0]
+        if isinstance(fixed, int) and len(batch) != fixed and len(batch) % fixed == 0:
+            # a model exported with a fixed batch (often 1) runs a larger one in pieces of that size
+            return np.concatenate([self.infer(batch[i : i + fixed]) for i in range(0, len(batch), fixed)])
         self._input.check(batch)
         outputs = self.runtime.run({self._input.name: batch})
         scores = np.asarray(outputs[self._output_name], dtype=np.float32)

@@ -17,10 +17,11 @@ import asyncio
 import base64
 import binascii
 import io
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -49,6 +50,8 @@ from edgeinfer.serving.protocol import (
 )
 from edgeinfer.serving.statistics import ModelStatistics
 from edgeinfer.system.threads import ThreadLease, process_budget
+
+log = logging.getLogger(__name__)
 
 IMAGE_INPUT = "image"
 # Runtimes whose one loaded model may run from several threads at once, each call computing on its
@@ -118,6 +121,18 @@ def load_adaptive(load: Callable[[int], ModelEngine], threads: int) -> EngineSet
     return EngineSet([wide], split, wide.runtime.threads)
 
 
+def _within_fixed_batch(name: str, engine: ModelEngine, batching: BatcherSettings) -> BatcherSettings:
+    """A model whose input fixes its batch size (an exported ``[1, 3, 224, 224]``) runs batches
+    of at most that size: warming it up with larger ones stopped the server from starting."""
+    fixed = engine.runtime.inputs[0].shape[0]
+    if not isinstance(fixed, int) or fixed < 1 or fixed >= batching.max_batch_size:
+        return batching
+    log.info(
+        "model %s takes batches of %d at most (its input fixes it): max_batch_size %d", name, fixed, fixed
+    )
+    return replace(batching, max_batch_size=fixed, max_queue_size=max(batching.max_queue_size, fixed))
+
+
 class Servable:
     """A loaded model with its batcher; every method raises only :class:`EdgeInferError` kinds."""
 
@@ -143,6 +158,7 @@ class Servable:
         split = None
         if loaded.split is not None:
             split = SplitLanes(loaded.split.infer, loaded.split_lanes)
+        batching = _within_fixed_batch(name, self.engine, batching)
         self.batcher = Batcher(
             [e.infer for e in self.engines], batching, name=name, observer=metrics, split=split
         )
