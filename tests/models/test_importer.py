@@ -178,6 +178,7 @@ def test_a_config_whose_crop_the_model_cannot_take_fails_at_load_naming_the_conf
         Engine.load("tiny", runtime="onnxruntime", threads=1, repository=repo)
     (stored.directory / "labels.txt").write_bytes(b"\xff\xfe not utf-8\n" * 10)
     edited["preprocessing"]["crop_px"] = 96
+    edited["extra"].pop("labels_sha256")  # as an import by an older edgeinfer: no checksum to catch it
     config_file.write_text(json.dumps(edited))
     with pytest.raises(IntegrityError, match="cannot read labels"):
         Engine.load("tiny", runtime="onnxruntime", threads=1, repository=repo)
@@ -287,3 +288,21 @@ def test_a_model_with_a_fixed_batch_of_one_runs_batches_in_pieces(tmp_path: Path
         assert [r.predictions for r in together] == [engine.classify(p).predictions for p in pictures]
         # the server's batcher takes batches the model can run (warming up 2..8 stopped the server)
         assert _within_fixed_batch("b1", engine, BatcherSettings(max_batch_size=8)).max_batch_size == 1
+
+
+def test_an_edited_labels_file_is_refused_as_the_model_file_would_be(tmp_path: Path) -> None:
+    from edgeinfer.errors import IntegrityError
+
+    repo = ModelRepository(tmp_path / "home")
+    stored = import_model(
+        repo, _tiny_onnx(tmp_path / "t.onnx"), ImportOptions("t", _labels(tmp_path / "l.txt", 10))
+    )
+    labels = stored.directory / "labels.txt"
+    labels.write_text("thing 0\nthing 1\nthing 2\n")  # cut short: classes 3..9 named "class N" before
+    with pytest.raises(
+        IntegrityError, match=r"labels\.txt was modified since it was stored; import the model again"
+    ):
+        Engine.load("t", runtime="onnxruntime", threads=1, repository=repo)
+    labels.unlink()
+    with pytest.raises(IntegrityError, match=r"cannot read .*labels\.txt"):
+        stored.verify()

@@ -64,9 +64,11 @@ def import_model(repo: ModelRepository, source: Path, options: ImportOptions) ->
         else:
             shutil.copyfile(source, target)
         labels_spec = IMAGENET_LABELS
+        extra = {}
         if labels is not None:
             (staging / LABELS_FILE).write_text("\n".join(labels) + "\n")
             labels_spec = f"file:{LABELS_FILE}"
+            extra["labels_sha256"] = sha256_file(staging / LABELS_FILE)  # checked with the model's
         source_sha = sha256_file(source)
         return ModelConfig(
             name=options.name,
@@ -90,6 +92,7 @@ def import_model(repo: ModelRepository, source: Path, options: ImportOptions) ->
                 builder_version=f"edgeinfer {__version__}",
             ),
             file_sha256=sha256_file(target),
+            extra=extra,
         )
 
     precision = "fp32" if fmt == "onnx" else _precision(inputs)

@@ -109,8 +109,25 @@ class StoredModel:
                 f"{self.path} has sha256 {actual}, but it was built as {self.config.file_sha256}: "
                 f"the file was modified; {rebuild_hint(self.config)}"
             )
+        self._verify_labels()
         if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) > VERIFIED_SETTLED_NS:
             _verified[key] = signature
+
+    def _verify_labels(self) -> None:
+        """A labels file recorded with its sha256 (imports do) must still be the one recorded:
+        edited or cut short, it named classes wrongly without a word."""
+        recorded = self.config.extra.get("labels_sha256")
+        if not recorded or not self.config.labels.startswith("file:"):
+            return
+        path = self.directory / self.config.labels.removeprefix("file:")
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise IntegrityError(
+                f"cannot read {path}: {exc.strerror or exc}; {rebuild_hint(self.config)}"
+            ) from exc
+        if actual != recorded:
+            raise IntegrityError(f"{path} was modified since it was stored; {rebuild_hint(self.config)}")
 
 
 def rebuild_hint(config: ModelConfig) -> str:
