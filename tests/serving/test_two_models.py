@@ -128,3 +128,49 @@ def test_requests_to_both_models_interleave(two_models: ServerProcess, images: d
             assert label == "espresso", model
         else:
             assert label in {"Egyptian cat", "tabby", "tiger cat"}, (model, label)
+
+
+def test_one_models_flood_of_large_images_does_not_make_the_other_answer_late(
+    two_models: ServerProcess, images: dict[str, bytes]
+) -> None:
+    """The decode pool is shared: a request to one model waits behind the other's images, so its
+    admission counts them (it counted its own model's only, and answered 504 seconds late)."""
+    import io
+    import time
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(images["chelsea"])) as opened:
+        big = opened.convert("RGB").resize((3000, 2000))
+    buffer = io.BytesIO()
+    big.save(buffer, format="JPEG", quality=90)
+    four = [_b64(buffer.getvalue())] * 4
+    flood_body = json.dumps(
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [4], "data": four}],
+         "parameters": {"timeout_ms": 20000}}
+    ).encode()  # fmt: skip
+
+    def flood() -> int:
+        return two_models.request("POST", "/v2/models/efficientnet_lite0/infer", flood_body)[0]
+
+    def tight() -> tuple[int, float]:
+        started = time.monotonic()
+        status, _, _ = two_models.request(
+            "POST", "/v1/models/mobilenet_v2/classify", images["coffee"], {"Edgeinfer-Timeout-Ms": "100"}
+        )
+        return status, (time.monotonic() - started) * 1000
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        floods = [pool.submit(flood) for _ in range(8)]
+        time.sleep(0.3)  # the flood admitted and decoding
+        answers = [pool.submit(tight).result() for _ in range(5)]
+        assert all(f.result() in (200, 429, 504) for f in floods)
+    for status, elapsed_ms in answers:
+        assert status in (200, 504)
+        assert elapsed_ms < 400, answers  # answered in time, or refused at once: never seconds late
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()

@@ -30,6 +30,7 @@ from edgeinfer.serving.protocol import (
 from edgeinfer.serving.servable import (
     CONCURRENT_RUNTIMES,
     LANES_WORTH_RATIO,
+    DecodeBacklog,
     EngineSet,
     ModelEngine,
     Servable,
@@ -133,6 +134,7 @@ class DataPlane:
         self._decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_workers, thread_name_prefix="decode"
         )
+        self._decode_backlog = DecodeBacklog()  # the pool's work ahead, every model's
         self._batching = BatcherSettings(
             max_batch_size=settings.max_batch_size,
             max_queue_delay_us=settings.max_queue_delay_us,
@@ -151,6 +153,7 @@ class DataPlane:
             servable = Servable(
                 name, engines, self._batching, self.metrics.for_model(name),
                 decode_pool=self._decode_pool, decode_workers=self.settings.decode_workers,
+                decode_backlog=self._decode_backlog,
             )  # fmt: skip
             self._models[name] = servable
             await servable.start(self.settings.warmup_runs)

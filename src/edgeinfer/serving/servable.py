@@ -133,6 +133,22 @@ def _within_fixed_batch(name: str, engine: ModelEngine, batching: BatcherSetting
     return replace(batching, max_batch_size=fixed, max_queue_size=max(batching.max_queue_size, fixed))
 
 
+class DecodeBacklog:
+    """The decoding admitted and not yet done on a decode pool, in estimated nanoseconds: shared by
+    every model on that pool, so that one model's flood of large images counts in another's
+    admission estimate (it counted only its own, and its requests missed their deadlines by seconds
+    behind the other's images). Touched on the event loop only."""
+
+    def __init__(self) -> None:
+        self.pending_ns = 0
+
+    def add(self, ns: int) -> None:
+        self.pending_ns += ns
+
+    def done(self, ns: int) -> None:
+        self.pending_ns = max(0, self.pending_ns - ns)
+
+
 class Servable:
     """A loaded model with its batcher; every method raises only :class:`EdgeInferError` kinds."""
 
@@ -145,6 +161,7 @@ class Servable:
         *,
         decode_pool: Executor,
         decode_workers: int = 1,
+        decode_backlog: DecodeBacklog | None = None,
     ) -> None:
         loaded = engines if isinstance(engines, EngineSet) else EngineSet(engines)
         if not loaded.instances:
@@ -164,6 +181,7 @@ class Servable:
         )
         self._decode_pool = decode_pool
         self._decode_workers = max(1, decode_workers)
+        self._backlog = decode_backlog or DecodeBacklog()  # the pool's, when others share it
         # decode + preprocess service time on a decode thread (queueing excluded), modelled as a
         # fixed cost per image plus a cost per pixel of the encoded image, both learned
         self._decode = DecodeCost()
@@ -237,8 +255,9 @@ class Servable:
         is_image = tensor.name == self.image_input.name
         count = tensor.shape[0]
         data = tensor.data.reshape(count) if is_image else tensor.data
-        ticket = self.batcher.admit(count, deadline_ns, self._prepare_estimate_ns(data) if is_image else 0)
-        scores, input_ns = await self._run(ticket, data, is_image, inline)
+        own_ns, ahead_ns = self._decode_estimate_ns(data) if is_image else (0, 0)
+        ticket = self.batcher.admit(count, deadline_ns, own_ns + ahead_ns)
+        scores, input_ns = await self._run(ticket, data, is_image, inline, own_ns)
         started = time.monotonic_ns()
         outputs = tuple(self.output_tensor(scores, want) for want in wanted)
         self._succeeded(ticket, input_ns, started)
@@ -251,8 +270,9 @@ class Servable:
         if not 1 <= top_k <= self.classes:
             raise InvalidInput(f"top_k must be between 1 and {self.classes}, got {top_k}")
         images = np.array([image], dtype=object)
-        ticket = self.batcher.admit(1, deadline_ns, self._prepare_estimate_ns(images))
-        scores, input_ns = await self._run(ticket, images, True, inline)
+        own_ns, ahead_ns = self._decode_estimate_ns(images)
+        ticket = self.batcher.admit(1, deadline_ns, own_ns + ahead_ns)
+        scores, input_ns = await self._run(ticket, images, True, inline, own_ns)
         started = time.monotonic_ns()
         top = self.engine.postprocess(scores[0], top_k)
         labels = tuple(Label(p.index, p.label, p.score) for p in top)
@@ -264,7 +284,7 @@ class Servable:
         self.metrics.on_succeeded(input_ns, ticket.queue_ns, ticket.compute_ns, output_ns)
 
     async def _run(
-        self, ticket: Ticket, data: np.ndarray, is_image: bool, inline: bool
+        self, ticket: Ticket, data: np.ndarray, is_image: bool, inline: bool, decode_ns: int = 0
     ) -> tuple[np.ndarray, int]:
         """Prepare (images) and compute an admitted request: on this thread when ``inline`` (a lone
         client, so nothing else can be waiting) and the model is idle, else decoded on the decode
@@ -283,7 +303,7 @@ class Servable:
                     return scores, prepare_ns if is_image else 0
             samples = data
             if is_image:
-                samples, input_ns = await self._prepare(data)
+                samples, input_ns = await self._prepare(data, estimate_ns=decode_ns, ticket=ticket)
         except BaseException:
             self.batcher.cancel(ticket)
             raise
@@ -356,20 +376,42 @@ class Servable:
         return [o if o.binary is not None else RequestedOutput(o.name, request.binary_output, o.class_count)
                 for o in request.outputs]  # fmt: skip
 
-    def _prepare_estimate_ns(self, images: np.ndarray) -> int:
-        """Decoding this request's images (by their sizes), after the images admitted ahead of it."""
-        ahead = self.batcher.incoming_samples / self._decode_workers
+    def _decode_estimate_ns(self, images: np.ndarray) -> tuple[int, int]:
+        """Decoding this request's images (by their sizes), and the wait for the decoding admitted
+        ahead of it on the pool (every model's, by their sizes), shared out over the decode threads."""
         # an image over the engine's pixel limit is refused from its header (test doubles have none)
         limit = getattr(getattr(self.engine, "options", None), "max_image_pixels", None)
         own = sum(self._decode.estimate_ns(_pixels(item, limit)) for item in images)
-        return int(own + ahead * self._decode.estimate_ns(None))
+        return int(own), int(self._backlog.pending_ns / self._decode_workers)
 
-    async def _prepare(self, images: np.ndarray, *, observed: bool = True) -> tuple[np.ndarray, int]:
+    async def _prepare(
+        self,
+        images: np.ndarray,
+        *,
+        observed: bool = True,
+        estimate_ns: int = 0,
+        ticket: Ticket | None = None,
+    ) -> tuple[np.ndarray, int]:
         """The preprocessed batch and the time it took, waiting for a decode thread included
-        (``observed``: in the server's metrics; the warm-up's are not requests)."""
+        (``observed``: in the server's metrics; the warm-up's are not requests); ``estimate_ns``
+        of decoding stands in the pool's backlog meanwhile. An admitted ``ticket`` whose inputs
+        are not ready in time to finish is answered 504 then, not when they are (its decoding, if
+        it has not started, is dropped): decoding can take longer than admission estimated."""
         loop = asyncio.get_running_loop()
         started = time.monotonic_ns()
-        batch, service_ns = await loop.run_in_executor(self._decode_pool, self._decode_batch, images)
+        self._backlog.add(estimate_ns)
+        try:
+            decoding = loop.run_in_executor(self._decode_pool, self._decode_batch, images)
+            if ticket is None:
+                batch, service_ns = await decoding
+            else:
+                left_s = (self.batcher.latest_prepared_ns(ticket) - started) / 1e9
+                try:
+                    batch, service_ns = await asyncio.wait_for(decoding, max(0.0, left_s))
+                except TimeoutError:
+                    raise self.batcher.late_while_preparing(ticket) from None
+        finally:
+            self._backlog.done(estimate_ns)
         elapsed_ns = time.monotonic_ns() - started
         if observed:
             self.metrics.on_prepared(elapsed_ns)

@@ -323,6 +323,16 @@ class Batcher:
             self._calibrate((time.monotonic_ns() - ticket.admitted_ns) / ticket.estimate_ns)
         return output, job.prepared_ns - job.started_ns
 
+    def latest_prepared_ns(self, ticket: Ticket) -> int:
+        """When an admitted request's inputs must be ready for it still to finish in time (its
+        fastest run, the answer's tail and the margin before its deadline)."""
+        return ticket.deadline_ns - (self._fastest_ns(ticket.samples) + self.tail_ns + self._margin_ns)
+
+    def late_while_preparing(self, ticket: Ticket) -> DeadlineExceeded:
+        """Count and describe a request whose inputs were not ready by :meth:`latest_prepared_ns`."""
+        now = time.monotonic_ns()
+        return self._late_after_preparing(ticket, now, ticket.deadline_ns - self.latest_prepared_ns(ticket))
+
     def _late_after_preparing(self, ticket: Ticket, now: int, need_ns: int) -> DeadlineExceeded:
         """Count and describe a request whose inputs took so long that it can no longer finish."""
         self._observer.on_deadline_missed()
