@@ -108,3 +108,11 @@ class CloudTimedOut(DeadlineExceeded):
     """A request the server sent to its cloud (offload policy ``cloud``) was not answered in time."""
 
     kind = "upstream_timeout"
+
+
+def in_batch(error: EdgeInferError, index: int, count: int) -> EdgeInferError:
+    """``error``, said of image ``index`` (from 0) of a batch of ``count``: its message starts
+    ``image i: `` when there are several, so that a client knows which one to fix."""
+    if count > 1:
+        error.args = (f"image {index}: {error}", *error.args[1:])
+    return error

@@ -137,7 +137,7 @@ def test_classify_batch_takes_a_sequence_or_a_stack_and_names_the_bad_image(
     ]
     with pytest.raises(InvalidInput, match="array of N pictures"):
         engine.classify_batch(picture)  # type: ignore[arg-type]
-    with pytest.raises(InvalidInput, match=r"image 1 of the batch: .*not a supported image"):
+    with pytest.raises(InvalidInput, match=r"image 1: .*not a supported image"):
         engine.classify_batch([picture, b"junk", coffee])
     with pytest.raises(NotFound, match=r"^no such image file"):  # one image: no position
         engine.classify(coffee.with_name("missing.jpg"))

@@ -153,3 +153,10 @@ def images(photos: dict[str, Path]) -> dict[str, bytes]:
     if missing:
         pytest.skip(f"sample photos {missing} are not installed")
     return {name: photos[name].read_bytes() for name in wanted}
+
+
+def b64(data: bytes) -> str:
+    """``data`` as the base64 text a JSON BYTES element carries."""
+    import base64
+
+    return base64.b64encode(data).decode()

@@ -377,9 +377,7 @@ def test_an_unparsable_request_gets_a_json_400_and_the_server_keeps_serving(
 ) -> None:
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
         sock.sendall(head)
-        data = b""
-        while chunk := sock.recv(65536):  # the connection closes after the answer
-            data += chunk
+        data = _answer_then_close(sock)  # the connection closes after the answer
     answer_head, body = data.split(b"\r\n\r\n", 1)
     assert answer_head.startswith(b"HTTP/1.1 400 ")
     assert b"content-type: application/json" in answer_head.lower()
@@ -427,9 +425,7 @@ def test_a_body_refused_from_its_length_closes_the_connection(server: ServerProc
     head = f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
         sock.sendall(head)
-        data = b""
-        while chunk := sock.recv(65536):  # the server closes: recv returns b"" instead of blocking
-            data += chunk
+        data = _answer_then_close(sock)  # the server closes: recv returns b"" instead of blocking
     assert data.startswith(b"HTTP/1.1 413 ")
     assert b"\r\nconnection: close\r\n" in data.lower()
 

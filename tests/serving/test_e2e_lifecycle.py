@@ -18,7 +18,7 @@ import tritonclient.http as thttp
 from tritonclient.utils import InferenceServerException
 
 from edgeinfer.engine.engine import Engine
-from tests.serving.conftest import ServerProcess, start_server
+from tests.serving.conftest import ServerProcess, b64, start_server
 
 pytestmark = pytest.mark.e2e
 MODEL = "mobilenet_v2"
@@ -154,7 +154,7 @@ def test_sigterm_finishes_accepted_requests_then_exits_cleanly(
                     "name": "image",
                     "datatype": "BYTES",
                     "shape": [4],
-                    "data": [_b64(images["grace_hopper"])] * 4,
+                    "data": [b64(images["grace_hopper"])] * 4,
                 }
             ]
         }
@@ -197,12 +197,6 @@ def _wait_until_counted(server: ServerProcess, count: int) -> None:
             return
         time.sleep(0.005)
     raise TimeoutError("requests were not accepted")
-
-
-def _b64(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode()
 
 
 def test_a_client_stalled_in_its_body_does_not_hold_up_the_stop(engine: Engine, tmp_path: Path) -> None:

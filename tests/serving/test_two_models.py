@@ -17,7 +17,7 @@ import tritonclient.http as thttp
 
 from edgeinfer.engine.engine import Engine
 from edgeinfer.models.repository import ModelRepository
-from tests.serving.conftest import RUNTIME, ServerProcess, start_server
+from tests.serving.conftest import RUNTIME, ServerProcess, b64, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MODELS = ("mobilenet_v2", "efficientnet_lite0")
@@ -144,7 +144,7 @@ def test_one_models_flood_of_large_images_does_not_make_the_other_answer_late(
         big = opened.convert("RGB").resize((3000, 2000))
     buffer = io.BytesIO()
     big.save(buffer, format="JPEG", quality=90)
-    four = [_b64(buffer.getvalue())] * 4
+    four = [b64(buffer.getvalue())] * 4
     flood_body = json.dumps(
         {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [4], "data": four}],
          "parameters": {"timeout_ms": 20000}}
@@ -168,9 +168,3 @@ def test_one_models_flood_of_large_images_does_not_make_the_other_answer_late(
     for status, elapsed_ms in answers:
         assert status in (200, 504)
         assert elapsed_ms < 400, answers  # answered in time, or refused at once: never seconds late
-
-
-def _b64(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode()

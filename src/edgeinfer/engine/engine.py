@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from edgeinfer.engine.results import Classification, Prediction, StageTimings
-from edgeinfer.errors import EdgeInferError, IntegrityError, InvalidInput, RuntimeUnavailable
+from edgeinfer.errors import EdgeInferError, IntegrityError, InvalidInput, RuntimeUnavailable, in_batch
 from edgeinfer.imaging.decode import DecodeOptions, ImageSource, decode_image
 from edgeinfer.imaging.preprocess import Preprocessor
 from edgeinfer.models.config import ModelConfig
@@ -271,8 +271,7 @@ class Engine:
         try:
             return self.decode(source)
         except EdgeInferError as exc:
-            if count > 1:
-                exc.args = (f"image {index} of the batch: {exc}", *exc.args[1:])
+            in_batch(exc, index, count)
             raise
 
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:

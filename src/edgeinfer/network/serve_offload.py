@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from edgeinfer.errors import CloudTimedOut, EdgeInferError, InvalidInput, UpstreamError
+from edgeinfer.errors import CloudTimedOut, EdgeInferError, InvalidInput, UpstreamError, in_batch
 from edgeinfer.network.backends import Answer, CloudBackend
 from edgeinfer.network.client import CloudError, KServeClient
 from edgeinfer.network.estimates import Ewma
@@ -189,8 +189,7 @@ class ServerOffload:
         try:
             return await self._route(router, model, image, deadline_ns)
         except InvalidInput as exc:
-            if count > 1:
-                exc.args = (f"image {index}: {exc}", *exc.args[1:])
+            in_batch(exc, index, count)
             raise
 
     async def _route(self, router: HybridRouter, model: str, image: bytes, deadline_ns: int) -> Routed:

@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from edgeinfer.engine.results import Prediction
-from edgeinfer.errors import EdgeInferError, InvalidInput
+from edgeinfer.errors import EdgeInferError, InvalidInput, in_batch
 from edgeinfer.imaging.decode import header_pixels
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.runtimes.base import Runtime
@@ -427,8 +427,7 @@ class Servable:
                 raw = image_bytes(item)
                 samples.append(self.engine.preprocess(self.engine.decode(raw)))
             except EdgeInferError as exc:
-                where = f"image {index}: " if len(images) > 1 else ""
-                raise type(exc)(f"{where}{exc}") from None
+                raise in_batch(exc, index, len(images)) from None
         batch = samples[0][np.newaxis] if len(samples) == 1 else np.stack(samples)
         return batch, time.perf_counter_ns() - started
 
