@@ -9,7 +9,6 @@ half-written model behind.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import importlib
 import logging
@@ -28,6 +27,7 @@ from edgeinfer.models.config import ModelConfig
 from edgeinfer.models.precision import BUILD_PRECISIONS
 from edgeinfer.models.recipes import INT8_RECIPES, built_with, named_recipe, outdated, stored_recipe_name
 from edgeinfer.models.zoo import ZOO, zoo_entry
+from edgeinfer.system.files import exclusively
 
 logger = logging.getLogger(__name__)
 
@@ -409,9 +409,5 @@ class ModelRepository:
         lock_path = self.models_dir / f".lock-{name}-{precision}"
         with self._writing():
             handle = lock_path.open("a")
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with handle, exclusively(handle):
+            yield

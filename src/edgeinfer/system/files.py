@@ -9,6 +9,7 @@ import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 _NEW_FILE_MODE = 0o666  # less the umask, as open() would create it
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -38,12 +39,18 @@ def updating(path: Path) -> Iterator[None]:
     """Hold an exclusive lock beside ``path`` (``.<name>.lock``, kept) while a read-merge-write of
     it runs: two processes merging into one file at once lose neither's entries. The folder must
     exist."""
-    with open(path.parent / f".{path.name}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with open(path.parent / f".{path.name}.lock", "a") as handle, exclusively(handle):
+        yield
+
+
+@contextlib.contextmanager
+def exclusively(handle: IO[str]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the open ``handle`` (other processes wait their turn)."""
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _create_beside(path: Path) -> tuple[int, str]:
