@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeinfer.bench.harness import STAGES, LoadGenHarness, Measurements, Pipeline, WorkItem
@@ -29,6 +31,39 @@ def test_pipeline_times_every_stage_and_records_top1(
     for stage in STAGES:
         assert measurements.stages[stage].count == 2, stage
     assert set(measurements.top1) == {0, 1}
+
+
+def test_shared_preparation_gives_the_same_answers_and_counts_a_bad_sample_alone(
+    null_engine: Engine, bench_samples: list[Sample]
+) -> None:
+    jpeg = next(s for s in bench_samples if s.format == "jpeg")
+    samples = [*bench_samples[:6], Sample("truncated.jpg", jpeg.data[:300])]
+    items = [WorkItem(100 + i, i, 0) for i in range(len(samples))]
+    alone, shared = Measurements(), Measurements()
+    assert Pipeline(null_engine, samples).serve(items, alone) == {106}
+    assert Pipeline(null_engine, samples).serve(items, shared, shared=True) == {106}
+    assert shared.top1 == alone.top1 and len(shared.top1) == 6
+    assert shared.errors == alone.errors == 1
+    assert shared.error_messages == alone.error_messages
+    for stage in ("decode", "preprocess"):
+        assert shared.stages[stage].count == 6, stage
+
+
+def test_a_multistream_querys_samples_are_prepared_on_two_threads(
+    null_engine: Engine, bench_samples: list[Sample], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: set[str] = set()
+    decode = null_engine.decode
+
+    def recording(source: bytes) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return decode(source)
+
+    monkeypatch.setattr(null_engine, "decode", recording)
+    settings = quick(Scenario.MULTI_STREAM)
+    run = LoadGenHarness(Pipeline(null_engine, bench_samples), settings, tmp_path).run(EXPECT)
+    assert run.measurements.errors == 0
+    assert any(name.startswith("edgeinfer-helper") for name in threads)
 
 
 @pytest.mark.parametrize("scenario", list(Scenario))

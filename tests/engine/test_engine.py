@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,6 +77,33 @@ def test_batch_equals_singles(engine: Engine, photos: dict[str, Path]) -> None:
         assert result.predictions[0].score == pytest.approx(single.predictions[0].score, abs=1e-5)
 
 
+def test_a_batch_is_prepared_on_two_threads_and_timed_as_one(
+    engine: Engine, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["chelsea", "coffee", "china", "astronaut", "rocket", "camera"]
+    alone = np.stack([engine.preprocess(engine.decode(photos[n])) for n in names])
+    threads: list[str] = []
+    decode = engine.decode
+
+    def recording(source: object) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return decode(source)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "decode", recording)
+    started = time.perf_counter_ns()
+    batch, decode_ns, preprocess_ns = engine._prepare([photos[n] for n in names])
+    wall_ns = time.perf_counter_ns() - started
+    np.testing.assert_array_equal(batch, alone)  # the same tensors, whoever made them
+    assert len(threads) == len(names)
+    assert decode_ns > 0 and preprocess_ns > 0
+    results = engine.classify_batch([photos[n] for n in names])
+    assert any(name.startswith("edgeinfer-helper") for name in threads)
+    timings = results[0].timings
+    # the batch's decode + preprocess is the wall time they took together, not the threads' sum
+    assert timings.decode_ns > 0 and timings.preprocess_ns > 0
+    assert timings.decode_ns + timings.preprocess_ns < 3 * wall_ns
+
+
 def test_timings_are_recorded(engine: Engine, photos: dict[str, Path]) -> None:
     timings = engine.classify(photos["coffee"]).timings
     assert timings.decode_ns > 0 and timings.preprocess_ns > 0 and timings.infer_ns > 0
@@ -139,6 +168,9 @@ def test_classify_batch_takes_a_sequence_or_a_stack_and_names_the_bad_image(
         engine.classify_batch(picture)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match=r"image 1: .*not a supported image"):
         engine.classify_batch([picture, b"junk", coffee])
+    for _ in range(5):  # the first bad image by position is named, whichever thread failed first
+        with pytest.raises(InvalidInput, match=r"^image 2: .*not a supported image"):
+            engine.classify_batch([picture, coffee, b"junk", b"more junk", np.zeros((0, 4, 3), np.uint8)])
     with pytest.raises(NotFound, match=r"^no such image file"):  # one image: no position
         engine.classify(coffee.with_name("missing.jpg"))
 

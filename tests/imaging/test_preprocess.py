@@ -14,6 +14,7 @@ from edgeinfer.errors import InvalidInput
 from edgeinfer.imaging import preprocess
 from edgeinfer.imaging.preprocess import Preprocessor
 from edgeinfer.models.config import Preprocessing
+from edgeinfer.system import helper
 
 
 def _reference(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
@@ -85,12 +86,12 @@ def test_the_helper_thread_resizes_the_lower_half(
     for _ in range(20):
         Preprocessor(Preprocessing())(rgb)
     assert len(threads) == 40
-    assert any(name.startswith("preprocess") for name in threads)  # not every time: see the next test
+    assert any(name.startswith("edgeinfer-helper") for name in threads)  # not every time: see the next test
 
 
 def test_a_busy_helper_thread_makes_nobody_wait(photos: dict[str, Path]) -> None:
     release = threading.Event()
-    blocker = preprocess._helper().submit(release.wait, 30)
+    blocker = helper._helper().submit(release.wait, 30)
     try:
         time.sleep(0.05)  # the helper is inside release.wait
         rgb = np.asarray(Image.open(photos["chelsea"]).convert("RGB"))
@@ -132,7 +133,7 @@ def test_a_helper_that_takes_no_work_leaves_it_to_the_caller(
         def submit(self, *args: object) -> None:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
-    monkeypatch.setattr(preprocess, "_helper", ShutDown)
+    monkeypatch.setattr(helper, "_helper", ShutDown)
     rgb = np.asarray(Image.open(photos["chelsea"]).convert("RGB"))
     spec = Preprocessing()
     np.testing.assert_array_equal(Preprocessor(spec)(rgb), Preprocessor(spec, parallel=False)(rgb))

@@ -4,8 +4,9 @@ LoadGen's query sample library (QSL) is the list of encoded samples, already in 
 under test (SUT) runs the engine's four stages on each query and reports completion. Every issued
 query completes, even when a stage raises: the failure is counted (``errors``) and its latency stays
 in the statistics. SingleStream and MultiStream queries are served on LoadGen's thread, one at a time
-as those scenarios define; Server and Offline queries go to a queue served by ``workers`` threads,
-which batch what is waiting up to ``batch_size`` samples per runtime call.
+as those scenarios define (a MultiStream query's samples are prepared by that thread and the
+process's helper thread taking them in turn); Server and Offline queries go to a queue served by
+``workers`` threads, which batch what is waiting up to ``batch_size`` samples per runtime call.
 
 Latency of a sample is from the moment LoadGen hands the query to the SUT until the SUT reports it
 complete, so in Server it includes queueing. Offline issues every sample at once by design, so there
@@ -17,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ import numpy as np
 from edgeinfer.bench.samples import Sample
 from edgeinfer.bench.scenarios import Expectations, Scenario, ScenarioSettings, loadgen_settings
 from edgeinfer.bench.stats import LatencyRecorder, LatencySummary
+from edgeinfer.system.helper import share
 
 STAGES = ("decode", "preprocess", "infer", "postprocess")
 MAX_ERROR_MESSAGES = 5
@@ -110,25 +112,35 @@ class Pipeline:
         self.samples = samples
         self.top_k = top_k
 
-    def serve(self, items: Sequence[WorkItem], measurements: Measurements) -> set[int]:
-        """Run ``items`` as one batch; returns the response ids that failed (they are counted)."""
+    def serve(
+        self, items: Sequence[WorkItem], measurements: Measurements, *, shared: bool = False
+    ) -> set[int]:
+        """Run ``items`` as one batch; returns the response ids that failed (they are counted).
+
+        ``shared``: this thread and the process's helper thread take the samples in turn to decode
+        and preprocess them (for a thread that serves alone, while the other core is idle)."""
         failed: set[int] = set()
         kept: list[WorkItem] = []
         tensors: list[np.ndarray] = []
         stages = measurements.stages
-        for item in items:
-            try:
-                t0 = time.perf_counter_ns()
-                rgb = self.engine.decode(self.samples[item.index].data)
-                t1 = time.perf_counter_ns()
-                tensors.append(self.engine.preprocess(rgb))
-                t2 = time.perf_counter_ns()
-            except Exception as exc:  # a bad sample fails alone; the batch goes on
-                measurements.note_error(exc, 1)
+
+        def prepare(index: int) -> np.ndarray:
+            t0 = time.perf_counter_ns()
+            rgb = self.engine.decode(self.samples[items[index].index].data)
+            t1 = time.perf_counter_ns()
+            tensor = self.engine.preprocess(rgb)
+            stages["decode"].record(t1 - t0)
+            stages["preprocess"].record(time.perf_counter_ns() - t1)
+            return tensor
+
+        count = len(items)
+        outcomes = share(count, prepare) if shared else [_outcome(prepare, i) for i in range(count)]
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # a bad sample fails alone; the batch goes on
+                measurements.note_error(outcome, 1)
                 failed.add(item.response_id)
                 continue
-            stages["decode"].record(t1 - t0)
-            stages["preprocess"].record(t2 - t1)
+            tensors.append(outcome)
             kept.append(item)
         if not kept:
             return failed
@@ -139,9 +151,9 @@ class Pipeline:
             if scores.shape[0] != len(kept):
                 raise RuntimeError(f"infer returned {scores.shape[0]} rows for a batch of {len(kept)}")
             measurements.infer_call.record(t1 - t0)
-            share = (t1 - t0) // len(kept)
+            per_sample_ns = (t1 - t0) // len(kept)
             for item, row in zip(kept, scores, strict=True):
-                stages["infer"].record(share)
+                stages["infer"].record(per_sample_ns)
                 t2 = time.perf_counter_ns()
                 predictions = self.engine.postprocess(row, self.top_k)
                 stages["postprocess"].record(time.perf_counter_ns() - t2)
@@ -252,7 +264,7 @@ class LoadGenHarness:
         measurements = self._measurements
         failed: set[int] = set()
         try:
-            failed = self.pipeline.serve(items, measurements)
+            failed = self.pipeline.serve(items, measurements, shared=self._inline)
         except BaseException as exc:
             measurements.note_error(exc, len(items))
             failed = {item.response_id for item in items}
@@ -292,6 +304,13 @@ def read_loadgen_summary(log_dir: Path) -> dict[str, str]:
         if sep and key.strip() and value.strip() and not key.strip().startswith("*"):
             fields.setdefault(key.strip(), value.strip())
     return fields
+
+
+def _outcome(work: Callable[[int], np.ndarray], index: int) -> np.ndarray | Exception:
+    try:
+        return work(index)
+    except Exception as exc:  # the caller counts it against its sample
+        return exc
 
 
 def _no_op(_: list[int]) -> None:

@@ -6,17 +6,15 @@ region as float32 coordinates, whose rounding moves a filter tap by up to ~1e-5 
 output values by one grey level; the region is therefore given relative to the rows the filter
 reads (small coordinates round 100x finer), which keeps all but ~0.06% of the values equal to
 torchvision's on the benchmark's photos (0.7% with whole-image coordinates) and converts only
-those rows to a Pillow image. The crop is made as two halves of rows, the lower one on a helper
-thread when it is free (Pillow and numpy release the GIL): the second core of a small box sits
-idle while one image is prepared.
+those rows to a Pillow image. The crop is made as two halves of rows, the lower one on the
+process's helper thread (:mod:`edgeinfer.system.helper`) when it is free (Pillow and numpy
+release the GIL): the second core of a small box sits idle while one image is prepared.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +22,7 @@ from PIL import Image
 
 from edgeinfer.errors import InvalidInput
 from edgeinfer.models.config import Preprocessing
+from edgeinfer.system.helper import offer
 
 
 @dataclass(frozen=True)
@@ -141,31 +140,9 @@ class Preprocessor:
         if half == 0:  # a one-row crop has no halves
             rows(0, c, box.top, box.bottom)
             return
-        lower = _offer(rows, half, c, middle, box.bottom) if self.parallel else None
+        lower = offer(rows, half, c, middle, box.bottom) if self.parallel else None
         rows(0, half, box.top, middle)
         if lower is None or lower.cancel():
             rows(half, c, middle, box.bottom)
         else:
             lower.result()
-
-
-_helper_pool: ThreadPoolExecutor | None = None
-_helper_lock = threading.Lock()
-
-
-def _offer(fn: Callable[..., None], *args: object) -> Future[None] | None:
-    """``fn(*args)`` handed to the helper thread; None where it takes no work (the interpreter is
-    shutting down): the caller then does it itself."""
-    try:
-        return _helper().submit(fn, *args)
-    except RuntimeError:
-        return None
-
-
-def _helper() -> ThreadPoolExecutor:
-    """The one helper thread every parallel preprocessor in the process shares (made on first use)."""
-    global _helper_pool
-    with _helper_lock:
-        if _helper_pool is None:
-            _helper_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preprocess")
-        return _helper_pool

@@ -1,0 +1,86 @@
+"""The process's helper thread: work shared with it is done once, in place, and nobody waits on it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from edgeinfer.system import helper
+
+
+def test_share_returns_every_result_in_its_place_and_uses_both_threads() -> None:
+    threads: dict[int, str] = {}
+
+    def work(index: int) -> int:
+        threads[index] = threading.current_thread().name
+        time.sleep(0.01)  # long enough for the helper to start on its share
+        return index * index
+
+    assert helper.share(12, work) == [i * i for i in range(12)]
+    assert sorted(threads) == list(range(12))  # each item done exactly once
+    names = set(threads.values())
+    assert threading.current_thread().name in names
+    assert any(name.startswith("edgeinfer-helper") for name in names)
+
+
+def test_one_failing_item_is_its_own_outcome() -> None:
+    def work(index: int) -> int:
+        if index in (1, 4):
+            raise ValueError(f"bad item {index}")
+        return index
+
+    outcomes = helper.share(6, work)
+    assert [o for o in outcomes if not isinstance(o, Exception)] == [0, 2, 3, 5]
+    assert [str(o) for o in outcomes if isinstance(o, Exception)] == ["bad item 1", "bad item 4"]
+    assert helper.share(0, work) == []
+
+
+def test_a_busy_helper_makes_nobody_wait() -> None:
+    release = threading.Event()
+    blocker = helper._helper().submit(release.wait, 30)
+    try:
+        time.sleep(0.05)  # the helper is inside release.wait
+        threads = set()
+
+        def work(index: int) -> int:
+            threads.add(threading.current_thread().name)
+            return index
+
+        assert helper.share(5, work) == [0, 1, 2, 3, 4]
+        assert not blocker.done()  # returned while the helper was still busy
+        assert threads == {threading.current_thread().name}
+    finally:
+        release.set()
+        blocker.result(5)
+
+
+def test_nothing_is_offered_from_inside_a_share() -> None:
+    offered: list[object] = []
+
+    def work(index: int) -> int:
+        offered.append(helper.offer(lambda: None))
+        return index
+
+    helper.share(4, work)
+    assert offered == [None, None, None, None]
+    future = helper.offer(lambda: None)  # outside a share the helper takes work again
+    assert future is not None
+    future.result(5)
+
+
+def test_an_interrupt_stops_the_helper_taking_more() -> None:
+    done: list[int] = []
+
+    def work(index: int) -> int:
+        if threading.current_thread() is threading.main_thread() and index > 0:
+            raise KeyboardInterrupt
+        time.sleep(0.02)
+        done.append(index)
+        return index
+
+    with pytest.raises(KeyboardInterrupt):
+        helper.share(50, work)
+    time.sleep(0.1)
+    assert len(done) < 10  # the helper finished the item it had and took no other
