@@ -105,6 +105,19 @@ def test_write_report_creates_the_directory_and_replaces_files(report: BenchRepo
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
 
 
+def test_the_cold_start_says_whether_a_compiled_model_was_imported(
+    report: BenchReport, tmp_path: Path
+) -> None:
+    first = report.configurations[0]
+    assert first.cold_start is not None
+    imported = replace(first, cold_start=replace(first.cold_start, compiled_cache="loaded"))
+    changed = replace(report, configurations=(imported, *report.configurations[1:]))
+    paths = write_report(changed, tmp_path)
+    assert ">compiled model</th>" in paths.html.read_text()
+    assert ">loaded</td>" in paths.html.read_text()
+    assert read_report(paths.json).configurations[0].cold_start.compiled_cache == "loaded"  # type: ignore[union-attr]
+
+
 def test_html_settings_read_as_json(report: BenchReport, tmp_path: Path) -> None:
     settings = {
         "repository": None,

@@ -21,6 +21,7 @@ def test_every_figure_is_there(null_result: ConfigurationResult, bench_samples: 
     assert r.model_size_bytes and r.model_size_bytes > 1_000_000
     assert r.cold_start and r.cold_start.load_ms > 0 and r.cold_start.first_inference_ms > 0
     assert r.cold_start.process_start_to_first_prediction_ms is None  # in process: not measured
+    assert r.cold_start.compiled_cache is None  # the Null runtime compiles nothing
     assert r.warmup and r.warmup.samples >= len(bench_samples)
     assert set(r.top1) == {s.name for s in bench_samples}
     assert [(s.scenario, s.batch_size) for s in r.scenarios] == [
@@ -50,6 +51,20 @@ def test_scenario_figures_are_consistent(null_result: ConfigurationResult) -> No
         stage_sum = sum(s.stages[name].mean_ms for name in ("decode", "preprocess", "infer", "postprocess"))
         assert stage_sum <= s.latency.mean_ms * 1.05  # the stages fit inside the end-to-end latency
         assert s.loadgen is not None and s.loadgen.scenario == s.scenario
+
+
+def test_openvinos_timed_load_imports_what_it_compiled_before(
+    built_home: Path, bench_samples: list[Sample]
+) -> None:
+    pytest.importorskip("openvino")
+    compiled = built_home / "compiled" / "openvino"
+    for blob in compiled.glob("*.blob"):  # whatever earlier tests left: this run compiles afresh
+        blob.unlink()
+    spec = ConfigurationSpec("mobilenet_v2", "openvino", "fp32", 1)
+    result = run_configuration(spec, bench_samples[:2], options(built_home, Scenario.SINGLE_STREAM))
+    assert result.status == "ok", result.message
+    assert result.cold_start is not None and result.cold_start.compiled_cache == "loaded"
+    assert list(compiled.glob("*.blob"))
 
 
 def test_a_missing_runtime_is_reported_not_raised(built_home: Path, bench_samples: list[Sample]) -> None:

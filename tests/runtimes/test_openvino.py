@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -99,3 +102,57 @@ def test_results_keep_their_values_after_later_calls_and_inputs_are_untouched(ti
         np.testing.assert_array_equal(y, expected)
         np.testing.assert_array_equal(first, kept)
         np.testing.assert_allclose(runtime.run({"x": first})["y"], expected, rtol=1e-6)
+
+
+def _blobs(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.blob"))
+
+
+def test_a_compiled_model_is_kept_and_the_next_load_imports_it(
+    mobilenet: StoredModel, photo_batch: tuple[tuple[str, ...], np.ndarray], tmp_path: Path
+) -> None:
+    _, batch = photo_batch
+    options = RuntimeOptions(threads=1, compiled_cache_dir=tmp_path)
+    with FACTORY.load(mobilenet.path, RuntimeOptions(threads=1)) as plain:
+        name_in, name_out = plain.inputs[0].name, plain.outputs[0].name
+        expected = plain.run({name_in: batch[:1]})[name_out]
+        assert plain.properties["LOADED_FROM_CACHE"] == "False"
+    with FACTORY.load(mobilenet.path, options) as first:
+        assert first.properties["LOADED_FROM_CACHE"] == "False"
+        np.testing.assert_array_equal(first.run({name_in: batch[:1]})[name_out], expected)
+    assert len(_blobs(tmp_path / "openvino")) == 1  # the batch-1 compile
+    with FACTORY.load(mobilenet.path, options) as second:
+        assert second.properties["LOADED_FROM_CACHE"] == "True"
+        np.testing.assert_array_equal(second.run({name_in: batch[:1]})[name_out], expected)
+
+
+def test_a_damaged_or_unwritable_cache_costs_nothing_but_time(tiny_onnx: TinyModel, tmp_path: Path) -> None:
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    options = RuntimeOptions(threads=1, compiled_cache_dir=tmp_path)
+    with FACTORY.load(tiny_onnx.path, options) as runtime:
+        expected = runtime.run({"x": x})["y"]
+    for blob in _blobs(tmp_path / "openvino"):
+        blob.chmod(0o600)
+        blob.write_bytes(b"not a compiled model" * 10)
+    with FACTORY.load(tiny_onnx.path, options) as runtime:
+        np.testing.assert_allclose(runtime.run({"x": x})["y"], expected, rtol=1e-6)
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "openvino").write_text("a file where the cache folder would go")
+    with FACTORY.load(tiny_onnx.path, RuntimeOptions(threads=1, compiled_cache_dir=blocked)) as runtime:
+        np.testing.assert_allclose(runtime.run({"x": x})["y"], expected, rtol=1e-6)
+        assert runtime.properties["LOADED_FROM_CACHE"] == "False"
+
+
+def test_the_cache_keeps_the_most_recently_compiled_models_within_its_size(tmp_path: Path) -> None:
+    from edgeinfer.runtimes import openvino
+
+    for age, name in enumerate(["new", "middle", "old"]):
+        blob = tmp_path / f"{name}.blob"
+        blob.write_bytes(b"x" * 100)
+        os.utime(blob, (1_000_000 - age * 1000, 1_000_000 - age * 1000))
+    (tmp_path / "other.txt").write_bytes(b"y" * 1000)  # not OpenVINO's: left alone
+    openvino._prune(tmp_path, max_bytes=250)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["middle.blob", "new.blob", "other.txt"]
+    openvino._prune(tmp_path, max_bytes=1000)
+    assert len(list(tmp_path.glob("*.blob"))) == 2

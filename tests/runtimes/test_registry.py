@@ -194,6 +194,15 @@ def test_open_runtime_on_a_built_model(mobilenet: StoredModel, tmp_path: Path) -
     assert entry["runtime"] == runtime.name and entry["model"] == mobilenet.path.name
 
 
+def test_what_a_runtime_compiles_is_kept_beside_the_auto_cache(tiny_onnx: TinyModel, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    with registry.open_runtime("openvino", tiny_onnx.path, RuntimeOptions(threads=1), cache_dir=tmp_path):
+        pass
+    assert list((tmp_path / registry.COMPILED_CACHE_DIR / "openvino").glob("*.blob"))
+    with registry.open_runtime("openvino", tiny_onnx.path, RuntimeOptions(threads=1)) as runtime:
+        assert runtime.properties["LOADED_FROM_CACHE"] == "False"  # no cache_dir: nothing kept or read
+
+
 def test_open_runtime_on_a_tflite_file(efficientnet_tflite: Path, tmp_path: Path) -> None:
     pytest.importorskip("ai_edge_litert")
     with registry.open_runtime("auto", efficientnet_tflite, RuntimeOptions(threads=1), tmp_path) as runtime:

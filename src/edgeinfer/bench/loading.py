@@ -37,6 +37,15 @@ class LoadedEngine:
     first_inference_ns: int
     process_start_to_first_prediction_ns: int | None = None
 
+    @property
+    def compiled_cache(self) -> str | None:
+        """``"loaded"`` where the runtime imported a model it compiled on an earlier load,
+        ``"compiled"`` where it compiled it now, None for runtimes that keep nothing."""
+        properties = getattr(self.engine.runtime, "properties", None)
+        if not isinstance(properties, dict) or "LOADED_FROM_CACHE" not in properties:
+            return None
+        return "loaded" if properties["LOADED_FROM_CACHE"] == "True" else "compiled"
+
 
 def ensure_built(model: str, precision: str, repository: Path | None) -> None:
     """Build the model if it is missing, so that building never counts as loading."""
@@ -50,14 +59,22 @@ def ensure_built(model: str, precision: str, repository: Path | None) -> None:
         raise RuntimeUnavailable(f"cannot build {model} ({precision}) here: {exc}") from exc
 
 
-def resolve_auto(spec: ConfigurationSpec, repository: Path | None) -> None:
-    """Let ``runtime="auto"`` run (and cache) its device probe now, so no timed load includes it."""
-    if spec.runtime != "auto":
+def settle(spec: ConfigurationSpec, repository: Path | None) -> None:
+    """Do now what a configuration's first load on a device does once and keeps, so that no timed
+    load includes it: ``runtime="auto"``'s device probe, and the compiling of a runtime that keeps
+    what it compiled (OpenVINO)."""
+    from edgeinfer.runtimes.registry import factory
+
+    if spec.runtime != "auto" and not factory(spec.runtime).keeps_compiled:
         return
     from edgeinfer.engine.engine import Engine
 
     Engine.load(
-        spec.model, runtime="auto", precision=spec.precision, threads=spec.threads, repository=repository
+        spec.model,
+        runtime=spec.runtime,
+        precision=spec.precision,
+        threads=spec.threads,
+        repository=repository,
     ).close()
 
 

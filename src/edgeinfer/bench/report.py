@@ -95,6 +95,7 @@ class ColdStart:
     load_ms: float
     first_inference_ms: float
     process_start_to_first_prediction_ms: float | None = None
+    compiled_cache: str | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeinfer.bench.harness import HarnessRun, LoadGenHarness, Measurements, Pipeline, WorkItem
-from edgeinfer.bench.loading import ConfigurationSpec, LoadedEngine, ensure_built, load_engine, resolve_auto
+from edgeinfer.bench.loading import ConfigurationSpec, LoadedEngine, ensure_built, load_engine, settle
 from edgeinfer.bench.paired import measure_paired
 from edgeinfer.bench.report import (
     ColdStart,
@@ -93,7 +93,7 @@ def run_configuration(
             say("loading")
             sampler.mark("load")
             ensure_built(spec.model, spec.precision, options.repository)
-            resolve_auto(spec, options.repository)
+            settle(spec, options.repository)
             loaded = load_engine(spec, options.repository, samples[0].data)
         return _measure(spec, samples, options, loaded, _State(sampler, say, window))
     except (RuntimeUnavailable, ModelNotFound) as exc:
@@ -153,6 +153,7 @@ def _measure(
                 if loaded.process_start_to_first_prediction_ns is not None
                 else None
             ),
+            compiled_cache=loaded.compiled_cache,
         ),
         warmup=warmup,
         scenarios=tuple(state.scenarios),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgeinfer.bench import compare
-from edgeinfer.bench.loading import ConfigurationSpec, ensure_built, resolve_auto
+from edgeinfer.bench.loading import ConfigurationSpec, ensure_built, settle
 from edgeinfer.bench.report import BenchReport, ConfigurationResult, SampleSet, from_dict, utc_now
 from edgeinfer.bench.runner import RunOptions, not_run, run_configuration
 from edgeinfer.bench.samples import Sample, load_samples, samples_digest
@@ -189,7 +189,7 @@ def _prebuild(request: BenchRequest, specs: Sequence[ConfigurationSpec]) -> dict
     for spec in specs:
         if spec.precision not in failed:
             with contextlib.suppress(EdgeInferError):  # the configuration's own run reports it
-                resolve_auto(spec, request.options.repository)
+                settle(spec, request.options.repository)
     return failed
 
 

@@ -55,10 +55,15 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How to run: intra-op threads (None: physical cores) and runtime-specific switches."""
+    """How to run: intra-op threads (None: physical cores) and runtime-specific switches.
+
+    ``compiled_cache_dir``: where a runtime that compiles a model for this machine may keep the
+    result for the next load (OpenVINO does, under ``openvino/``); None keeps nothing.
+    """
 
     threads: int | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    compiled_cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -134,6 +139,8 @@ class RuntimeFactory(Protocol):
 
     name: str
     formats: tuple[str, ...]
+    # whether load keeps what it compiles for this machine in RuntimeOptions.compiled_cache_dir
+    keeps_compiled: bool
 
     def available(self) -> bool: ...
 
@@ -166,6 +173,7 @@ class PackagedFactory:
     modules: tuple[str, ...] = ()
     distributions: tuple[str, ...] = ()
     all_versions: bool = False
+    keeps_compiled: bool = False
 
     def available(self) -> bool:
         return all(importlib.util.find_spec(module) is not None for module in self.modules)

@@ -67,6 +67,7 @@ class NullFactory:
 
     name = NAME
     formats: tuple[str, ...] = ("onnx", "tflite")
+    keeps_compiled = False
 
     def available(self) -> bool:
         return True

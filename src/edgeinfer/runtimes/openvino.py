@@ -10,12 +10,20 @@ latency path: a static shape lets OpenVINO plan every kernel ahead, 10-15% faste
 and bfloat16 graphs measured in docs/BENCHMARKS.md) at load, and with the batch left dynamic on
 the first call with another batch size, so any batch runs without recompiling again.
 
+Compiled models are kept in ``openvino/`` under ``RuntimeOptions.compiled_cache_dir`` when one is
+given (OpenVINO's ``CACHE_DIR``, keyed by the model's contents and the compile settings): the next
+load imports the result instead of transforming the graph again (INT8 MobileNetV2: 0.15 s against
+0.5 s; the outputs are the same). A cache that cannot be written or used is left out; one over
+``CACHE_MAX_BYTES`` loses its longest-ago compiled models first.
+
 ``RuntimeOptions.extra`` entries are passed to ``compile_model`` as OpenVINO properties and
 override these defaults, for example ``{"INFERENCE_PRECISION_HINT": "bf16"}``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +43,8 @@ from edgeinfer.system.threads import ThreadLease, process_budget
 
 NAME = "openvino"
 DEVICE = "CPU"
+CACHE_MAX_BYTES = 256 * 1024 * 1024  # compiled models kept (MobileNetV2: 4 MB INT8, 14 MB FP32)
+logger = logging.getLogger(__name__)
 
 
 class OpenVinoModel(ClosingRuntime):
@@ -54,9 +64,11 @@ class OpenVinoModel(ClosingRuntime):
         self.threads = lease.threads
         if "INFERENCE_NUM_THREADS" in options.extra:
             raise InvalidInput("set OpenVINO's thread count with threads=..., not INFERENCE_NUM_THREADS")
+        cache = _cache_dir(options.compiled_cache_dir)
         self._config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f32",
+            **({"CACHE_DIR": str(cache)} if cache is not None else {}),
             **options.extra,
             "INFERENCE_NUM_THREADS": lease.threads,
         }
@@ -80,6 +92,14 @@ class OpenVinoModel(ClosingRuntime):
         try:
             return self._core.compile_model(model, DEVICE, self._config)
         except RuntimeError as exc:
+            if "CACHE_DIR" in self._config:  # a damaged cache must not cost the model: without it
+                logger.warning(
+                    "OpenVINO could not use its cache %s (%s); compiling without it",
+                    self._config["CACHE_DIR"],
+                    exc,
+                )
+                self._config.pop("CACHE_DIR")
+                return self._compile(model)
             # with options given, they are the likely culprit; without, the model is
             error = InvalidInput if self._has_extra else IntegrityError
             raise error(f"OpenVINO cannot compile {self.model_path.name} with {self._config}: {exc}") from exc
@@ -106,7 +126,13 @@ class OpenVinoModel(ClosingRuntime):
         if not self._compiled:
             raise NotReady(f"the OpenVINO model {self.model_path.name} is closed")
         compiled = next(iter(self._compiled.values()))[0]
-        keys = ("PERFORMANCE_HINT", "INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "NUM_STREAMS")
+        keys = (
+            "PERFORMANCE_HINT",
+            "INFERENCE_NUM_THREADS",
+            "INFERENCE_PRECISION_HINT",
+            "NUM_STREAMS",
+            "LOADED_FROM_CACHE",
+        )
         values = {key: compiled.get_property(key) for key in keys}
         # element types print as "<Type: 'float32'>"; their short name ("f32") is what configs use
         return {k: v.to_string() if hasattr(v, "to_string") else str(v) for k, v in values.items()}
@@ -137,6 +163,45 @@ class OpenVinoModel(ClosingRuntime):
         self._release()
 
 
+def _cache_dir(root: Path | None) -> Path | None:
+    """``root/openvino`` made if need be, or None where it cannot be written (a read-only
+    repository loads its models as before, compiling each time)."""
+    if root is None:
+        return None
+    directory = root / NAME
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        logger.info("OpenVINO keeps no compiled models: cannot make %s (%s)", directory, exc)
+        return None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        logger.info("OpenVINO keeps no compiled models: %s is not writable", directory)
+        return None
+    _prune(directory, CACHE_MAX_BYTES)
+    return directory
+
+
+def _prune(directory: Path, max_bytes: int) -> None:
+    """Remove the longest-ago compiled models until ``directory`` holds at most ``max_bytes`` (a
+    rebuilt model or new settings compile anew; nothing else ever removes the old ones)."""
+    blobs = []
+    for path in directory.glob("*.blob"):
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        blobs.append((status.st_mtime, status.st_size, path))
+    total = sum(size for _, size, _ in blobs)
+    for _, size, path in sorted(blobs):
+        if total <= max_bytes:
+            return
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+
+
 class OpenVinoFactory(PackagedFactory):
     """Registry entry: ``openvino`` is imported only when a model is loaded."""
 
@@ -145,6 +210,7 @@ class OpenVinoFactory(PackagedFactory):
 
     modules = ("openvino",)
     distributions = ("openvino",)
+    keeps_compiled = True
 
     def load(self, model_path: Path, options: RuntimeOptions) -> OpenVinoModel:
         if not model_path.is_file():

@@ -8,7 +8,9 @@ file of the same model to run (``alternates``, made only when used: LiteRT on an
 build's TFLite twin; Keras and Null never take part), times a short probe of each (warm-up, then
 ~20 batch-1 runs, median) and picks the fastest. The result is cached per model file (sha256),
 machine (CPU model and usable cores), thread request and runtime versions in
-``<cache_dir>/auto_runtime.json``, so the probe runs once.
+``<cache_dir>/auto_runtime.json``, so the probe runs once. Runtimes that compile a model for the
+machine keep what they compiled under ``<cache_dir>/compiled/`` (OpenVINO: a load from there
+skips its graph transformations; the INT8 MobileNetV2 compiles in 0.15 s instead of 0.5 s).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,6 +58,7 @@ EXTRAS = {"openvino": "openvino", "litert": "litert", "keras": "keras"}
 # baselines and test doubles, never chosen by measurement
 NOT_AUTO = frozenset({"keras", "null"})
 AUTO_CACHE_FILE = "auto_runtime.json"
+COMPILED_CACHE_DIR = "compiled"
 AUTO_CACHE_VERSION = 2  # 2: ties within AUTO_TIE_RATIO go to the quicker load
 
 
@@ -461,6 +464,8 @@ def open_runtime(
     is opened or probed; ``auto`` then measures that runtime too.
     """
     options = options or RuntimeOptions()
+    if cache_dir is not None and options.compiled_cache_dir is None:
+        options = replace(options, compiled_cache_dir=cache_dir / COMPILED_CACHE_DIR)
     alternates = alternates or {}
     stored = None if isinstance(model, Path) else model
     path = model if isinstance(model, Path) else model.path
