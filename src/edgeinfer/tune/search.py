@@ -32,6 +32,7 @@ from edgeinfer.errors import EdgeInferError, InvalidInput
 from edgeinfer.models.precision import COMPUTED, PRECISIONS, build_of
 from edgeinfer.models.repository import ModelRepository, StoredModel
 from edgeinfer.runtimes.base import RuntimeOptions
+from edgeinfer.runtimes.registry import COMPILED_CACHE_DIR
 from edgeinfer.tune.store import check_writable, write_entry
 
 GOALS = ("latency", "throughput")
@@ -191,17 +192,23 @@ def search(
             note(Trial(first, precision, space.threads[0], 1, error=str(exc)))
             continue
         shas[precision] = stored.config.file_sha256
-        _time_precision(stored, precision, space, note)
+        _time_precision(stored, precision, space, note, compiled=repo.root / COMPILED_CACHE_DIR)
     result = _summarize(model, machine_key(), space, trials, shas)
     path = write_entry(repo.root, model, result.machine, result.to_dict()) if save and result.found else None
     return result, path
 
 
 def _time_precision(
-    stored: StoredModel, precision: str, space: TuneSpace, note: Callable[[Trial], None]
+    stored: StoredModel,
+    precision: str,
+    space: TuneSpace,
+    note: Callable[[Trial], None],
+    *,
+    compiled: Path | None = None,
 ) -> None:
     """Every runtime x threads x batch size of one precision's build; a runtime that cannot run it
-    is noted as skipped, with the reason, rather than silently left out."""
+    is noted as skipped, with the reason, rather than silently left out. A runtime that keeps what
+    it compiles keeps it in ``compiled``, where the engine's later loads find it."""
     computed = COMPUTED.get(precision)
     samples = _samples(stored, max(space.batch_sizes), space.seed)
     files = _files(stored, space.runtimes)
@@ -214,7 +221,7 @@ def _time_precision(
     for runtime in able:
         model_file = files[_format_for(runtime, files)]
         for threads in space.threads:
-            options = RuntimeOptions(threads=threads, extra=extra)
+            options = RuntimeOptions(threads=threads, extra=extra, compiled_cache_dir=compiled)
             for trial in _measure(model_file, runtime, precision, options, samples=samples, space=space):
                 note(trial)
 
