@@ -14,6 +14,7 @@ from PIL import Image
 from edgeinfer import EngineOptions
 from edgeinfer.engine import Engine
 from edgeinfer.errors import InvalidInput, ModelNotFound, NotFound, RuntimeUnavailable
+from edgeinfer.imaging import preprocess
 from edgeinfer.models.repository import ModelRepository
 
 # Photos whose subject is unambiguous, with MobileNetV2's ImageNet top-1 (torchvision weights).
@@ -102,6 +103,23 @@ def test_a_batch_is_prepared_on_two_threads_and_timed_as_one(
     # the batch's decode + preprocess is the wall time they took together, not the threads' sum
     assert timings.decode_ns > 0 and timings.preprocess_ns > 0
     assert timings.decode_ns + timings.preprocess_ns < 3 * wall_ns
+
+
+def test_one_image_still_has_its_lower_half_made_on_the_helper_thread(
+    engine: Engine, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[str] = []
+    fromarray = preprocess.Image.fromarray
+
+    def recording(array: np.ndarray, mode: str) -> Image.Image:
+        threads.append(threading.current_thread().name)
+        return fromarray(array, mode)
+
+    monkeypatch.setattr(preprocess.Image, "fromarray", recording)
+    for _ in range(10):
+        engine.classify(photos["astronaut"])
+    assert len(threads) == 20
+    assert any(name.startswith("edgeinfer-helper") for name in threads)
 
 
 def test_timings_are_recorded(engine: Engine, photos: dict[str, Path]) -> None:

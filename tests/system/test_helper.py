@@ -84,3 +84,13 @@ def test_an_interrupt_stops_the_helper_taking_more() -> None:
         helper.share(50, work)
     time.sleep(0.1)
     assert len(done) < 10  # the helper finished the item it had and took no other
+
+
+def test_a_single_item_may_still_offer_its_parts() -> None:
+    def work(index: int) -> bool:
+        future = helper.offer(lambda: None)
+        if future is not None:
+            future.result(5)
+        return future is not None
+
+    assert helper.share(1, work) == [True]

@@ -39,8 +39,14 @@ def share(count: int, work: Callable[[int], T]) -> list[T | Exception]:
 
     Both take the next index not yet taken, so the items are spread by how long each takes. The
     result of each is in its place, or the exception it raised (one failing item does not stop the
-    others). A helper busy elsewhere joins in once it is free, or not at all.
+    others). A helper busy elsewhere joins in once it is free, or not at all. One item is simply
+    done here, and may offer parts of itself to the helper as usual.
     """
+    if count == 1:
+        try:
+            return [work(0)]
+        except Exception as exc:  # the item's failure is its outcome
+            return [exc]
     outcomes: list[T | Exception | None] = [None] * count
     taken = iter(range(count))  # next() on a range iterator is atomic under the GIL
     stop = threading.Event()
@@ -59,7 +65,7 @@ def share(count: int, work: Callable[[int], T]) -> list[T | Exception]:
         finally:
             _sharing.active = outer
 
-    joined = offer(drain) if count > 1 else None
+    joined = offer(drain) if count > 1 else None  # (nothing to share for none)
     try:
         drain()
     finally:
