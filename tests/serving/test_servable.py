@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -183,3 +184,44 @@ def test_decode_cost_prices_images_by_size_and_one_huge_image_does_not_move_smal
     assert cost.estimate_ns(28_800_000) > 150e6  # priced by its size
     cost.learn([None], 50_000_000)  # an image of unknown size teaches nothing about the two parts
     assert cost.estimate_ns(307_200) == pytest.approx(camera, rel=0.05)
+
+
+def test_a_requests_images_are_prepared_on_two_threads_named_by_position_and_priced_one_by_one(
+    edgeinfer_home: Path, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from edgeinfer.errors import InvalidInput
+    from edgeinfer.serving.batching.settings import BatcherSettings
+    from edgeinfer.serving.metrics import ServerMetrics
+    from edgeinfer.serving.servable import Servable
+
+    names = ["chelsea", "coffee", "china", "astronaut", "rocket", "camera"]
+    images = np.array([photos[n].read_bytes() for n in names], dtype=object)
+    with Engine.load("mobilenet_v2", runtime="null", threads=1) as engine, ThreadPoolExecutor(1) as pool:
+        servable = Servable(
+            "m", [engine], BatcherSettings(), ServerMetrics().for_model("m"), decode_pool=pool
+        )
+        alone = np.stack([engine.preprocess(engine.decode(bytes(image))) for image in images])
+        threads: list[str] = []
+        decode = engine.decode
+
+        def recording(source: bytes) -> np.ndarray:
+            threads.append(threading.current_thread().name)
+            return decode(source)
+
+        monkeypatch.setattr(engine, "decode", recording)
+        for _ in range(3):
+            started = time.perf_counter_ns()
+            batch, work_ns = pool.submit(servable._decode_batch, images).result()
+            wall_ns = time.perf_counter_ns() - started
+            np.testing.assert_array_equal(batch, alone)
+            assert work_ns > 0.8 * wall_ns  # the images' own times, which admission learns from
+        assert any(name.startswith("edgeinfer-helper") for name in threads)
+        bad = images.copy()
+        bad[2], bad[4] = b"junk", b"more junk"
+        with pytest.raises(InvalidInput, match=r"^image 2: "):
+            pool.submit(servable._decode_batch, bad).result()
