@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgeinfer.bench.harness import STAGES, LoadGenHarness, Measurements, Pipeline, WorkItem
+from edgeinfer.bench.harness import (
+    STAGES,
+    LoadGenHarness,
+    Measurements,
+    Pipeline,
+    WorkItem,
+    read_loadgen_summary,
+)
 from edgeinfer.bench.results import scenario_result
 from edgeinfer.bench.samples import Sample
 from edgeinfer.bench.scenarios import Expectations, Scenario, ScenarioSettings
@@ -116,3 +124,37 @@ def test_scenario_result_reads_loadgens_verdict(
     assert result.loadgen.metric_value == pytest.approx(result.latency.p90_ms, rel=0.05, abs=0.3)
     assert set(result.loadgen.constraints) >= {"min_duration", "min_queries"}
     assert result.samples_per_s > 0 and result.duration_s > 0
+
+
+def test_loadgen_says_why_a_short_multistream_run_is_invalid(
+    null_engine: Engine, bench_samples: list[Sample], tmp_path: Path
+) -> None:
+    settings = quick(Scenario.MULTI_STREAM)  # far fewer queries than p99's early stopping needs
+    run = LoadGenHarness(Pipeline(null_engine, bench_samples), settings, tmp_path).run(EXPECT)
+    verdict = scenario_result(settings, run, None).loadgen
+    assert verdict is not None and not verdict.valid
+    assert verdict.constraints["early_stopping"] is False
+    why = verdict.why_invalid()
+    assert why.startswith("unmet: early stopping; ")
+    assert re.search(r"Need to process at least \d+ queries for early stopping", why), why
+
+
+def test_the_summarys_advice_lines_go_to_the_key_above_them(tmp_path: Path) -> None:
+    (tmp_path / "mlperf_log_summary.txt").write_text(
+        "Result is : INVALID\n"
+        "  Early stopping satisfied: NO\n"
+        "Recommendations:\n"
+        "Early Stopping Result:\n"
+        " * Only processed 169 queries.\n"
+        " * Need to process at least 662 queries for early stopping.\n"
+        "Per-query latency:  \n"
+        "Min latency (ns)                : 39713871\n"
+        "Test Parameters Used\n"
+        " * not read: below the results\n"
+    )
+    fields = read_loadgen_summary(tmp_path)
+    assert fields["Early Stopping Result"] == (
+        "Only processed 169 queries. Need to process at least 662 queries for early stopping."
+    )
+    assert "Recommendations" not in fields and "Per-query latency" not in fields  # nothing under them
+    assert fields["Min latency (ns)"] == "39713871" and fields["Result is"] == "INVALID"

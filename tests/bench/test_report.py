@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from dataclasses import replace
@@ -116,6 +117,14 @@ def test_the_cold_start_says_whether_a_compiled_model_was_imported(
     assert ">compiled model</th>" in paths.html.read_text()
     assert ">loaded</td>" in paths.html.read_text()
     assert read_report(paths.json).configurations[0].cold_start.compiled_cache == "loaded"  # type: ignore[union-attr]
+
+
+def test_the_page_says_why_loadgen_called_a_run_invalid(report: BenchReport, tmp_path: Path) -> None:
+    invalid = [r for c in report.configurations for r in c.scenarios if r.loadgen and not r.loadgen.valid]
+    assert invalid  # the fixture's runs are far too short for LoadGen
+    page = write_report(report, tmp_path).html.read_text()
+    assert f"LoadGen called {len(invalid)} run(s) INVALID" in page
+    assert html.escape(invalid[0].loadgen.why_invalid()) in page  # type: ignore[union-attr]
 
 
 def test_html_settings_read_as_json(report: BenchReport, tmp_path: Path) -> None:

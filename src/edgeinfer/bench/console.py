@@ -73,6 +73,8 @@ def print_report(console: Console, report: BenchReport) -> None:
     """Summary table, per-scenario table and speed-ups."""
     console.print(_summary(report))
     console.print(_scenarios(report))
+    for line in _invalid_runs(report):
+        console.print(line)
     if report.speedups:
         console.print(_speedups(report))
 
@@ -152,6 +154,23 @@ def _scenarios(report: BenchReport) -> Table:
                 "" if r.loadgen is None else ("VALID" if r.loadgen.valid else "[yellow]INVALID[/]"),
             )
     return table
+
+
+def _invalid_runs(report: BenchReport) -> list[str]:
+    """One line per run LoadGen called INVALID, with its reason, and what to do about it."""
+    lines = []
+    for c in report.configurations:
+        for r in c.scenarios:
+            if r.loadgen is not None and not r.loadgen.valid:
+                name = _scenario_name(r.scenario, r.batch_size, r.target_qps)
+                why = escape(r.loadgen.why_invalid())
+                lines.append(f"[yellow]INVALID[/] {escape(c.label)} {name}: {why}")
+    if lines:
+        lines.append(
+            "  (the figures are measured all the same; --duration and --min-queries make runs longer, "
+            "--mlperf takes MLPerf's official minimums)"
+        )
+    return lines
 
 
 def _scenario_name(scenario: str, batch_size: int, target_qps: float | None) -> str:

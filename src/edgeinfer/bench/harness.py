@@ -290,20 +290,33 @@ def _record_queries(items: list[WorkItem], done_ns: int, failed: set[int], recor
 
 
 def read_loadgen_summary(log_dir: Path) -> dict[str, str]:
-    """``key: value`` lines of ``mlperf_log_summary.txt`` (results and additional stats)."""
+    """``key: value`` lines of ``mlperf_log_summary.txt`` (results and additional stats). A key
+    with no value on its line (``Early Stopping Result:``, ``Recommendations:``) takes the
+    ``* ...`` lines under it, joined: LoadGen's reasons and advice for an INVALID run."""
     path = log_dir / "mlperf_log_summary.txt"
     try:
         text = path.read_text()
     except OSError:
         return {}
     fields: dict[str, str] = {}
+    heading: str | None = None
     for line in text.splitlines():
         if line.startswith("Test Parameters Used"):
             break
+        stripped = line.strip()
+        if stripped.startswith("*"):
+            if heading is not None:
+                item = stripped.lstrip("* ").strip()
+                fields[heading] = f"{fields[heading]} {item}".strip()
+            continue
         key, sep, value = line.partition(":")
-        if sep and key.strip() and value.strip() and not key.strip().startswith("*"):
+        heading = None
+        if sep and key.strip() and not value.strip():
+            heading = key.strip()
+            fields.setdefault(heading, "")
+        elif sep and key.strip() and value.strip():
             fields.setdefault(key.strip(), value.strip())
-    return fields
+    return {key: value for key, value in fields.items() if value}
 
 
 def _outcome(work: Callable[[int], np.ndarray], index: int) -> np.ndarray | Exception:

@@ -27,6 +27,10 @@ SCHEMA = "edgeinfer.bench.report"
 SCHEMA_VERSION = 1
 
 
+# the summary's lines under these headings say what made a run INVALID and what would not
+_LOADGEN_ADVICE = ("Early Stopping Result", "Recommendations")
+
+
 @dataclass(frozen=True)
 class LoadGenResult:
     """What MLPerf LoadGen itself concluded (parsed from ``mlperf_log_summary.txt``)."""
@@ -38,6 +42,15 @@ class LoadGenResult:
     constraints: dict[str, bool] = field(default_factory=dict)
     fields: dict[str, str] = field(default_factory=dict)
     log_dir: str | None = None
+
+    def why_invalid(self) -> str:
+        """Why LoadGen called the run INVALID, from its own summary ("" for a valid run)."""
+        if self.valid:
+            return ""
+        unmet = [name.replace("_", " ") for name, held in self.constraints.items() if not held]
+        parts = [f"unmet: {', '.join(unmet)}"] if unmet else []
+        parts += [self.fields[key] for key in _LOADGEN_ADVICE if self.fields.get(key)]
+        return "; ".join(parts) or "LoadGen gave no reason"
 
 
 @dataclass(frozen=True)
