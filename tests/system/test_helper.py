@@ -94,3 +94,19 @@ def test_a_single_item_may_still_offer_its_parts() -> None:
         return future is not None
 
     assert helper.share(1, work) == [True]
+
+
+def test_on_one_core_nothing_is_offered(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeinfer.system import threads
+
+    monkeypatch.setattr(threads, "_budget", threads.ThreadBudget(total=1))
+    assert helper.offer(lambda: None) is None
+    names: set[str] = set()
+
+    def work(index: int) -> int:
+        names.add(threading.current_thread().name)
+        time.sleep(0.005)
+        return index
+
+    assert helper.share(6, work) == list(range(6))
+    assert names == {threading.current_thread().name}
