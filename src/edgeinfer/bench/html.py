@@ -329,7 +329,7 @@ def _scenario_table(configs: Sequence[ConfigurationResult], *, answered: bool = 
     ]
     why = (
         f'<p class="note">LoadGen called {len(invalid)} run(s) INVALID (the figures are measured all the '
-        "same; longer runs or MLPerf's official minimums make them valid):</p><ul>"
+        'same; longer runs or MLPerf\'s official minimums make them valid):</p><ul class="note">'
         + "".join(invalid)
         + "</ul>"
         if invalid
