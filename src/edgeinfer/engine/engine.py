@@ -271,8 +271,9 @@ class Engine:
 
     def _prepare(self, sources: Sequence[ImageSource]) -> tuple[np.ndarray, int, int]:
         """Decode and preprocess every image, this thread and the process's helper thread taking
-        them in turn (one image's preprocessing is itself shared): the batch, and the summed
-        nanoseconds of each stage. The first image that fails (by position) raises, named."""
+        them in turn (a lone image offers the helper the lower half of its preprocessing instead):
+        the batch, and the summed nanoseconds of each stage. The first image that fails (by
+        position) raises, named."""
         count = len(sources)
 
         def one(index: int) -> tuple[np.ndarray, int, int]:
