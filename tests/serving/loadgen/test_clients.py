@@ -1,4 +1,5 @@
-"""The load generator's clients against tiny real servers that close connections on it, or none."""
+"""The load generator's clients against tiny real servers that close connections on it, or none,
+and against a real edgeinfer server."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ import time
 import pytest
 
 from edgeinfer.errors import InvalidInput
-from edgeinfer.serving.loadgen.clients import GrpcClient, HttpClient, RequestFailed, Target
+from edgeinfer.serving.loadgen.clients import (
+    GrpcClient,
+    HttpClient,
+    RequestFailed,
+    Target,
+    Transport,
+    make_client,
+)
 from edgeinfer.serving.loadgen.runner import open_loop
 from edgeinfer.serving.loadgen.workload import Sample
+from tests.serving.conftest import ServerProcess
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -205,3 +214,22 @@ def test_tensors_are_preprocessed_as_the_model_wants() -> None:
     )
     assert lite is not None and mobile is not None and lite.shape == mobile.shape == (3, 224, 224)
     assert float(lite.min()) >= -1.0 and float(lite.max()) <= 1.0 < float(mobile.max())
+
+
+def test_a_message_over_the_servers_size_limit_is_too_large_over_both_transports(
+    server: ServerProcess,
+) -> None:
+    big = Sample("big.jpg", b"\xff\xd8\xff" + bytes(9 << 20))  # over the fixture's 8 MiB limit
+
+    async def kind(transport: Transport, port: int) -> str:
+        client = make_client(Target(transport, "127.0.0.1", port, "mobilenet_v2"))
+        try:
+            await client.send(big)
+        except RequestFailed as failed:
+            return failed.kind
+        finally:
+            await client.close()
+        return "answered"
+
+    assert asyncio.run(kind("http", server.http_port)) == "too_large"
+    assert asyncio.run(kind("grpc", server.grpc_port)) == "too_large"  # gRPC's own RESOURCE_EXHAUSTED

@@ -234,23 +234,25 @@ class GrpcClient:
         try:
             await self._stub.ModelInfer(self._request(sample), metadata=self._metadata)
         except self._grpc.aio.AioRpcError as exc:
-            raise RequestFailed(
-                self._kind(exc.code(), exc.trailing_metadata()), exc.details() or ""
-            ) from None
+            details = exc.details() or ""
+            raise RequestFailed(self._kind(exc.code(), exc.trailing_metadata(), details), details) from None
 
-    def _kind(self, code: Any, trailing: Any) -> str:
+    def _kind(self, code: Any, trailing: Any, details: str = "") -> str:
         """The error kind, named as over HTTP; UNAVAILABLE without a connected channel is no server
         there ("connection", as the HTTP client says), not a server that answered it is unavailable
         (not ready); an edgeinfer server's UNAVAILABLE for a failed upstream says so in its trailing
-        metadata ("upstream", HTTP's 502)."""
+        metadata ("upstream", HTTP's 502); RESOURCE_EXHAUSTED from gRPC's own message-size limit
+        (no server kind with it) is a request too large (HTTP's 413), not a full queue."""
         grpc = self._grpc
         connected = self._channel.get_state() == grpc.ChannelConnectivity.READY
+        metadata = tuple(trailing or ())
         if code == grpc.StatusCode.UNAVAILABLE and not connected:
             return "connection"
-        if code == grpc.StatusCode.UNAVAILABLE and ("edgeinfer-error-kind", "upstream") in tuple(
-            trailing or ()
-        ):
+        if code == grpc.StatusCode.UNAVAILABLE and ("edgeinfer-error-kind", "upstream") in metadata:
             return "upstream"
+        from_server = any(key == "edgeinfer-error-kind" for key, _ in metadata)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and not from_server and "larger than max" in details:
+            return "too_large"
         return _GRPC_KINDS.get(code.name, str(code.name.lower()))
 
     async def abandon(self) -> None:
