@@ -13,6 +13,7 @@ from PIL import Image
 
 from edgeinfer import EngineOptions
 from edgeinfer.engine import Engine
+from edgeinfer.engine.prepare import prepare_images
 from edgeinfer.errors import InvalidInput, ModelNotFound, NotFound, RuntimeUnavailable
 from edgeinfer.imaging import preprocess
 from edgeinfer.models.repository import ModelRepository
@@ -92,11 +93,11 @@ def test_a_batch_is_prepared_on_two_threads_and_timed_as_one(
 
     monkeypatch.setattr(engine, "decode", recording)
     started = time.perf_counter_ns()
-    batch, decode_ns, preprocess_ns = engine._prepare([photos[n] for n in names])
+    prepared = prepare_images([photos[n] for n in names], engine.decode, engine.preprocess)
     wall_ns = time.perf_counter_ns() - started
-    np.testing.assert_array_equal(batch, alone)  # the same tensors, whoever made them
+    np.testing.assert_array_equal(prepared.batch, alone)  # the same tensors, whoever made them
     assert len(threads) == len(names)
-    assert decode_ns > 0 and preprocess_ns > 0
+    assert prepared.decode_ns > 0 and prepared.preprocess_ns > 0
     results = engine.classify_batch([photos[n] for n in names])
     assert any(name.startswith("edgeinfer-helper") for name in threads)
     timings = results[0].timings

@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +29,7 @@ import numpy as np
 from edgeinfer.bench.samples import Sample
 from edgeinfer.bench.scenarios import Expectations, Scenario, ScenarioSettings, loadgen_settings
 from edgeinfer.bench.stats import LatencyRecorder, LatencySummary
-from edgeinfer.system.helper import share
+from edgeinfer.system.helper import attempt, share
 
 STAGES = ("decode", "preprocess", "infer", "postprocess")
 MAX_ERROR_MESSAGES = 5
@@ -134,7 +134,7 @@ class Pipeline:
             return tensor
 
         count = len(items)
-        outcomes = share(count, prepare) if shared else [_outcome(prepare, i) for i in range(count)]
+        outcomes = share(count, prepare) if shared else [attempt(prepare, i) for i in range(count)]
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, Exception):  # a bad sample fails alone; the batch goes on
                 measurements.note_error(outcome, 1)
@@ -317,13 +317,6 @@ def read_loadgen_summary(log_dir: Path) -> dict[str, str]:
         elif sep and key.strip() and value.strip():
             fields.setdefault(key.strip(), value.strip())
     return {key: value for key, value in fields.items() if value}
-
-
-def _outcome(work: Callable[[int], np.ndarray], index: int) -> np.ndarray | Exception:
-    try:
-        return work(index)
-    except Exception as exc:  # the caller counts it against its sample
-        return exc
 
 
 def _no_op(_: list[int]) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from edgeinfer.engine.prepare import prepare_images
 from edgeinfer.engine.results import Classification, Prediction, StageTimings
-from edgeinfer.errors import EdgeInferError, IntegrityError, InvalidInput, RuntimeUnavailable, in_batch
+from edgeinfer.errors import IntegrityError, InvalidInput, RuntimeUnavailable
 from edgeinfer.imaging.decode import DecodeOptions, ImageSource, decode_image
 from edgeinfer.imaging.preprocess import Preprocessor
 from edgeinfer.models.config import ModelConfig
@@ -26,7 +27,6 @@ from edgeinfer.models.precision import COMPUTED, PRECISIONS, build_of
 from edgeinfer.models.repository import ModelRepository, StoredModel, rebuild_hint
 from edgeinfer.models.zoo import ZOO
 from edgeinfer.runtimes.base import Runtime, RuntimeOptions, TensorSpec
-from edgeinfer.system.helper import share
 
 __all__ = ["Classification", "Engine", "EngineOptions", "Prediction", "StageTimings"]
 
@@ -257,43 +257,18 @@ class Engine:
         if len(sources) == 0:
             return []
         t0 = time.perf_counter_ns()
-        batch, decode_ns, preprocess_ns = self._prepare(sources)
+        prepared = prepare_images(sources, self.decode, self.preprocess)
         t2 = time.perf_counter_ns()
-        scores = self.infer(batch)
+        scores = self.infer(prepared.batch)
         t3 = time.perf_counter_ns()
         predictions = [self.postprocess(row, top_k) for row in scores]
         t4 = time.perf_counter_ns()
         # several images are prepared on two threads at once: the time they took together is
         # split between decode and preprocess in proportion to each stage's own summed time
-        decode_part = round((t2 - t0) * decode_ns / max(1, decode_ns + preprocess_ns))
+        work_ns = max(1, prepared.decode_ns + prepared.preprocess_ns)
+        decode_part = round((t2 - t0) * prepared.decode_ns / work_ns)
         timings = StageTimings(decode_part, t2 - t0 - decode_part, t3 - t2, t4 - t3)
         return [Classification(tuple(p), timings) for p in predictions]
-
-    def _prepare(self, sources: Sequence[ImageSource]) -> tuple[np.ndarray, int, int]:
-        """Decode and preprocess every image, this thread and the process's helper thread taking
-        them in turn (a lone image offers the helper the lower half of its preprocessing instead):
-        the batch, and the summed nanoseconds of each stage. The first image that fails (by
-        position) raises, named."""
-        count = len(sources)
-
-        def one(index: int) -> tuple[np.ndarray, int, int]:
-            try:
-                t0 = time.perf_counter_ns()
-                rgb = self.decode(sources[index])
-                t1 = time.perf_counter_ns()
-                sample = self.preprocess(rgb)
-                return sample, t1 - t0, time.perf_counter_ns() - t1
-            except EdgeInferError as exc:
-                in_batch(exc, index, count)
-                raise
-
-        prepared: list[tuple[np.ndarray, int, int]] = []
-        for outcome in share(count, one):
-            if isinstance(outcome, Exception):
-                raise outcome
-            prepared.append(outcome)
-        batch = np.stack([sample for sample, _, _ in prepared])
-        return batch, sum(p[1] for p in prepared), sum(p[2] for p in prepared)
 
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Run each batch size once so the first real request does not pay for allocation."""

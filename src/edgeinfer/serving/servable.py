@@ -26,8 +26,9 @@ from typing import Protocol
 
 import numpy as np
 
+from edgeinfer.engine.prepare import prepare_images
 from edgeinfer.engine.results import Prediction
-from edgeinfer.errors import EdgeInferError, InvalidInput, in_batch
+from edgeinfer.errors import InvalidInput
 from edgeinfer.imaging.decode import header_pixels
 from edgeinfer.models.config import ModelConfig
 from edgeinfer.runtimes.base import Runtime
@@ -49,7 +50,6 @@ from edgeinfer.serving.protocol import (
     datatype_of,
 )
 from edgeinfer.serving.statistics import ModelStatistics
-from edgeinfer.system.helper import share
 from edgeinfer.system.threads import ThreadLease, process_budget
 
 log = logging.getLogger(__name__)
@@ -423,25 +423,9 @@ class Servable:
         """Runs on the decode pool: encoded images to one batch of preprocessed samples, and the
         time the images took one by one (what admission prices; several images are shared with
         the process's helper thread, which only makes them quicker when it is free)."""
-        count = len(images)
-
-        def one(index: int) -> tuple[np.ndarray, int]:
-            started = time.perf_counter_ns()
-            try:
-                sample = self.engine.preprocess(self.engine.decode(image_bytes(images[index])))
-            except EdgeInferError as exc:
-                raise in_batch(exc, index, count) from None
-            return sample, time.perf_counter_ns() - started
-
-        samples = []
-        work_ns = 0
-        for outcome in share(count, one):
-            if isinstance(outcome, Exception):  # the first bad image by position
-                raise outcome
-            samples.append(outcome[0])
-            work_ns += outcome[1]
-        batch = samples[0][np.newaxis] if count == 1 else np.stack(samples)
-        return batch, work_ns
+        engine = self.engine
+        prepared = prepare_images(images, lambda item: engine.decode(image_bytes(item)), engine.preprocess)
+        return prepared.batch, prepared.decode_ns + prepared.preprocess_ns
 
     async def _warm_decode(self) -> None:
         """Decode and preprocess a small and a camera-sized image: the first request does not pay

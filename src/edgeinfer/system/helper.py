@@ -47,10 +47,7 @@ def share(count: int, work: Callable[[int], T]) -> list[T | Exception]:
     done here, and may offer parts of itself to the helper as usual.
     """
     if count == 1:
-        try:
-            return [work(0)]
-        except Exception as exc:  # the item's failure is its outcome
-            return [exc]
+        return [attempt(work, 0)]
     outcomes: list[T | Exception | None] = [None] * count
     taken = iter(range(count))  # next() on a range iterator is atomic under the GIL
     stop = threading.Event()
@@ -62,10 +59,7 @@ def share(count: int, work: Callable[[int], T]) -> list[T | Exception]:
             for index in taken:
                 if stop.is_set():
                     return
-                try:
-                    outcomes[index] = work(index)
-                except Exception as exc:  # each item's failure is its own outcome
-                    outcomes[index] = exc
+                outcomes[index] = attempt(work, index)
         finally:
             _sharing.active = outer
 
@@ -77,6 +71,14 @@ def share(count: int, work: Callable[[int], T]) -> list[T | Exception]:
         if joined is not None and not joined.cancel():
             joined.result()
     return cast("list[T | Exception]", outcomes)  # every index was taken
+
+
+def attempt(work: Callable[[int], T], index: int) -> T | Exception:
+    """``work(index)``, or the exception it raised: an item's failure is its own outcome."""
+    try:
+        return work(index)
+    except Exception as exc:
+        return exc
 
 
 def _helper() -> ThreadPoolExecutor:
