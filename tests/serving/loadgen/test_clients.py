@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 from edgeinfer.errors import InvalidInput
+from edgeinfer.models.repository import ModelRepository
 from edgeinfer.serving.loadgen.clients import (
     GrpcClient,
     HttpClient,
@@ -20,7 +22,7 @@ from edgeinfer.serving.loadgen.clients import (
 )
 from edgeinfer.serving.loadgen.runner import open_loop
 from edgeinfer.serving.loadgen.workload import Sample
-from tests.serving.conftest import ServerProcess
+from tests.serving.conftest import start_server
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -217,9 +219,11 @@ def test_tensors_are_preprocessed_as_the_model_wants() -> None:
 
 
 def test_a_message_over_the_servers_size_limit_is_too_large_over_both_transports(
-    server: ServerProcess,
+    repo: ModelRepository, tmp_path: Path
 ) -> None:
-    big = Sample("big.jpg", b"\xff\xd8\xff" + bytes(9 << 20))  # over the fixture's 8 MiB limit
+    repo.get("mobilenet_v2", "fp32")  # the server's own process loads it (no engine held here)
+    server = start_server(tmp_path, "--max-request-bytes", str(1 << 20), "--threads", "1")
+    big = Sample("big.jpg", b"\xff\xd8\xff" + bytes(2 << 20))  # over the 1 MiB limit
 
     async def kind(transport: Transport, port: int) -> str:
         client = make_client(Target(transport, "127.0.0.1", port, "mobilenet_v2"))
@@ -231,5 +235,8 @@ def test_a_message_over_the_servers_size_limit_is_too_large_over_both_transports
             await client.close()
         return "answered"
 
-    assert asyncio.run(kind("http", server.http_port)) == "too_large"
-    assert asyncio.run(kind("grpc", server.grpc_port)) == "too_large"  # gRPC's own RESOURCE_EXHAUSTED
+    try:
+        assert asyncio.run(kind("http", server.http_port)) == "too_large"
+        assert asyncio.run(kind("grpc", server.grpc_port)) == "too_large"  # gRPC's own RESOURCE_EXHAUSTED
+    finally:
+        server.stop()
