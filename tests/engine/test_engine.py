@@ -17,6 +17,7 @@ from edgeinfer.engine.prepare import prepare_images
 from edgeinfer.errors import InvalidInput, ModelNotFound, NotFound, RuntimeUnavailable
 from edgeinfer.imaging import preprocess
 from edgeinfer.models.repository import ModelRepository
+from edgeinfer.system import helper
 
 # Photos whose subject is unambiguous, with MobileNetV2's ImageNet top-1 (torchvision weights).
 EXPECTED_TOP1 = {
@@ -192,6 +193,77 @@ def test_classify_batch_takes_a_sequence_or_a_stack_and_names_the_bad_image(
             engine.classify_batch([picture, coffee, b"junk", b"more junk", np.zeros((0, 4, 3), np.uint8)])
     with pytest.raises(NotFound, match=r"^no such image file"):  # one image: no position
         engine.classify(coffee.with_name("missing.jpg"))
+
+
+def test_classify_each_gives_classify_s_answers_in_order_with_each_bad_image_s_error_in_its_place(
+    engine: Engine, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = ["chelsea", "coffee", "astronaut", "china", "camera", "rocket"]
+    sources: list[object] = [photos[n] for n in names]
+    sources[2:2] = [b"junk"]
+    sources.append(photos["coffee"].with_name("missing.jpg"))
+    sources.append(photos["motorcycle_left"])
+    decoded_on: list[str] = []
+    decode = engine.decode
+
+    def recording(source: object) -> np.ndarray:
+        decoded_on.append(threading.current_thread().name)
+        return decode(source)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "decode", recording)
+    outcomes = list(engine.classify_each(sources, top_k=3))  # type: ignore[arg-type]
+    assert len(outcomes) == len(sources)
+    assert isinstance(outcomes[2], InvalidInput) and "not a supported image" in str(outcomes[2])
+    assert isinstance(outcomes[-2], NotFound) and "no such image file" in str(outcomes[-2])
+    assert sum(not isinstance(o, Exception) for o in outcomes) == len(names) + 1
+    for source, outcome in zip(sources, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            continue
+        alone = engine.classify(source, top_k=3)  # type: ignore[arg-type]
+        assert [p.index for p in outcome.predictions] == [p.index for p in alone.predictions]
+        assert [p.score for p in outcome.predictions] == pytest.approx([p.score for p in alone.predictions])
+        timings = outcome.timings
+        assert timings.decode_ns > 0 and timings.preprocess_ns > 0 and timings.infer_ns > 0
+    # the next image was read and decoded ahead, on the helper thread, while one was inferred
+    assert any(name.startswith("edgeinfer-helper") for name in decoded_on)
+
+
+def test_classify_each_takes_its_images_lazily_and_leaves_nothing_running_when_stopped(
+    engine: Engine, photos: dict[str, Path]
+) -> None:
+    picture = np.asarray(Image.open(photos["coffee"]).convert("RGB"))
+    pulled: list[int] = []
+
+    def frames() -> Iterator[np.ndarray]:
+        for index in range(1000):
+            pulled.append(index)
+            yield picture
+
+    results = engine.classify_each(frames())
+    first = next(results)
+    assert not isinstance(first, Exception) and first.top.label == "espresso"
+    assert len(pulled) <= 2  # this frame and, at most, the one prepared ahead
+    results.close()
+    # the frame that was being prepared ahead is finished or taken back: the helper is free
+    assert helper._helper().submit(threading.current_thread).result(timeout=5) is not None
+    stacked = list(engine.classify_each(np.stack([picture, picture[::-1]])))
+    assert [r.top.index for r in stacked] == [  # type: ignore[union-attr]
+        r.top.index for r in engine.classify_batch([picture, picture[::-1]])
+    ]
+    assert list(engine.classify_each([])) == []
+
+
+def test_classify_each_refuses_a_lone_image_or_bad_top_k_when_called(
+    engine: Engine, photos: dict[str, Path]
+) -> None:
+    coffee = photos["coffee"]
+    for single in (str(coffee), coffee, coffee.read_bytes(), Image.open(coffee)):
+        with pytest.raises(InvalidInput, match="takes an iterable of images; use classify for one"):
+            engine.classify_each(single)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="array of N pictures"):
+        engine.classify_each(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(InvalidInput, match="top_k must be a whole number >= 1"):
+        engine.classify_each([coffee], top_k=0)
 
 
 def test_unknown_model_and_runtime(repo: ModelRepository) -> None:

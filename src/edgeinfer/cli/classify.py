@@ -33,14 +33,13 @@ def run(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     failures: list[EdgeInferError] = []
     with engine:
-        for image in args.images:
-            try:
-                result = engine.classify(image, top_k=args.top_k)
-            except EdgeInferError as exc:
-                failures.append(exc)
-                results.append({"image": image, "error": {"kind": exc.kind, "message": str(exc)}})
+        # the next file is read and decoded while this one is inferred
+        for image, result in zip(args.images, engine.classify_each(args.images, args.top_k), strict=True):
+            if isinstance(result, EdgeInferError):
+                failures.append(result)
+                results.append({"image": image, "error": {"kind": result.kind, "message": str(result)}})
                 if not args.json:
-                    print(f"edgeinfer: error: {exc}", file=sys.stderr)
+                    print(f"edgeinfer: error: {result}", file=sys.stderr)
                 continue
             results.append(_as_dict(image, result))
             if not args.json:

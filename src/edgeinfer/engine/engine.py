@@ -7,7 +7,8 @@ different threads (decode while the previous batch infers) and time them separat
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +19,7 @@ from PIL import Image
 
 from edgeinfer.engine.prepare import prepare_images
 from edgeinfer.engine.results import Classification, Prediction, StageTimings
-from edgeinfer.errors import IntegrityError, InvalidInput, RuntimeUnavailable
+from edgeinfer.errors import EdgeInferError, IntegrityError, InvalidInput, RuntimeUnavailable
 from edgeinfer.imaging.decode import DecodeOptions, ImageSource, decode_image
 from edgeinfer.imaging.preprocess import Preprocessor
 from edgeinfer.models.config import ModelConfig
@@ -27,8 +28,16 @@ from edgeinfer.models.precision import COMPUTED, PRECISIONS, build_of
 from edgeinfer.models.repository import ModelRepository, StoredModel, rebuild_hint
 from edgeinfer.models.zoo import ZOO
 from edgeinfer.runtimes.base import Runtime, RuntimeOptions, TensorSpec
+from edgeinfer.system.helper import ahead, attempt
 
 __all__ = ["Classification", "Engine", "EngineOptions", "Prediction", "StageTimings"]
+
+
+class _End:
+    """No more images."""
+
+
+_END = _End()
 
 
 @dataclass(frozen=True)
@@ -269,6 +278,63 @@ class Engine:
         decode_part = round((t2 - t0) * prepared.decode_ns / work_ns)
         timings = StageTimings(decode_part, t2 - t0 - decode_part, t3 - t2, t4 - t3)
         return [Classification(tuple(p), timings) for p in predictions]
+
+    def classify_each(
+        self, sources: Iterable[ImageSource], top_k: int = 5
+    ) -> Iterator[Classification | EdgeInferError]:
+        """:meth:`classify` for each image in turn: yields, in order, its :class:`Classification`
+        or the :class:`~edgeinfer.errors.EdgeInferError` that image raised (the ones after it go on).
+
+        While one image is inferred, the next is read, decoded and preprocessed on the process's
+        helper thread (where the process has two cores or more), so a folder of photos or a run of
+        frames goes through faster than ``classify`` in a loop; each result is the same, and its
+        stage times are its own. ``sources`` is taken lazily (an iterator of frames is fine) or is
+        an NxHxWxC uint8 array of N pictures.
+        """
+        _check_top_k(top_k)
+        if isinstance(sources, (str, Path, bytes, bytearray, memoryview, Image.Image)):
+            raise InvalidInput("classify_each takes an iterable of images; use classify for one")
+        if isinstance(sources, np.ndarray) and sources.ndim != 4:
+            raise InvalidInput(
+                f"classify_each takes an array of N pictures (NxHxWxC); got shape {sources.shape}: "
+                "use classify for one"
+            )
+        return self._each(iter(sources), top_k)  # checked now, not at the first result
+
+    def _each(self, pending: Iterator[ImageSource], top_k: int) -> Iterator[Classification | EdgeInferError]:
+        def prepare(source: ImageSource) -> tuple[np.ndarray, int, int]:
+            t0 = time.perf_counter_ns()
+            rgb = self.decode(source)
+            t1 = time.perf_counter_ns()
+            sample = self.preprocess(rgb)
+            return sample, t1 - t0, time.perf_counter_ns() - t1
+
+        def prepared(source: ImageSource) -> tuple[np.ndarray, int, int] | Exception:
+            return attempt(lambda _: prepare(source), 0)
+
+        upcoming = next(pending, _END)
+        early: Future[tuple[np.ndarray, int, int] | Exception] | None = None
+        try:
+            while not isinstance(upcoming, _End):
+                # prepared ahead on the helper, or here where the helper had not started it
+                outcome = prepared(upcoming) if early is None or early.cancel() else early.result()
+                upcoming = next(pending, _END)
+                early = None if isinstance(upcoming, _End) else ahead(prepared, upcoming)
+                if isinstance(outcome, EdgeInferError):
+                    yield outcome
+                    continue
+                if isinstance(outcome, Exception):
+                    raise outcome
+                sample, decode_ns, preprocess_ns = outcome
+                t0 = time.perf_counter_ns()
+                scores = self.infer(sample[np.newaxis])
+                t1 = time.perf_counter_ns()
+                predictions = self.postprocess(scores[0], top_k)
+                timings = StageTimings(decode_ns, preprocess_ns, t1 - t0, time.perf_counter_ns() - t1)
+                yield Classification(tuple(predictions), timings)
+        finally:  # stopped early: the image being prepared ahead is not left running
+            if early is not None and not early.cancel():
+                early.result()
 
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """Run each batch size once so the first real request does not pay for allocation."""

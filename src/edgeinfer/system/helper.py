@@ -38,6 +38,27 @@ def offer(fn: Callable[..., None], *args: object) -> Future[None] | None:
         return None
 
 
+def ahead(fn: Callable[..., T], *args: object) -> Future[T] | None:
+    """``fn(*args)`` started on the helper for a result the caller needs later (the next image
+    prepared while this one infers); what ``fn`` would offer the helper, it does itself (the helper
+    is busy with it). None where :func:`offer` gives None: the caller then does it when due. Take
+    back work the helper has not started with ``future.cancel()``."""
+    if getattr(_sharing, "active", False) or process_budget().total < 2:
+        return None
+
+    def alone() -> T:
+        _sharing.active = True
+        try:
+            return fn(*args)
+        finally:
+            _sharing.active = False
+
+    try:
+        return _helper().submit(alone)
+    except RuntimeError:
+        return None
+
+
 def share(count: int, work: Callable[[int], T]) -> list[T | Exception]:
     """``work(i)`` for every ``i`` in ``range(count)``, on this thread and the helper together.
 
