@@ -110,3 +110,26 @@ def test_on_one_core_nothing_is_offered(monkeypatch: pytest.MonkeyPatch) -> None
 
     assert helper.share(6, work) == list(range(6))
     assert names == {threading.current_thread().name}
+
+
+def test_work_started_ahead_runs_on_the_helper_and_does_its_own_parts() -> None:
+    def work(value: int) -> tuple[str, object, int]:
+        return threading.current_thread().name, helper.offer(lambda: None), value * 2
+
+    future = helper.ahead(work, 21)
+    assert future is not None
+    name, offered, doubled = future.result(5)
+    assert name.startswith("edgeinfer-helper") and doubled == 42
+    assert offered is None  # the helper is busy with it: nothing is offered to itself
+    later = helper.offer(lambda: None)  # afterwards the helper takes offers again
+    assert later is not None
+    later.result(5)
+
+
+def test_nothing_is_started_ahead_on_one_core_or_from_inside_a_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = helper.share(3, lambda index: helper.ahead(lambda: index))
+    assert started == [None, None, None]
+    from edgeinfer.system import threads
+
+    monkeypatch.setattr(threads, "_budget", threads.ThreadBudget(total=1))
+    assert helper.ahead(lambda: 1) is None
