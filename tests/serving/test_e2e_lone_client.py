@@ -7,16 +7,19 @@ batch queue must lose nothing. ``edgeinfer_inline_requests_total`` says which pa
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import threading
 import time
 
 import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
+from PIL import Image
 
 from edgeinfer.engine.engine import Engine
 from edgeinfer.serving.lone_client import DEFAULT_WINDOW_S
-from tests.serving.conftest import ServerProcess
+from tests.serving.conftest import ServerProcess, b64
 
 pytestmark = pytest.mark.e2e
 MODEL = "mobilenet_v2"
@@ -79,5 +82,61 @@ def test_a_lone_client_runs_inline_until_someone_else_comes(
         assert int(probabilities[0].argmax()) == expected["chelsea"][0]
         assert _classify(lone, images["coffee"]) == expected["coffee"]
         assert _inline_count(server) == before + 1  # gRPC multiplexes: never counted as alone
+    finally:
+        lone.close()
+
+
+def _infer_json(conn: http.client.HTTPConnection, encoded: bytes) -> int:
+    document = {"inputs": [{"name": "image", "shape": [1, 1], "datatype": "BYTES", "data": [b64(encoded)]}]}
+    conn.request("POST", f"/v2/models/{MODEL}/infer", body=json.dumps(document),
+                 headers={"Content-Type": "application/json"})  # fmt: skip
+    response = conn.getresponse()
+    body = response.read()
+    assert response.status == 200, body
+    return int(np.argmax(json.loads(body)["outputs"][0]["data"]))
+
+
+def _encoded(size: tuple[int, int], image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (90, 120, 30)).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "GIF"])
+def test_a_lone_clients_huge_image_is_not_decoded_on_the_event_loop(
+    server: ServerProcess, engine: Engine, images: dict[str, bytes], image_format: str
+) -> None:
+    """A lone client's image whose size the server cannot price cheaply (base64 text of a 25
+    megapixel PNG, whose header is read from its start; a GIF, whose size is not read at all) is
+    decoded on the decode pool, not inline: the event loop, and so a liveness probe, is never
+    blocked for the half second it takes. Before, both ran inline at the average size's price and
+    the probe waited for the decoding."""
+    huge = _encoded((5000, 5000), image_format)
+    expected = int(engine.classify(huge, top_k=1).top.index)
+    lone = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    finished: dict[str, float] = {}
+    try:
+        assert _infer_json(lone, images["coffee"]) == engine.classify(images["coffee"]).top.index
+        time.sleep(DEFAULT_WINDOW_S + 0.1)
+        before = _inline_count(server)
+        assert _infer_json(lone, images["chelsea"]) == engine.classify(images["chelsea"]).top.index
+        assert _inline_count(server) == before + 1  # a small base64 image, priced from its header
+
+        def send_huge() -> None:
+            if image_format == "PNG":
+                assert _infer_json(lone, huge) == expected
+            else:
+                assert _classify(lone, huge)[0] == expected
+            finished["huge"] = time.monotonic()
+
+        sender = threading.Thread(target=send_huge)
+        sender.start()
+        time.sleep(0.05)  # the huge request is in the server, being decoded
+        status, _, _ = server.request("GET", "/v2/health/live")
+        finished["probe"] = time.monotonic()
+        sender.join(60)
+        assert status == 200 and "huge" in finished
+        assert finished["probe"] < finished["huge"]  # answered while the huge image was decoded
+        assert _inline_count(server) == before + 1
     finally:
         lone.close()

@@ -256,9 +256,10 @@ class Servable:
         is_image = tensor.name == self.image_input.name
         count = tensor.shape[0]
         data = tensor.data.reshape(count) if is_image else tensor.data
-        own_ns, ahead_ns = self._decode_estimate_ns(data) if is_image else (0, 0)
+        sizes = [_pixels(item) for item in data] if is_image else []
+        own_ns, ahead_ns = self._decode_estimate_ns(sizes) if is_image else (0, 0)
         ticket = self.batcher.admit(count, deadline_ns, own_ns + ahead_ns)
-        scores, input_ns = await self._run(ticket, data, is_image, inline, own_ns)
+        scores, input_ns = await self._run(ticket, data, is_image, inline, decode_ns=own_ns, sizes=sizes)
         started = time.monotonic_ns()
         outputs = tuple(self.output_tensor(scores, want) for want in wanted)
         self._succeeded(ticket, input_ns, started)
@@ -271,9 +272,10 @@ class Servable:
         if not 1 <= top_k <= self.classes:
             raise InvalidInput(f"top_k must be between 1 and {self.classes}, got {top_k}")
         images = np.array([image], dtype=object)
-        own_ns, ahead_ns = self._decode_estimate_ns(images)
+        sizes = [_pixels(image)]
+        own_ns, ahead_ns = self._decode_estimate_ns(sizes)
         ticket = self.batcher.admit(1, deadline_ns, own_ns + ahead_ns)
-        scores, input_ns = await self._run(ticket, images, True, inline, own_ns)
+        scores, input_ns = await self._run(ticket, images, True, inline, decode_ns=own_ns, sizes=sizes)
         started = time.monotonic_ns()
         top = self.engine.postprocess(scores[0], top_k)
         labels = tuple(Label(p.index, p.label, p.score) for p in top)
@@ -285,14 +287,23 @@ class Servable:
         self.metrics.on_succeeded(input_ns, ticket.queue_ns, ticket.compute_ns, output_ns)
 
     async def _run(
-        self, ticket: Ticket, data: np.ndarray, is_image: bool, inline: bool, decode_ns: int = 0
+        self,
+        ticket: Ticket,
+        data: np.ndarray,
+        is_image: bool,
+        inline: bool,
+        *,
+        decode_ns: int = 0,
+        sizes: Sequence[int | None] = (),
     ) -> tuple[np.ndarray, int]:
         """Prepare (images) and compute an admitted request: on this thread when ``inline`` (a lone
-        client, so nothing else can be waiting) and the model is idle, else decoded on the decode
-        pool and queued for a batch. Returns the output rows and the time preparing took."""
+        client, so nothing else can be waiting), the model is idle and every image's size is known
+        (``sizes``, pixels from the headers: an image of unknown size might take seconds to decode,
+        and the event loop answers nobody meanwhile), else decoded on the decode pool and queued
+        for a batch. Returns the output rows and the time preparing took."""
         input_ns = 0
         try:
-            if inline:
+            if inline and not (is_image and None in sizes):
                 prepare = (lambda: self._decode_batch(data)[0]) if is_image else (lambda: data)
                 done = self.batcher.run_inline(ticket, prepare)
                 if done is not None:
@@ -300,11 +311,13 @@ class Servable:
                     self.metrics.on_inline()
                     if is_image:
                         self.metrics.on_prepared(prepare_ns)
-                        self._decode.learn([_pixels(item) for item in data], prepare_ns)
+                        self._decode.learn(sizes, prepare_ns)
                     return scores, prepare_ns if is_image else 0
             samples = data
             if is_image:
-                samples, input_ns = await self._prepare(data, estimate_ns=decode_ns, ticket=ticket)
+                samples, input_ns = await self._prepare(
+                    data, estimate_ns=decode_ns, ticket=ticket, sizes=sizes
+                )
         except BaseException:
             self.batcher.cancel(ticket)
             raise
@@ -377,12 +390,17 @@ class Servable:
         return [o if o.binary is not None else RequestedOutput(o.name, request.binary_output, o.class_count)
                 for o in request.outputs]  # fmt: skip
 
-    def _decode_estimate_ns(self, images: np.ndarray) -> tuple[int, int]:
-        """Decoding this request's images (by their sizes), and the wait for the decoding admitted
-        ahead of it on the pool (every model's, by their sizes), shared out over the decode threads."""
-        # an image over the engine's pixel limit is refused from its header (test doubles have none)
+    def _decode_estimate_ns(self, sizes: Sequence[int | None]) -> tuple[int, int]:
+        """Decoding this request's images (by their sizes in pixels, None: unknown), and the wait
+        for the decoding admitted ahead of it on the pool (every model's, by their sizes), shared
+        out over the decode threads."""
+        # an image over the engine's pixel limit is refused from its header (test doubles have none):
+        # it counts as no pixels
         limit = getattr(getattr(self.engine, "options", None), "max_image_pixels", None)
-        own = sum(self._decode.estimate_ns(_pixels(item, limit)) for item in images)
+        own = sum(
+            self._decode.estimate_ns(0 if size is not None and limit is not None and size > limit else size)
+            for size in sizes
+        )
         return int(own), int(self._backlog.pending_ns / self._decode_workers)
 
     async def _prepare(
@@ -392,6 +410,7 @@ class Servable:
         observed: bool = True,
         estimate_ns: int = 0,
         ticket: Ticket | None = None,
+        sizes: Sequence[int | None] | None = None,
     ) -> tuple[np.ndarray, int]:
         """The preprocessed batch and the time it took, waiting for a decode thread included
         (``observed``: in the server's metrics; the warm-up's are not requests); ``estimate_ns``
@@ -416,7 +435,7 @@ class Servable:
         elapsed_ns = time.monotonic_ns() - started
         if observed:
             self.metrics.on_prepared(elapsed_ns)
-        self._decode.learn([_pixels(item) for item in images], service_ns)
+        self._decode.learn([_pixels(item) for item in images] if sizes is None else sizes, service_ns)
         return batch, elapsed_ns
 
     def _decode_batch(self, images: np.ndarray) -> tuple[np.ndarray, int]:
@@ -454,12 +473,21 @@ class Servable:
         return OutputTensor(Tensor(self.output.name, "BYTES", tuple(data.shape), data), binary)
 
 
-def _pixels(item: object, limit: int | None = None) -> int | None:
-    """An image input element's size from its header; None where it is not at hand (base64 text
-    is decoded later, on the decode pool) or not JPEG or PNG. Over ``limit`` it counts as no
-    pixels: decoding refuses it from the header at no cost."""
-    pixels = header_pixels(item) if isinstance(item, bytes) else None
-    return 0 if pixels is not None and limit is not None and pixels > limit else pixels
+def _pixels(item: object) -> int | None:
+    """An image input element's size in pixels from its header; None where it is not JPEG or PNG
+    or not readable. Of base64 text (JSON) only the start is decoded here, on the event loop: the
+    header, up to ``_BASE64_HEAD_CHARS``; the whole is decoded on the decode pool."""
+    if isinstance(item, str):
+        try:
+            item = base64.b64decode(item[:_BASE64_HEAD_CHARS], validate=True)
+        except (binascii.Error, ValueError):
+            return None  # the decode pool says what is wrong with it
+    return header_pixels(item) if isinstance(item, bytes) else None
+
+
+# base64 characters decoded for an image's header: 48 KiB, past the EXIF and ICC blocks that come
+# before a JPEG's frame header in camera files (a multiple of 4: whole base64 groups)
+_BASE64_HEAD_CHARS = 4 * 16 * 1024
 
 
 class DecodeCost:
