@@ -50,6 +50,7 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
         if _INVALID_REQUESTS not in self.logger.filters:
             self.logger.addFilter(_INVALID_REQUESTS)
         self._head_bytes: int | None = 0  # bytes of the request head read so far; None: past it
+        self._head_tail = b""  # the head's last bytes read (its end may straddle two reads)
         self._head_ended = False  # a head was completed in the chunk being parsed
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()
@@ -60,20 +61,32 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._head_timer is None:
             self._arm_head_timer()  # the first bytes of a request after a kept-alive answer
+        if self._head_overflows(data):  # refused before the parser reads any of it
+            self._refuse(431, _HeadTooLarge(
+                f"the request line and headers are over {self.max_head_bytes} bytes"
+            ))  # fmt: skip
+            return
         self._head_ended = False
         super().data_received(data)
         if self._head_bytes is None or self.transport.is_closing():
             return
         # still reading a head: count this chunk, unless a request ended in it (the next head's
         # start, after it, is then left uncounted: at most one read's worth)
-        self._head_bytes = 0 if self._head_ended else self._head_bytes + len(data)
-        if self._head_bytes > self.max_head_bytes:
-            self._refuse(431, _HeadTooLarge(
-                f"the request line and headers are over {self.max_head_bytes} bytes"
-            ))  # fmt: skip
+        if self._head_ended:
+            self._head_bytes, self._head_tail = 0, b""
+        else:
+            self._head_bytes += len(data)
+            self._head_tail = (self._head_tail + data)[-(len(_HEAD_END) - 1) :]
+
+    def _head_overflows(self, data: bytes) -> bool:
+        """Whether the head being read ends past ``max_head_bytes`` (or not at all) with ``data``:
+        its blank line must end within the bytes it has left, whether it comes in one read or in
+        many (before, a head that came whole in one read was never measured)."""
+        left = self.max_head_bytes - (self._head_bytes or 0)
+        return len(data) > left and _HEAD_END not in self._head_tail + data[: max(0, left)]
 
     def on_headers_complete(self) -> None:
-        self._head_bytes, self._head_ended = None, True
+        self._head_bytes, self._head_ended, self._head_tail = None, True, b""
         self._cancel_head_timer()
         super().on_headers_complete()
 
