@@ -254,6 +254,34 @@ def test_classify_refuses_a_form_upload(server: ServerProcess) -> None:
     )
     assert status == 415
     assert "--data-binary" in json.loads(body)["error"]
+    status, _, body = server.request(
+        "POST", f"/v1/models/{MODEL}/classify", b"{}", {"Content-Type": "Application/JSON"}
+    )
+    assert status == 415  # whatever its case (before: read as an image, 400 not an image)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_a_tensor_with_nan_or_infinity_is_refused_on_both_transports(
+    server: ServerProcess, value: float
+) -> None:
+    """Before, it was run: the answer held NaN probabilities (``null`` in JSON) and labels."""
+    import tritonclient.http as thttp
+
+    samples = np.zeros((2, 3, 224, 224), np.float32)
+    samples[1, 2, 100, 7] = value
+    for module, url in ((tgrpc, server.grpc_url), (thttp, server.http_url)):
+        client = module.InferenceServerClient(url)
+        tensor = module.InferInput("input", list(samples.shape), "FP32")
+        tensor.set_data_from_numpy(samples)
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer(MODEL, [tensor])
+        assert "input 'input' holds 1 NaN or infinite value(s)" in caught.value.message()
+        if module is tgrpc:
+            assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+        else:
+            assert caught.value.status() == "400"
+        tensor.set_data_from_numpy(np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0))
+        assert client.infer(MODEL, [tensor]).as_numpy("probabilities").shape == (2, 1000)
 
 
 def test_grpc_bad_inputs_get_the_right_status(server: ServerProcess, images: dict[str, bytes]) -> None:

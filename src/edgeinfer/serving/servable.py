@@ -370,6 +370,13 @@ class Servable:
             raise InvalidInput(
                 f"input {want.name!r} must have shape {list(want.shape)} (-1: any >= 1), got {list(shape)}"
             )
+        data = tensor.data
+        if isinstance(data, np.ndarray) and data.dtype.kind == "f" and not np.isfinite(data).all():
+            bad = int(np.count_nonzero(~np.isfinite(data)))
+            raise InvalidInput(
+                f"input {want.name!r} holds {bad} NaN or infinite value(s): every value must be a "
+                "finite number (a preprocessed image)"
+            )
 
     def wanted_outputs(self, request: InferRequest) -> list[RequestedOutput]:
         """The outputs a request asked for (all, when it names none), checked against the model's."""

@@ -191,7 +191,7 @@ class RestApp:
 
     async def classify(self, request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
-        if content_type.startswith(("multipart/", "application/json", "text/")):
+        if content_type.lower().startswith(("multipart/", "application/json", "text/")):  # any case
             raise UnsupportedMediaType(
                 f"send the raw image bytes as the body (curl --data-binary @photo.jpg), not {content_type}"
             )
