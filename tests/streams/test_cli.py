@@ -133,6 +133,51 @@ def test_an_annotate_name_without_a_video_suffix_is_refused_before_the_engine_lo
     assert "must end in a video suffix" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "case",
+    [(o, s) for o in ("--jsonl", "--annotate") for s in ("plain", "relative", "file-uri", "hard-link")],
+)
+def test_an_output_that_is_a_source_is_refused_before_anything_is_written(
+    case: tuple[str, str],
+    coffee_clip: Clip,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before, ``--jsonl cam.mp4`` truncated the video before it was read and ``--annotate cam.mp4``
+    overwrote it while it was read (exit 0): the source was lost either way."""
+
+    def no_engine(args: object) -> None:
+        raise AssertionError("the engine was loaded")
+
+    monkeypatch.setattr("edgeinfer.cli.stream.load_engine", no_engine)
+    output, spelling = case
+    video = tmp_path / "cam 1.mp4"
+    video.write_bytes(coffee_clip.path.read_bytes())
+    original = video.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    source, target = str(video), str(video)
+    if spelling == "relative":
+        target = "./sub/../cam 1.mp4"
+        (tmp_path / "sub").mkdir()
+    elif spelling == "file-uri":
+        source = "file://" + str(video).replace(" ", "%20")
+    elif spelling == "hard-link":
+        target = str(tmp_path / "link.mp4")
+        os.link(video, target)
+    assert main(["stream", source, output, target]) == 2
+    assert "writing it would destroy the source" in capsys.readouterr().err
+    assert video.read_bytes() == original
+
+
+def test_two_outputs_that_are_one_file_are_refused(
+    coffee_clip: Clip, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "out.mp4")
+    assert main(["stream", str(coffee_clip.path), "--jsonl", out, "--annotate", out]) == 2
+    assert "two outputs are the same file" in capsys.readouterr().err
+
+
 @pytest.mark.e2e
 def test_a_source_refused_at_startup_is_a_failed_stream(
     repo: ModelRepository, coffee_clip: Clip, tmp_path: Path

@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import unquote
 
 from rich.console import Console
 
@@ -97,10 +99,12 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput(str(exc)) from exc
     console = Console(stderr=True, highlight=False)
     sources = _open_sources(args.sources, capture, console)
+    outputs = [args.jsonl] if args.jsonl else []
     if args.annotate:  # refuse a bad output name now, not after the engine loaded
         from edgeinfer.streams.annotate import annotated_paths
 
-        annotated_paths(args.annotate, [name for name, _ in sources])
+        outputs += annotated_paths(args.annotate, [name for name, _ in sources]).values()
+    _refuse_overwriting_sources(outputs, args.sources)
     usable = sum(not isinstance(source, RefusedSource) for _, source in sources)
     engine = load_engine(args)
     with engine:
@@ -134,6 +138,31 @@ def _open_sources(uris: list[str], capture: CaptureOptions, console: Console) ->
             console.print(f"[bold red]error[/]: {name}: {source.error}", soft_wrap=True)
         raise InvalidInput("no usable source among the arguments")
     return sources
+
+
+def _refuse_overwriting_sources(outputs: list[Path], uris: list[str]) -> None:
+    """An output file that is one of the sources would destroy it (the JSON lines file truncates a
+    video before it is read; an annotated video overwrites it while it is read): refused."""
+    local = [Path(unquote(uri[len("file://") :])) if uri.lower().startswith("file://") else Path(uri)
+             for uri in uris if "://" not in uri or uri.lower().startswith("file://")]  # fmt: skip
+    if len({out.resolve() for out in outputs}) < len(outputs):
+        raise InvalidInput(
+            f"two outputs are the same file ({', '.join(map(str, outputs))}): name each its own"
+        )
+    for out in outputs:
+        for source in local:
+            if _same_file(out, source):
+                raise InvalidInput(
+                    f"the output {out} is the source {source}: writing it would destroy the source; "
+                    "give the output another name"
+                )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return (a.exists() and b.exists() and os.path.samefile(a, b)) or a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _open_sinks(args: argparse.Namespace, streams: list[str], events: EventQueue) -> list[Sink]:
