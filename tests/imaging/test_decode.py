@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import simplejpeg
 from PIL import Image
 
 from edgeinfer.errors import ImageTooLarge, InvalidInput, NotFound
@@ -117,6 +118,18 @@ def test_truncated_image_is_invalid(chelsea: Image.Image, fmt: str) -> None:
     data = _encode(chelsea, fmt)
     with pytest.raises(InvalidInput, match=r"corrupt or truncated|not a decodable JPEG"):
         decode_image(data[: len(data) // 2])
+
+
+def test_a_jpeg_with_a_libjpeg_warning_decodes_as_pillow_decodes_it(chelsea: Image.Image) -> None:
+    """Stray bytes before the end marker make libjpeg warn ("1 extraneous bytes before marker
+    0xd9"), which failed the strict decode: such a file was refused though Pillow reads it."""
+    data = _encode(chelsea, "JPEG", optimize=True)
+    damaged = data[:-2] + b"\x00\x01\x02" + data[-2:]
+    with pytest.raises(ValueError, match="extraneous bytes before marker"):
+        simplejpeg.decode_jpeg(damaged, strict=True)  # what the strict decode says of it
+    expected = np.asarray(Image.open(io.BytesIO(damaged)).convert("RGB"))
+    np.testing.assert_array_equal(decode_image(damaged), expected)
+    np.testing.assert_array_equal(decode_image(data), expected)  # the same pixels as undamaged
 
 
 def test_garbage_and_empty_bytes_are_invalid() -> None:

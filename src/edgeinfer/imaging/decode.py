@@ -170,7 +170,12 @@ def _decode_jpeg(data: bytes, options: DecodeOptions, name: str) -> np.ndarray |
             data, colorspace="RGB", min_height=min_h, min_width=min_w, strict=True
         )
     except ValueError as exc:
-        raise InvalidInput(f"{name} is not a decodable JPEG: {exc}") from exc
+        # libjpeg's warnings fail a strict decode too ("extraneous bytes before marker", common in
+        # files straight from cameras): Pillow decodes those and still refuses a truncated file
+        try:
+            return _decode_with_pillow(data, options, name)
+        except InvalidInput:
+            raise InvalidInput(f"{name} is not a decodable JPEG: {exc}") from exc
     return array
 
 
