@@ -41,6 +41,25 @@ def test_classify_table(home: Path, photos: dict[str, Path]) -> None:
     assert "espresso" in done.stdout
 
 
+def test_classify_shows_file_names_with_brackets_as_they_are(
+    home: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """Before, ``snap[bold]1.jpg`` showed as ``snap1.jpg`` and ``shots[/]1.jpg`` crashed (rich read
+    the names as markup)."""
+    names = [tmp_path / "snap[bold]1.jpg", tmp_path / "shots[/]1.jpg"]
+    (tmp_path / "shots[").mkdir()
+    for name in names:
+        name.write_bytes(photos["chelsea"].read_bytes())
+    done = edgeinfer(
+        "classify", "-r", "onnxruntime", *map(str, names), str(tmp_path / "gone[/].jpg"), home=home
+    )
+    assert done.returncode == 3, done.stderr  # the missing one: not found
+    assert "Traceback" not in done.stderr and "gone[/].jpg" in done.stderr
+    shown = "".join(done.stdout.split())  # a long title wraps
+    assert "snap[bold]1.jpg" in shown and "shots[/]1.jpg" in shown
+    assert done.stdout.count("Egyptian cat") == 2
+
+
 def test_classify_json(home: Path, photos: dict[str, Path]) -> None:
     done = edgeinfer("classify", "--json", "-r", "onnxruntime", "-k", "3", str(photos["coffee"]), home=home)
     assert done.returncode == 0, done.stderr

@@ -170,6 +170,20 @@ def test_an_output_that_is_a_source_is_refused_before_anything_is_written(
     assert video.read_bytes() == original
 
 
+@pytest.mark.e2e
+def test_a_source_named_like_markup_is_shown_as_it_is(repo: ModelRepository, tmp_path: Path) -> None:
+    """Before, ``nope[/]x.mp4`` crashed with rich's MarkupError and ``[bold]y.mp4`` showed as ``y.mp4``."""
+    repo.build("mobilenet_v2")
+    done = subprocess.run(
+        edgeinfer(repo, str(tmp_path / "nope[/]x.mp4"), str(tmp_path / "[bold]y.mp4")),
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "EDGEINFER_HOME": str(repo.root)},
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # every source failed
+    assert "Traceback" not in done.stderr
+    assert "nope[/]x.mp4' does not exist" in done.stderr and "[bold]y.mp4' does not exist" in done.stderr
+
+
 def test_two_outputs_that_are_one_file_are_refused(
     coffee_clip: Clip, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeinfer.cli.common import add_engine_args, load_engine, positive_int
@@ -74,7 +75,7 @@ def _as_dict(image: str, result: Classification) -> dict[str, Any]:
 def _print_table(image: str, result: Classification, engine: Engine) -> None:
     timing = result.timings.as_ms()
     table = Table(
-        title=f"{image}",
+        title=escape(image),  # a file name, not markup
         caption=f"{engine.config.name} {engine.precision} on {engine.runtime.name}: "
         f"{timing['total_ms']:.1f} ms (decode {timing['decode_ms']:.1f}, preprocess "
         f"{timing['preprocess_ms']:.1f}, infer {timing['infer_ms']:.1f})",
@@ -87,5 +88,5 @@ def _print_table(image: str, result: Classification, engine: Engine) -> None:
     table.add_column("score", justify="right")
     table.add_column("class", justify="right")
     for rank, prediction in enumerate(result.predictions, start=1):
-        table.add_row(str(rank), prediction.label, f"{prediction.score:.4f}", str(prediction.index))
+        table.add_row(str(rank), escape(prediction.label), f"{prediction.score:.4f}", str(prediction.index))
     Console().print(table)

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeinfer.errors import InvalidInput, NotFound
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     paths = write_report(report, args.report)
     _print(console, results, scenario_name)
-    console.print(f"report: {paths.json} and {paths.html}")
+    console.print(escape(f"report: {paths.json} and {paths.html}"))
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeinfer.cli.common import add_repository_arg, repository
@@ -96,7 +97,7 @@ def run_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"repository": str(repo.root), "models": rows}, indent=2))
         return 0
-    table = Table(title=f"models ({repo.root})", title_justify="left")
+    table = Table(title=escape(f"models ({repo.root})"), title_justify="left")
     for column in ("model", "source", "built", "format", "size MB", "quality"):
         table.add_column(column)
     for row in rows:
@@ -112,9 +113,9 @@ def run_list(args: argparse.Namespace) -> int:
         if args.verbose:
             for key in ("description", "origin", "license", "weights_sha256"):
                 if row.get(key):
-                    table.add_row("", f"  {key}: {row[key]}", "", "", "", "")
+                    table.add_row("", escape(f"  {key}: {row[key]}"), "", "", "", "")
             for build in builds:
-                table.add_row("", f"  {build['precision']}: {_build_details(build)}", "", "", "", "")
+                table.add_row("", escape(f"  {build['precision']}: {_build_details(build)}"), "", "", "", "")
     Console().print(table)
     return 0
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from rich.console import Console
+from rich.markup import escape
 
 from edgeinfer.cli.common import add_engine_args, load_engine
 from edgeinfer.engine import Engine
@@ -135,7 +136,7 @@ def _open_sources(uris: list[str], capture: CaptureOptions, console: Console) ->
     refused = [(name, source) for name, source in sources if isinstance(source, RefusedSource)]
     if len(refused) == len(sources):
         for name, source in refused:
-            console.print(f"[bold red]error[/]: {name}: {source.error}", soft_wrap=True)
+            console.print(f"[bold red]error[/]: {escape(name)}: {escape(str(source.error))}", soft_wrap=True)
         raise InvalidInput("no usable source among the arguments")
     return sources
 
@@ -221,7 +222,9 @@ def _run_pipeline(
         out.width = 160
     print_summary(summary, out)
     if not any(s.processed for s in summary.streams):
-        console.print(f"[bold red]error[/]: no frame was processed: {_why_nothing(summary)}", soft_wrap=True)
+        console.print(
+            f"[bold red]error[/]: no frame was processed: {escape(_why_nothing(summary))}", soft_wrap=True
+        )
         return 1
     return 1 if summary.errors else 0
 

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeinfer.cli.common import add_repository_arg, repository
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_winners(result: TuneResult) -> None:
-    table = Table(title=f"best configurations for {result.model} on {result.machine}", title_justify="left")
+    title = escape(f"best configurations for {result.model} on {result.machine}")
+    table = Table(title=title, title_justify="left")
     for column in ("precision", "goal", "runtime", "threads", "batch", "p90 ms", "p99 ms", "images/s"):
         table.add_column(column)
     for precision, goals in [("any", result.best), *result.best_by_precision.items()]:

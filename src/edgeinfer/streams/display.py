@@ -7,6 +7,7 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from edgeinfer.streams.messages import StreamEvent
@@ -44,7 +45,7 @@ def stream_table(snapshots: Sequence[StreamSnapshot], title: str, live: bool = T
         label = f"{s.last_label} {s.last_score:.0%}" if s.last_label and s.last_score is not None else "-"
         style = _STATUS_STYLE.get(s.status, "")
         table.add_row(
-            s.stream,
+            escape(s.stream),
             f"[{style}]{s.status}[/{style}]" if style else s.status,
             f"{s.capture_fps:.1f}",
             f"{fps_out:.1f}",
@@ -52,13 +53,15 @@ def stream_table(snapshots: Sequence[StreamSnapshot], title: str, live: bool = T
             _ms(s.latency_p50_ms),
             _ms(s.latency_p99_ms),
             _ms(s.jitter_ms),
-            label,
+            escape(label),
         )
     return table
 
 
 def event_line(event: StreamEvent) -> str:
-    return f"[{_STYLE[event.level]}]{event.level}[/]: {event.stream}: {event.message}"
+    """Markup for one event; the stream's name and the message are shown as they are (a file
+    named ``a[b].mp4`` is not markup)."""
+    return f"[{_STYLE[event.level]}]{event.level}[/]: {escape(event.stream)}: {escape(event.message)}"
 
 
 class ConsoleReporter:
@@ -102,7 +105,7 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     console.print(stream_table(summary.streams, title, live=False))
     for s in summary.streams:
         console.print(
-            f"{s.stream}: captured {s.captured} = processed {s.processed} + dropped {s.dropped}"
+            f"{escape(s.stream)}: captured {s.captured} = processed {s.processed} + dropped {s.dropped}"
             f" + rejected {s.rejected} + failed {s.failed}"
             + (f"; {s.decimated} skipped by rate conversion" if s.decimated else ""),
             highlight=False,
@@ -110,7 +113,9 @@ def print_summary(summary: RunSummary, console: Console) -> None:
         )
     for report in summary.sinks:
         console.print(
-            f"{report.sink}: {report.delivered} delivered, {report.undelivered} not ({report.detail})",
+            escape(
+                f"{report.sink}: {report.delivered} delivered, {report.undelivered} not ({report.detail})"
+            ),
             highlight=False,
             soft_wrap=True,
         )
