@@ -34,7 +34,7 @@ def add_engine_args(parser: argparse.ArgumentParser, *, model_default: str = "mo
         "--precision",
         "-p",
         default=None,
-        help="fp32, int8 or bf16 (default: fp32, or an imported model's own)",
+        help="fp32, fp16, int8 or bf16 (default: fp32, or an imported model's own)",
     )
     parser.add_argument(
         "--threads", type=positive_int, default=None, help="intra-op threads (default: the physical cores)"

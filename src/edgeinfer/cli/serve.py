@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
         "--precision",
         "-p",
         default=None,
-        help="fp32, int8 or bf16 (default: fp32; an imported model's one build)",
+        help="fp32, fp16, int8 or bf16 (default: fp32; an imported model's one build)",
     )
     parser.add_argument("--max-batch-size", type=int, default=None, help="largest batch formed (default: 8)")
     parser.add_argument(

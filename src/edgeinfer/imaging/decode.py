@@ -1,6 +1,6 @@
 """Turn whatever the caller has (path, bytes, PIL image, array) into an HWC uint8 RGB array.
 
-JPEG goes through libjpeg-turbo (simplejpeg), which can also scale by 1/2, 1/4 or 1/8 inside the
+JPEG goes through libjpeg-turbo (simplejpeg), which can also scale by n/8 (1/8 to 7/8) inside the
 DCT when the caller only needs a smaller image: the cheapest pixels are the ones never decoded.
 Everything else goes through Pillow. Pixel and byte limits are checked from the header, before any
 pixel is decoded, so a decompression bomb costs nothing.
