@@ -44,9 +44,9 @@ _END = _End()
 class EngineOptions:
     """How the engine decodes.
 
-    ``fast_decode`` lets a JPEG decode at a reduced scale (libjpeg-turbo's n/8, 1/8 to 7/8: the
-    smallest that keeps the shorter side at least the resize target) when the preprocessing resizes below that
-    anyway (libjpeg-turbo DCT scaling): about 3x cheaper decode + preprocess for 1080p frames, but a
+    ``fast_decode`` lets a JPEG decode at a reduced scale (libjpeg-turbo's DCT scaling by n/8, 1/8
+    to 7/8: the smallest that keeps the shorter side at least the resize target) when the
+    preprocessing resizes below that anyway: about 3x cheaper decode + preprocess for 1080p frames, but a
     different downscaling filter than the reference pipeline, so top-1 can change on ambiguous
     images (74/78 agreed in benchmarks/decode.py). Off by default: results match torchvision's.
     """
