@@ -144,6 +144,16 @@ def test_a_damaged_or_unwritable_cache_costs_nothing_but_time(tiny_onnx: TinyMod
         assert runtime.properties["LOADED_FROM_CACHE"] == "False"
 
 
+def test_a_bad_option_is_reported_as_such_not_blamed_on_the_cache(
+    tiny_onnx: TinyModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the cache's warning ("could not use its cache ... compiling without it") came first."""
+    options = RuntimeOptions(threads=1, extra={"NONSENSE": "1"}, compiled_cache_dir=tmp_path)
+    with caplog.at_level("WARNING"), pytest.raises(InvalidInput, match="NONSENSE"):
+        FACTORY.load(tiny_onnx.path, options)
+    assert "cache" not in caplog.text
+
+
 def test_the_cache_keeps_the_most_recently_compiled_models_within_its_size(tmp_path: Path) -> None:
     from edgeinfer.runtimes import openvino
 

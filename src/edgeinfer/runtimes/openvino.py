@@ -93,13 +93,12 @@ class OpenVinoModel(ClosingRuntime):
             return self._core.compile_model(model, DEVICE, self._config)
         except RuntimeError as exc:
             if "CACHE_DIR" in self._config:  # a damaged cache must not cost the model: without it
+                cache_dir = self._config.pop("CACHE_DIR")
+                compiled = self._compile(model)  # raises the real error where it was not the cache
                 logger.warning(
-                    "OpenVINO could not use its cache %s (%s); compiling without it",
-                    self._config["CACHE_DIR"],
-                    exc,
+                    "OpenVINO could not use its cache %s (%s); compiled without it", cache_dir, exc
                 )
-                self._config.pop("CACHE_DIR")
-                return self._compile(model)
+                return compiled
             # with options given, they are the likely culprit; without, the model is
             error = InvalidInput if self._has_extra else IntegrityError
             raise error(f"OpenVINO cannot compile {self.model_path.name} with {self._config}: {exc}") from exc
