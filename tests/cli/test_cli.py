@@ -60,6 +60,26 @@ def test_classify_shows_file_names_with_brackets_as_they_are(
     assert done.stdout.count("Egyptian cat") == 2
 
 
+def test_classify_takes_a_folder_as_its_images_in_name_order(
+    home: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """Before, a folder was refused ("is a directory")."""
+    folder, empty = tmp_path / "shots", tmp_path / "empty"
+    (folder / "sub").mkdir(parents=True)
+    empty.mkdir()
+    (folder / "b-coffee.png").write_bytes(photos["coffee"].read_bytes())
+    (folder / "a-cat.JPG").write_bytes(photos["chelsea"].read_bytes())  # any case of a suffix
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub" / "c-cat.jpg").write_bytes(photos["chelsea"].read_bytes())  # not taken
+    done = edgeinfer("classify", "--json", "-r", "onnxruntime", str(folder), str(empty), home=home)
+    assert done.returncode == 2, done.stderr  # the empty folder: invalid input
+    results = json.loads(done.stdout)["results"]
+    assert [Path(r["image"]).name for r in results] == ["a-cat.JPG", "b-coffee.png", "empty"]
+    assert [r["predictions"][0]["label"] for r in results[:2]] == ["Egyptian cat", "espresso"]
+    assert results[2]["error"]["kind"] == "invalid_input"
+    assert "is a folder with no images (.bmp, .gif" in results[2]["error"]["message"]
+
+
 def test_classify_json(home: Path, photos: dict[str, Path]) -> None:
     done = edgeinfer("classify", "--json", "-r", "onnxruntime", "-k", "3", str(photos["coffee"]), home=home)
     assert done.returncode == 0, done.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -13,14 +15,19 @@ from rich.table import Table
 
 from edgeinfer.cli.common import add_engine_args, load_engine, positive_int
 from edgeinfer.engine import Classification, Engine
-from edgeinfer.errors import EdgeInferError
+from edgeinfer.errors import EdgeInferError, InvalidInput
+from edgeinfer.imaging.decode import IMAGE_SUFFIXES
 
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "classify", help="classify images (top-k ImageNet labels with scores)"
     )
-    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, BMP, GIF, TIFF...)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        help="image files (JPEG, PNG, WebP, BMP, GIF, TIFF...) or folders of them (their images, by name)",
+    )
     parser.add_argument(
         "--top-k", "-k", type=positive_int, default=5, help="labels per image (default: %(default)s)"
     )
@@ -30,12 +37,15 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    images = _expand_folders(args.images)
     engine = load_engine(args)
     results: list[dict[str, Any]] = []
     failures: list[EdgeInferError] = []
     with engine:
         # the next file is read and decoded while this one is inferred
-        for image, result in zip(args.images, engine.classify_each(args.images, args.top_k), strict=True):
+        classified = engine.classify_each((i for i in images if isinstance(i, str)), args.top_k)
+        for entry in images:
+            image, result = (entry, next(classified)) if isinstance(entry, str) else (entry.path, entry.error)
             if isinstance(result, EdgeInferError):
                 failures.append(result)
                 results.append({"image": image, "error": {"kind": result.kind, "message": str(result)}})
@@ -54,6 +64,35 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(payload, indent=2))
     return _exit_code(failures)
+
+
+@dataclass(frozen=True)
+class _UnusableFolder:
+    path: str
+    error: InvalidInput
+
+
+def _expand_folders(arguments: list[str]) -> list[str | _UnusableFolder]:
+    """Each argument, a folder replaced by its image files in name order (not its subfolders')."""
+    images: list[str | _UnusableFolder] = []
+    for argument in arguments:
+        folder = Path(argument)
+        if not folder.is_dir():
+            images.append(argument)
+            continue
+        try:
+            files = sorted(
+                str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+        except OSError as exc:
+            images.append(
+                _UnusableFolder(argument, InvalidInput(f"cannot read the folder {argument}: {exc.strerror}"))
+            )
+            continue
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        empty = _UnusableFolder(argument, InvalidInput(f"{argument} is a folder with no images ({suffixes})"))
+        images.extend(files or [empty])
+    return images
 
 
 def _exit_code(failures: list[EdgeInferError]) -> int:

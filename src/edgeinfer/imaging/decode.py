@@ -90,6 +90,10 @@ def decode_bytes(data: bytes, options: DecodeOptions = DEFAULT_DECODE, name: str
     return _decode_with_pillow(data, options, name)
 
 
+# the file names taken as images where a folder is given (``classify``, stream folders)
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+
+
 def header_pixels(data: bytes) -> int | None:
     """Width x height of an encoded JPEG or PNG, read from its header only (microseconds; no
     pixel is decoded), or None for other formats and for anything unreadable."""
