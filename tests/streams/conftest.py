@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edgeinfer.streams.clips import Motion
@@ -47,6 +48,28 @@ def make_clip(
     path = folder / f"{photo}-{motion}-{fps}fps-{frames}{suffix}"
     make_video(photos[photo], path, frames=frames, fps=fps, size=size, motion=motion)
     return Clip(path, photo, frames, fps, size)
+
+
+def write_rotated(path: Path, stored: np.ndarray, rotation_deg: int, frames: int = 3) -> Path:
+    """A lossless video of ``stored`` whose display matrix says to turn it ``rotation_deg``
+    counterclockwise (FFmpeg's ``rotation``: -90 is what a phone held upright writes)."""
+    codec = "ffv1" if path.suffix == ".mkv" else "libx264rgb"
+    if codec not in av.codecs_available:
+        pytest.skip(f"this FFmpeg has no {codec} encoder")
+    container: Any = av.open(str(path), mode="w")
+    stream = container.add_stream(codec, rate=10)
+    stream.height, stream.width = stored.shape[:2]
+    stream.pix_fmt = "bgr0" if codec == "ffv1" else "rgb24"
+    if codec == "libx264rgb":
+        stream.options = {"crf": "0", "preset": "ultrafast"}
+    stream.set_display_rotation(rotation_deg)
+    for _ in range(frames):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+    container.close()
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from edgeinfer.cli.main import main
 from edgeinfer.models.repository import ModelRepository
-from tests.streams.conftest import Broker, Clip, Subscriber
+from edgeinfer.streams.clips import render_motion
+from tests.streams.conftest import Broker, Clip, Subscriber, write_rotated
 from tests.streams.test_pipeline import CATS
 
 av = pytest.importorskip("av")
@@ -234,6 +236,30 @@ def test_sigterm_stops_the_run_like_ctrl_c(repo: ModelRepository, coffee_clip: C
     assert stream["status"] == "stopped"
     with av.open(str(video)) as container:  # finished: the MP4 can be read
         assert sum(1 for _ in container.decode(video=0)) == stream["processed"]
+
+
+@pytest.mark.e2e
+def test_a_phone_video_is_classified_and_annotated_upright(
+    repo: ModelRepository, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    repo.build("mobilenet_v2")
+    (upright,) = render_motion(photos["coffee"], 1, (240, 320), "pan")  # portrait
+    stored = np.ascontiguousarray(np.rot90(upright))  # recorded sideways, tagged to turn back
+    phone = write_rotated(tmp_path / "phone.mp4", stored, -90, frames=10)
+    jsonl, video = tmp_path / "out.jsonl", tmp_path / "out.mp4"
+    done = subprocess.run(
+        edgeinfer(repo, str(phone), f"--jsonl={jsonl}", f"--annotate={video}"),
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "EDGEINFER_HOME": str(repo.root)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    labels = [r["label"] for r in records(jsonl) if r["type"] == "frame"]
+    assert labels and set(labels) == {"espresso"}
+    with av.open(str(video)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert first.shape == (320, 240, 3)
+    below_band = np.abs(first[40:].astype(int) - upright[40:]).mean()
+    assert below_band < 10  # the picture itself, upright (H.264 loses a little)
 
 
 @pytest.mark.e2e

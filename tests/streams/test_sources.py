@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from edgeinfer.streams.sources import (
     redact_uri,
     stream_names,
 )
-from tests.streams.conftest import Clip
+from tests.streams.conftest import Clip, write_rotated
 
 OPTIONS = CaptureOptions()
 
@@ -46,6 +47,36 @@ def test_a_video_file_gives_every_frame_with_its_timestamp(coffee_clip: Clip) ->
     assert pts[0] == 0.0
     assert np.allclose(np.diff(pts), 1 / coffee_clip.fps, atol=1e-3)
     assert all(f.decode_ns > 0 for f in frames)
+
+
+@pytest.mark.parametrize(("rotation", "suffix"), [(-90, ".mp4"), (90, ".mp4"), (180, ".mp4"), (-90, ".mkv")])
+def test_a_rotated_video_gives_upright_frames(tmp_path: Path, rotation: int, suffix: str) -> None:
+    upright = np.random.default_rng(0).integers(0, 256, (64, 48, 3), np.uint8)  # portrait, no symmetry
+    stored = np.rot90(upright, -rotation // 90)  # what the camera wrote: the picture turned back
+    path = write_rotated(tmp_path / f"rotated{rotation}{suffix}", np.ascontiguousarray(stored), rotation)
+    source = open_source(str(path), OPTIONS)
+    assert isinstance(source, VideoSource)
+    frames = read_all(source)
+    assert len(frames) == 3
+    for frame in frames:
+        assert frame.rgb.flags.c_contiguous
+        assert np.array_equal(frame.rgb, upright)
+
+
+def test_a_phone_video_tagged_minus_90_is_turned_a_quarter_clockwise(tmp_path: Path) -> None:
+    """The direction, from the file itself: the MP4 track matrix of a -90 tag is QuickTime's
+    ``rotate=90`` (0, 1, -1, 0: x' = -y, y' = x, a clockwise quarter turn on screen)."""
+    arrow = np.zeros((48, 64, 3), np.uint8)
+    arrow[:, 56:] = 255  # stored landscape, white band on the right
+    path = write_rotated(tmp_path / "phone.mp4", arrow, -90, frames=1)
+    data = path.read_bytes()
+    tkhd = data.index(b"tkhd") + 4
+    assert data[tkhd] == 0  # version 0: 32-bit times, the matrix 40 bytes in
+    matrix_at = tkhd + 4 + 4 * 5 + 8 + 8
+    assert struct.unpack(">4i", data[matrix_at : matrix_at + 16]) == (0, 65536, 0, -65536)
+    (frame,) = read_all(VideoSource(str(path)))
+    assert frame.rgb.shape == (64, 48, 3)
+    assert frame.rgb[56:].min() == 255 and frame.rgb[:56].max() == 0  # right side turned to the bottom
 
 
 def test_rewind_starts_the_file_again(coffee_clip: Clip) -> None:

@@ -137,7 +137,7 @@ class VideoSource:
         while True:
             frame = next(self._pending, None)
             if frame is not None:
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = upright(frame.to_ndarray(format="rgb24"), frame.rotation)
                 return RawFrame(rgb, self._pts_s(frame), time.perf_counter_ns() - started)
             try:
                 packet = next(self._packets, None)
@@ -171,6 +171,18 @@ class VideoSource:
         if self._first_pts_s is None:
             self._first_pts_s = float(when)
         return float(when) - self._first_pts_s
+
+
+def upright(rgb: np.ndarray, rotation_deg: float) -> np.ndarray:
+    """``rgb`` turned the way its video's display matrix says it is meant to be seen, as images
+    follow their EXIF orientation. ``rotation_deg`` is PyAV's ``VideoFrame.rotation``: the
+    counterclockwise turn that shows the stored picture upright (a phone held upright records
+    sideways pictures tagged -90: they are turned a quarter clockwise). Rounded to quarter turns.
+    """
+    quarter_turns = round(rotation_deg / 90) % 4
+    if not quarter_turns:
+        return rgb
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns))  # rot90 turns counterclockwise
 
 
 class FolderSource:
