@@ -193,6 +193,34 @@ def test_a_file_url_is_named_like_the_path_it_points_to() -> None:
     assert stream_names(["file:///media/shots/", "file:///media/cam2.mp4"]) == ["shots", "cam2"]
 
 
+def test_a_file_url_is_percent_decoded(tmp_path: Path, coffee_clip: Clip) -> None:
+    video = tmp_path / "my clips" / "cam 2 100%.mp4"
+    video.parent.mkdir()
+    video.write_bytes(coffee_clip.path.read_bytes())
+    url = video.as_uri()
+    assert url.endswith("/my%20clips/cam%202%20100%25.mp4")
+    for uri in (url, url.replace("file://", "file://localhost", 1), url.replace("file", "FILE", 1)):
+        source = open_source(uri, OPTIONS)
+        assert isinstance(source, VideoSource) and source.uri == str(video)
+        assert len(read_all(source)) == coffee_clip.frames
+    folder = open_source(video.parent.as_uri(), OPTIONS)
+    assert isinstance(folder, FolderSource) and folder.uri == str(video.parent)
+    assert stream_names([url, video.parent.as_uri() + "/"]) == ["cam_2_100", "my_clips"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("file://nas/media/cam.mp4", "a file URL names a file on this machine .* not on host 'nas'"),
+        ("file://", "the file URL names no file"),
+        ("file:///media/cam%00.mp4", "NUL character"),
+    ],
+)
+def test_a_file_url_for_another_host_or_no_file_is_refused(uri: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        open_source(uri, OPTIONS)
+
+
 @pytest.mark.parametrize(
     ("native", "wanted", "expected"), [(30, 15, 15), (25, 15, 15), (15, 15, 15), (10, 15, 10)]
 )

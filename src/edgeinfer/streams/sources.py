@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
@@ -336,7 +336,7 @@ def open_source(uri: str, options: CaptureOptions) -> Source:
             f"{', '.join(sorted(NETWORK_SCHEMES))})"
         )
     if scheme == "file":
-        uri = urlsplit(uri).path
+        uri = file_url_path(uri)
     if uri.isdigit() or uri.startswith("/dev/video"):
         device = f"/dev/video{uri}" if uri.isdigit() else uri
         cam: dict[str, str] = {"framerate": f"{options.fps:g}"} if options.fps else {}
@@ -354,6 +354,25 @@ def open_source(uri: str, options: CaptureOptions) -> Source:
     return VideoSource(
         uri, live=False, timeout_s=options.stall_timeout_s, decoder_threads=options.decoder_threads
     )
+
+
+def file_url_path(uri: str) -> str:
+    """The local path a ``file://`` URL names, percent-decoded (``file:///media/cam%202.mp4`` is
+    ``/media/cam 2.mp4``); InvalidInput for a URL naming another host, or no path at all."""
+    parts = urlsplit(uri)
+    if parts.netloc and parts.netloc.lower() != "localhost":
+        raise InvalidInput(
+            f"source {redact_uri(uri)!r}: a file URL names a file on this machine "
+            f"(file:///path or file://localhost/path), not on host {parts.netloc!r}"
+        )
+    path = unquote(parts.path)
+    if not path:
+        raise InvalidInput(
+            f"source {redact_uri(uri)!r}: the file URL names no file (file:///path/to/video.mp4)"
+        )
+    if "\x00" in path:
+        raise InvalidInput(f"source {redact_uri(uri)!r} is not a file path: it holds a NUL character (%00)")
+    return path
 
 
 def stream_names(uris: Sequence[str]) -> list[str]:
@@ -377,7 +396,7 @@ def _base_name(uri: str) -> str:
 
 def _name_of(uri: str) -> str:
     if uri.lower().startswith("file://"):
-        uri = urlsplit(uri).path
+        uri = unquote(urlsplit(uri).path)
     if "://" in uri:
         parts = urlsplit(uri)
         raw = f"{parts.hostname or 'stream'}{parts.path}".rstrip("/")
