@@ -138,6 +138,36 @@ def test_remove(tmp_path: Path) -> None:
         repo.remove("mobilenet_v2")
 
 
+def test_removing_the_last_build_removes_the_model(
+    repo: ModelRepository, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgeinfer.cli.main import main
+    from edgeinfer.models.importer import ImportOptions, import_model
+
+    local = ModelRepository(tmp_path)
+    import_model(local, repo.get("mobilenet_v2").path, ImportOptions(name="mine"))
+    assert main(["models", "remove", "mine", "-p", "fp32", "--home", str(tmp_path)]) == 0
+    assert not (local.models_dir / "mine").exists()
+    capsys.readouterr()
+    assert main(["models", "list", "--json", "--home", str(tmp_path)]) == 0
+    assert "mine" not in {m["name"] for m in json.loads(capsys.readouterr().out)["models"]}
+    with pytest.raises(ModelNotFound, match="model 'mine' is not in the zoo; known models"):
+        local.get("mine")
+
+
+def test_removing_one_build_keeps_the_others_and_anything_else_in_the_folder(
+    repo: ModelRepository, tmp_path: Path
+) -> None:
+    local = _copy_of(repo, tmp_path, "fp16")
+    _copy_of(repo, tmp_path)
+    folder = local.models_dir / "mobilenet_v2"
+    local.remove("mobilenet_v2", "fp16")
+    assert [b.config.precision for b in local.builds("mobilenet_v2")] == ["fp32"]
+    (folder / "notes.txt").write_text("mine")
+    local.remove("mobilenet_v2", "fp32")
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]  # not the repository's to delete
+
+
 def test_names_that_are_not_one_folder_are_refused_and_nothing_outside_is_deleted(tmp_path: Path) -> None:
     home = tmp_path / "home"
     repo = ModelRepository(str(home))  # a str root works as well as a Path

@@ -64,6 +64,15 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def _remove_if_empty(folder: Path) -> None:
+    """Delete ``folder`` if nothing at all is left in it; anything else leaves it as it is (rmdir
+    never deletes a file, and a folder that cannot be removed costs nothing)."""
+    try:
+        folder.rmdir()
+    except OSError as exc:
+        logger.debug("kept %s: %s", folder, exc.strerror or exc)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -290,7 +299,8 @@ class ModelRepository:
             shutil.rmtree(staging, ignore_errors=True)
 
     def remove(self, name: str, precision: str | None = None) -> None:
-        """Delete one build, or every build of ``name``; only ever a folder under ``models/``."""
+        """Delete one build, or every build of ``name``; only ever a folder under ``models/``. The
+        model's folder goes with its last build (else ``names`` would still list it)."""
         target = self.models_dir / check_model_name(name)
         if precision is not None:
             target = self.model_dir(name, precision)
@@ -299,6 +309,8 @@ class ModelRepository:
             raise ModelNotFound(f"model {name!r} is not built{built}")
         with self._lock(name, precision or "all"), self._writing():
             shutil.rmtree(target)
+        if precision is not None:
+            _remove_if_empty(target.parent)
 
     def names(self) -> list[str]:
         """Every model name known here: the zoo plus anything imported or built."""
