@@ -72,6 +72,22 @@ def test_bad_imports(tmp_path: Path) -> None:
     assert repo.find("x") is None
 
 
+def test_a_directory_is_not_a_model_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgeinfer.cli.main import main
+
+    repo = ModelRepository(tmp_path / "home")
+    folder = tmp_path / "saved_model"
+    folder.mkdir()
+    with pytest.raises(
+        InvalidInput, match=r"saved_model is a directory, not a model file: give the \.tflite"
+    ):
+        import_model(repo, folder, ImportOptions(name="x"))
+    assert main(["models", "import", str(folder), "--name", "x", "--home", str(repo.root)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory, not a model file" in err and "does not exist" not in err
+    assert repo.find("x") is None
+
+
 def _tiny_onnx(
     path: Path,
     size_px: int = 96,

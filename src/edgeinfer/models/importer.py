@@ -43,8 +43,7 @@ def import_model(repo: ModelRepository, source: Path, options: ImportOptions) ->
     check_model_name(options.name)
     if options.name in ZOO:
         raise InvalidInput(f"{options.name!r} is a zoo model name; import under another name")
-    if not source.is_file():
-        raise NotFound(f"model file {source} does not exist")
+    _check_model_file(source)
     fmt = model_format(source)
     external = False
     if fmt == "tflite":
@@ -101,6 +100,19 @@ def import_model(repo: ModelRepository, source: Path, options: ImportOptions) ->
         if other.config.precision != precision:
             repo.remove(options.name, other.config.precision)
     return stored
+
+
+def _check_model_file(source: Path) -> None:
+    """NotFound for a path that is not there; InvalidInput for a folder or anything else that is
+    not a file (a SavedModel folder, or the folder the model is in)."""
+    if source.is_dir():
+        raise InvalidInput(
+            f"{source} is a directory, not a model file: give the .tflite or .onnx file itself"
+        )
+    if not source.exists():
+        raise NotFound(f"model file {source} does not exist")
+    if not source.is_file():
+        raise InvalidInput(f"{source} is not a regular file: give the .tflite or .onnx file itself")
 
 
 def _labels(
