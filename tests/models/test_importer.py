@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,11 +148,44 @@ def test_normalization_options_replace_only_what_they_name(tmp_path: Path) -> No
     with Engine.load("tiny", runtime="onnxruntime", threads=1, repository=repo) as engine:
         assert engine.classify(np.zeros((120, 160, 3), dtype=np.uint8)).top.label.startswith("thing ")
     for given, said in (
-        ({"scale": 0.0}, "scale must not be zero"),
-        ({"std": (0.0, 1.0, 1.0)}, "std must not"),
+        ({"scale": 0.0}, "scale must be a positive finite number"),
+        ({"std": (0.0, 1.0, 1.0)}, "std must be positive finite numbers"),
     ):
         with pytest.raises(InvalidInput, match=said):
             import_model(repo, source, ImportOptions(name="tiny2", labels_file=labels, **given))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        (
+            ["--scale", "-1"],
+            r"scale must be a positive finite number \(1/255 for pixels in 0\.\.1\), got -1\.0",
+        ),
+        (["--scale", "0"], "scale must be a positive finite number"),
+        (["--scale", "inf"], "scale must be a positive finite number"),
+        (["--scale", "nan"], "scale must be a positive finite number"),
+        (
+            ["--std", "0.2", "-0.2", "0.2"],
+            r"std must be positive finite numbers \(it divides\), got \(0\.2, -0\.2",
+        ),
+        (["--std", "0.2", "0.2", "nan"], "std must be positive finite numbers"),
+        (["--mean", "0.5", "inf", "0.5"], r"mean must be finite numbers, got \(0\.5, inf, 0\.5\)"),
+    ],
+    ids=["scale-negative", "scale-zero", "scale-inf", "scale-nan", "std-negative", "std-nan", "mean-inf"],
+)
+def test_a_scale_std_or_mean_that_is_not_positive_or_finite_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: list[str], said: str
+) -> None:
+    from edgeinfer.cli.main import main
+
+    repo = ModelRepository(tmp_path / "home")
+    source = _tiny_onnx(tmp_path / "tiny.onnx")
+    labels = _labels(tmp_path / "labels.txt", 10)
+    args = ["models", "import", str(source), "--name", "tiny", "--labels", str(labels), *option]
+    assert main([*args, "--home", str(repo.root)]) == 2
+    assert re.search(said, capsys.readouterr().err)
+    assert repo.find("tiny") is None
 
 
 def test_what_an_import_refuses_and_says(tmp_path: Path) -> None:

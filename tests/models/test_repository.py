@@ -240,7 +240,7 @@ def test_a_config_edited_with_wrong_types_is_an_integrity_error_naming_the_field
             [{"name": "x", "dtype": "float32", "shape": [None, 3, "a", 224]}],
             "inputs[0].shape[2]: expected int, got 'a'",
         ),
-        ("preprocessing", "scale"): (0, "scale must not be zero"),
+        ("preprocessing", "scale"): (0, "scale must be a positive finite number"),
         ("outputs",): ("oops", "outputs: expected a list of tensor objects, got 'oops'"),  # AttributeError
     }
     for path, (value, said) in edits.items():

@@ -37,10 +37,18 @@ class Preprocessing:
                 "need 1 <= crop_px <= resize_shorter_px, "
                 f"got crop {self.crop_px}, resize {self.resize_shorter_px}"
             )
-        if any(s == 0 for s in self.std):
-            raise ValueError("std must not contain zeros")
-        if self.scale == 0 or not all(math.isfinite(v) for v in (self.scale, *self.mean, *self.std)):
-            raise ValueError("scale must not be zero, and scale, mean and std must be finite numbers")
+        if not _positive_and_finite(self.scale):
+            raise ValueError(
+                f"scale must be a positive finite number (1/255 for pixels in 0..1), got {self.scale}"
+            )
+        if not all(_positive_and_finite(s) for s in self.std):
+            raise ValueError(f"std must be positive finite numbers (it divides), got {self.std}")
+        if not all(math.isfinite(m) for m in self.mean):
+            raise ValueError(f"mean must be finite numbers, got {self.mean}")
+
+
+def _positive_and_finite(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 @dataclass(frozen=True)
