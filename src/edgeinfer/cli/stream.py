@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import unquote
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,7 +24,7 @@ from edgeinfer.streams.config import CaptureOptions, PipelineOptions
 from edgeinfer.streams.events import EventQueue
 from edgeinfer.streams.pipeline import RunSummary, StreamPipeline
 from edgeinfer.streams.sinks.base import Sink
-from edgeinfer.streams.sources import RefusedSource, Source, open_source, stream_names
+from edgeinfer.streams.sources import RefusedSource, Source, file_url_path, open_source, stream_names
 
 
 def register(subparsers: Any) -> None:
@@ -144,8 +143,15 @@ def _open_sources(uris: list[str], capture: CaptureOptions, console: Console) ->
 def _refuse_overwriting_sources(outputs: list[Path], uris: list[str]) -> None:
     """An output file that is one of the sources would destroy it (the JSON lines file truncates a
     video before it is read; an annotated video overwrites it while it is read): refused."""
-    local = [Path(unquote(uri[len("file://") :])) if uri.lower().startswith("file://") else Path(uri)
-             for uri in uris if "://" not in uri or uri.lower().startswith("file://")]  # fmt: skip
+    local = []
+    for uri in uris:
+        if uri.lower().startswith("file://"):
+            try:
+                local.append(Path(file_url_path(uri)))
+            except InvalidInput:
+                continue  # refused as a source already
+        elif "://" not in uri:
+            local.append(Path(uri))
     if len({out.resolve() for out in outputs}) < len(outputs):
         raise InvalidInput(
             f"two outputs are the same file ({', '.join(map(str, outputs))}): name each its own"

@@ -19,11 +19,10 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError, InvalidInput, NotFound, UpstreamError
-from edgeinfer.imaging.decode import decode_image
+from edgeinfer.imaging.decode import IMAGE_SUFFIXES, decode_image
 from edgeinfer.streams.config import CaptureOptions
 from edgeinfer.streams.messages import RawFrame
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt", "rtp"})
 _MAX_CONSECUTIVE_DECODE_ERRORS = 25
 
