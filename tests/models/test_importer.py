@@ -356,3 +356,15 @@ def test_an_edited_labels_file_is_refused_as_the_model_file_would_be(tmp_path: P
     labels.unlink()
     with pytest.raises(IntegrityError, match=r"cannot read .*labels\.txt"):
         stored.verify()
+
+
+def test_a_tflite_whose_input_quantization_has_scale_zero_is_invalid_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the import raised a bare ValueError (a traceback from the CLI)."""
+    from edgeinfer.runtimes import litert
+
+    monkeypatch.setattr(litert.TfliteInfo, "raw_pixel_normalization", lambda self: (0.0, 0.0, 1.0))
+    with pytest.raises(InvalidInput, match=r"uint8 input's quantization is unusable: .*scale"):
+        import_model(ModelRepository(tmp_path), _tflite(), ImportOptions(name="zero_scale"))
+    assert "zero_scale" not in ModelRepository(tmp_path).names()  # nothing stored

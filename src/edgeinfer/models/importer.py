@@ -187,7 +187,10 @@ def _describe_tflite(
     if raw is not None:
         # A uint8 model takes raw pixels: choose the float transform that quantizes back to them.
         scale, mean, std = raw
-        preprocessing = replace(preprocessing, scale=scale, mean=(mean,) * 3, std=(std,) * 3)
+        try:
+            preprocessing = replace(preprocessing, scale=scale, mean=(mean,) * 3, std=(std,) * 3)
+        except ValueError as exc:  # a quantization scale of 0: no pixel maps to its input
+            raise InvalidInput(f"{source.name}: its uint8 input's quantization is unusable: {exc}") from exc
     return info.inputs, info.outputs, preprocessing, info.labels
 
 
