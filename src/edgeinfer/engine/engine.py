@@ -256,14 +256,7 @@ class Engine:
         ``sources``: a sequence of images (each as :meth:`classify` takes them), or an NxHxWxC uint8
         array of N pictures. An image that cannot be used is named by its position in the error.
         """
-        _check_top_k(top_k)
-        if isinstance(sources, (str, Path, bytes, bytearray, memoryview, Image.Image)):
-            raise InvalidInput("classify_batch takes a sequence of images; use classify for one")
-        if isinstance(sources, np.ndarray) and sources.ndim != 4:
-            raise InvalidInput(
-                f"classify_batch takes an array of N pictures (NxHxWxC); got shape {sources.shape}: "
-                "use classify for one"
-            )
+        _check_many(sources, top_k, "classify_batch", "a sequence of images")
         if len(sources) == 0:
             return []
         t0 = time.perf_counter_ns()
@@ -292,14 +285,7 @@ class Engine:
         stage times are its own. ``sources`` is taken lazily (an iterator of frames is fine) or is
         an NxHxWxC uint8 array of N pictures.
         """
-        _check_top_k(top_k)
-        if isinstance(sources, (str, Path, bytes, bytearray, memoryview, Image.Image)):
-            raise InvalidInput("classify_each takes an iterable of images; use classify for one")
-        if isinstance(sources, np.ndarray) and sources.ndim != 4:
-            raise InvalidInput(
-                f"classify_each takes an array of N pictures (NxHxWxC); got shape {sources.shape}: "
-                "use classify for one"
-            )
+        _check_many(sources, top_k, "classify_each", "an iterable of images")
         return self._each(iter(sources), top_k)  # checked now, not at the first result
 
     def _each(self, pending: Iterator[ImageSource], top_k: int) -> Iterator[Classification | EdgeInferError]:
@@ -365,6 +351,18 @@ def _is_count(value: object) -> bool:
 def _check_top_k(top_k: object) -> None:
     if not _is_count(top_k) or top_k < 1:  # type: ignore[operator]
         raise InvalidInput(f"top_k must be a whole number >= 1, got {top_k!r}")
+
+
+def _check_many(sources: object, top_k: object, method: str, takes: str) -> None:
+    """Several images, not one (a path, bytes, a picture or one HxWxC array), and a good top_k."""
+    _check_top_k(top_k)
+    if isinstance(sources, (str, Path, bytes, bytearray, memoryview, Image.Image)):
+        raise InvalidInput(f"{method} takes {takes}; use classify for one")
+    if isinstance(sources, np.ndarray) and sources.ndim != 4:
+        raise InvalidInput(
+            f"{method} takes an array of N pictures (NxHxWxC); got shape {sources.shape}: "
+            "use classify for one"
+        )
 
 
 def _check_options(options: object) -> EngineOptions:
