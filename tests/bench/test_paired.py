@@ -76,3 +76,47 @@ def test_a_sample_the_engine_refuses_is_left_out_and_counted(
         assert result is not None and result.model_only.latency.count >= 4
         assert result.model_only.samples_left_out == 1
         assert measure_paired(engine, [broken], 0.01) is None  # nothing left to time
+
+
+class _Anticorrelated:
+    """An engine whose decoding is slow exactly on the rounds its runtime call is fast (10 ms one way,
+    nothing the other): every call and every round's parts take 10 ms, while the two parts' p90s
+    are both 10 ms."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.runtime = self
+        self.inputs = engine.runtime.inputs
+        self._runs = self._classifies = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._runs += 1
+        if self._runs % 2 == 0:
+            time.sleep(0.01)
+        return {}
+
+    def classify(self, source: bytes) -> Any:
+        from types import SimpleNamespace
+
+        from edgeinfer.engine.results import StageTimings
+
+        self._classifies += 1  # 10 ms either way: decoding, or the runtime call as the raw one
+        decode_ns = 10_000_000 if self._classifies % 2 == 1 else 0
+        time.sleep(0.01)
+        return SimpleNamespace(timings=StageTimings(decode_ns, 0, 10_000_000 - decode_ns, 0))
+
+
+def test_the_p90_ratio_compares_the_whole_with_the_p90_of_the_parts_summed_round_by_round(
+    built_home: Path, bench_samples: list[Sample]
+) -> None:
+    """Before, the parts' p90 was the sum of their p90s (20 ms here, against 10 ms for any round),
+    which halved this ratio: an engine that added nothing read 0.5."""
+    with Engine.load("mobilenet_v2", runtime="null", threads=1, repository=built_home) as engine:
+        result = measure_paired(_Anticorrelated(engine), bench_samples[:2], 0.01, min_rounds=40)
+    assert result is not None and result.overhead is not None
+    overhead = result.overhead
+    assert 9.5 < overhead.parts_p90_ms < 12.0  # each round's runtime call + decode: 10 ms
+    assert 0.9 < overhead.ratio_p90 < 1.2 and 0.9 < overhead.ratio_mean < 1.2

@@ -135,11 +135,13 @@ class EngineOverhead:
     """What the engine adds around the runtime: end-to-end latency over the sum of its parts.
 
     ``parts`` is the raw runtime call plus the measured decode and preprocess stages; the ratio is
-    end-to-end latency over it (1.0: the engine adds nothing). The p90 form sums three p90s, which is
-    at least the p90 of their sum, so it flatters nobody; the mean form is exact arithmetic.
-    ``method`` says where the figures come from: ``single-stream`` (LoadGen's SingleStream latency
-    against the model-only phase, measured one after the other) or ``paired`` (``Engine.classify``
-    and the raw ``runtime.run`` alternated sample by sample in one loop, so both see the same load).
+    end-to-end latency over it (1.0: the engine adds nothing). The mean form is exact arithmetic.
+    ``method`` says where the figures come from: ``paired`` (``Engine.classify`` and the raw
+    ``runtime.run`` alternated sample by sample in one loop, so both see the same load; each
+    round's parts are added up, and ``parts_p90_ms`` is the p90 of those sums) or ``single-stream``
+    (LoadGen's SingleStream latency against the model-only phase, measured one after the other;
+    ``parts_p90_ms`` adds the three p90s, which is more than the p90 of their sum, so that ratio
+    leans low).
     """
 
     e2e_p90_ms: float
