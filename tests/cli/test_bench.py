@@ -161,7 +161,12 @@ def test_in_process_null_run(built_home: Path, tmp_path: Path, capsys: pytest.Ca
         (["--threads", "0"], "--threads must be >= 1"),
         (["--threads", "abc"], "--threads expects whole numbers, got 'abc'"),
         (["--batch-size", "two"], "--batch-size expects whole numbers"),
-        (["--batch-size", "0"], "--batch-size values must be >= 1"),
+        (["--batch-size", "0"], "--batch-size values must be between 1 and 1024"),
+        # before: accepted, and half a minute later "nothing was measured: MemoryError"
+        (
+            ["--batch-size", "1,100000000"],
+            "--batch-size values must be between 1 and 1024, got '1,100000000'",
+        ),
         (["--duration", "0"], "--duration must be > 0"),
         (["--mlperf", "--max-duration", "5"], "--max-duration (5) must be 0 (no limit) or at least"),
         # NaN passes every "x <= 0" test: refused up front, not when the results are written

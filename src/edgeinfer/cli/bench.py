@@ -10,6 +10,7 @@ from typing import Any
 
 from edgeinfer.cli.common import add_repository_arg, check_report_dir
 from edgeinfer.errors import InvalidInput, RuntimeUnavailable
+from edgeinfer.tune.search import MAX_BATCH
 
 DEFAULT_SCENARIOS = "single-stream,offline"
 DEFAULT_REPORT_DIR = Path("bench-report")
@@ -323,8 +324,8 @@ def _command() -> tuple[str, ...]:
 
 def _batch_sizes(text: str) -> tuple[int, ...]:
     sizes = tuple(dict.fromkeys(_ints("--batch-size", text)))  # a repeat would overwrite its logs
-    if min(sizes) < 1:
-        raise ValueError(f"--batch-size values must be >= 1, got {text!r}")
+    if min(sizes) < 1 or max(sizes) > MAX_BATCH:  # as tune's: 0.6 MB of tensor an image
+        raise ValueError(f"--batch-size values must be between 1 and {MAX_BATCH}, got {text!r}")
     return sizes
 
 
