@@ -169,3 +169,20 @@ def test_timeline_phase_labels_do_not_overlap(null_result: ConfigurationResult) 
     boxes = [t.get_window_extent() for t in fig.axes[0].texts]
     assert len(boxes) >= 3
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_the_summary_shows_a_peak_rss_without_a_singlestream_run(null_result: ConfigurationResult) -> None:
+    """A load generator's report with only open-loop levels has its RSS in those levels alone;
+    before, its summary showed none."""
+    from edgeinfer.bench.html import _rss_peak_mb
+
+    ss = null_result.scenario("SingleStream")
+    assert ss is not None and ss.resources is not None
+    assert _rss_peak_mb(null_result) == ss.resources.rss_peak_mb
+    levels = [
+        replace(ss, scenario="Server", resources=replace(ss.resources, rss_peak_mb=peak))
+        for peak in (300.0, 420.5)
+    ]
+    served = replace(null_result, scenarios=tuple(levels), resources=None)
+    assert _rss_peak_mb(served) == 420.5
+    assert _rss_peak_mb(replace(served, scenarios=())) is None

@@ -68,9 +68,10 @@ def render_html(report: BenchReport) -> str:
 _SUMMARY_NOTE = (
     "End-to-end latency per sample: encoded image bytes in, labelled top-k prediction out, in process. "
     "SingleStream p90 is MLPerf's SingleStream metric. CPU ms per inference and RSS are for the "
-    "SingleStream window. Engine overhead: Engine.classify p90 over (runtime.run p90 + decode p90 + "
-    "preprocess p90), the two alternated sample by sample in one loop (the model-only phase); 1.0 "
-    "means the engine adds nothing. Top-1 = baseline: share of the samples whose "
+    "SingleStream window (a run without SingleStream: RSS is the configuration's highest). Engine "
+    "overhead: Engine.classify p90 over the p90 of runtime.run + decode + preprocess added up call by "
+    "call, the two alternated sample by sample in one loop (the model-only phase); 1.0 means the "
+    "engine adds nothing. Top-1 = baseline: share of the samples whose "
     "top-1 class matches the baseline configuration's. Failed requests are counted and kept in every "
     "statistic."
 )
@@ -83,7 +84,8 @@ _LOADGEN_SUMMARY_NOTE = (
     "Latency per request, measured by the client: from sending it (closed loop) or from its scheduled "
     "arrival (open loop) to the last byte of the answer. Failed requests are counted and kept in every "
     "statistic, so a run with many fast refusals shows low percentiles: the answered requests' own "
-    "figures are in the next table. CPU and RSS are the server's, from its /metrics."
+    "figures are in the next table. CPU and RSS are the server's, from its /metrics (RSS: during "
+    "the SingleStream level, or the highest of any level where there is none)."
 )
 _LOADGEN_SCENARIO_NOTE = (
     "SingleStream: one closed-loop client; Concurrent: that many; Server: Poisson arrivals at the "
@@ -162,7 +164,6 @@ def _summary_table(configs: Sequence[ConfigurationResult]) -> str:
         offline = [r for r in c.scenarios if r.scenario == "Offline"]
         failed_share = sum(r.errors for r in c.scenarios) / max(sum(r.samples for r in c.scenarios), 1)
         best_offline = max((r.samples_per_s for r in offline), default=None)
-        res = ss.resources if ss else c.resources
         label = c.label if c.runtime_resolved in (None, c.runtime) else f"{c.label} → {c.runtime_resolved}"
         rows.append(
             [
@@ -175,7 +176,7 @@ def _summary_table(configs: Sequence[ConfigurationResult]) -> str:
                 best_offline,
                 c.model_only.latency.p50_ms if c.model_only else None,
                 ss.cpu_ms_per_inference if ss else None,
-                res.rss_peak_mb if res else None,
+                _rss_peak_mb(c),
                 c.cold_start.load_ms if c.cold_start else None,
                 (c.model_size_bytes / 2**20) if c.model_size_bytes else None,
                 overhead_p90(c),
@@ -205,6 +206,18 @@ def _summary_table(configs: Sequence[ConfigurationResult]) -> str:
         items = "".join(f"<li><b>{html.escape(c.label)}</b>: {html.escape(c.message)}</li>" for c in problems)
         table += f'<ul class="note">{items}</ul>'
     return table
+
+
+def _rss_peak_mb(config: ConfigurationResult) -> float | None:
+    """The SingleStream window's peak RSS; without SingleStream, the highest of the configuration's
+    (its whole run, or its scenarios': a load generator's report has only those)."""
+    ss = config.scenario("SingleStream")
+    if ss is not None and ss.resources is not None:
+        return ss.resources.rss_peak_mb
+    peaks = [r.resources.rss_peak_mb for r in config.scenarios if r.resources is not None]
+    if config.resources is not None:
+        peaks.append(config.resources.rss_peak_mb)
+    return max(peaks, default=None)
 
 
 def _agreement(config: ConfigurationResult) -> str | None:
