@@ -396,3 +396,17 @@ def test_the_threads_a_trial_records_are_the_ones_it_ran_with(repo: ModelReposit
     space = replace(_space("onnxruntime"), threads=(99,), batch_sizes=(1,))
     result, _ = search(repo, "mobilenet_v2", space, save=False)
     assert [t.threads for t in result.trials] == [usable_cores()]  # 99 was recorded, 2 ran
+
+
+def test_thread_counts_past_the_cores_are_timed_once(
+    repo: ModelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, ``--threads 2,3`` on 2 cores timed two trials both labelled threads=2."""
+    from dataclasses import replace
+
+    from edgeinfer.system import threads
+
+    monkeypatch.setattr(threads, "_budget", threads.ThreadBudget(total=2))
+    space = replace(_space("null"), threads=(1, 2, 3, 8), batch_sizes=(1,))
+    result, _ = search(repo, "mobilenet_v2", space, save=False)
+    assert sorted(t.threads for t in result.trials if t.ok) == [1, 2]
