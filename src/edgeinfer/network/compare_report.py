@@ -74,10 +74,12 @@ def stage_means_ms(result: PathResult) -> dict[str, float]:
 
 
 def _server_work_ms(result: PathResult) -> float | None:
+    """The server's decode + preprocess + compute per request: what a faster cloud would shorten.
+    A tensor upload has no server-side decode (``prepare_ms`` is None): its work is the compute."""
     server = result.server
-    if server is None or server.prepare_ms is None or server.compute_ms is None:
+    if server is None or server.compute_ms is None:
         return None
-    return server.prepare_ms + server.compute_ms
+    return (server.prepare_ms or 0.0) + server.compute_ms
 
 
 def _configuration(run: CompareRun, result: PathResult) -> ConfigurationResult:
@@ -247,8 +249,8 @@ def build_report(run: CompareRun, command: tuple[str, ...] = ()) -> BenchReport:
         else f"The cloud was the remote server at {run.cloud_url}, reached through the emulated link.",
         (
             f"Cloud compute speed-up {settings.cloud_speedup:g}x applied to the cloud paths' server work "
-            "(decode + preprocess + compute, from the server's /metrics) in the columns marked "
-            "'adjusted'; the measured figures are shown unchanged beside them."
+            "(decode + preprocess + compute, from the server's /metrics; a tensor upload's is its compute "
+            "alone) in the columns marked 'adjusted'; the measured figures are shown unchanged beside them."
         )
         if settings.cloud_speedup != 1.0
         else "No cloud speed-up applied (factor 1): cloud figures are as measured.",
