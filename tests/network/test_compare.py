@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from edgeinfer.bench.report import read_report
+from edgeinfer.cli.compare import build_settings
+from edgeinfer.cli.main import build_parser
 from edgeinfer.engine.engine import Engine
 
 
@@ -127,6 +129,22 @@ def test_compare_rejects_bad_arguments_before_measuring(
     done = _compare(tmp_path, *args)
     assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
     assert not (tmp_path / "report.json").exists()
+
+
+def test_repeated_profiles_uploads_and_policies_run_once_in_the_order_given(tmp_path: Path) -> None:
+    repeated = [
+        "--profile",
+        "loopback,LOOPBACK",
+        "--upload",
+        "JPEG,tensor,jpeg",
+        "--policy",
+        "Cloud,edge,cloud",
+    ]
+    args = build_parser().parse_args(["compare", *repeated, "--report", str(tmp_path)])
+    settings = build_settings(args)
+    assert [p.name for p in settings.profiles] == ["loopback"]
+    assert settings.uploads == ("jpeg", "tensor")
+    assert settings.policies == ("cloud", "edge")
 
 
 @pytest.mark.parametrize("policy", ["cloud", "auto"])  # auto measures cloud-only too

@@ -49,6 +49,11 @@ def test_unknown_profile_names_the_choices() -> None:
     assert [p.name for p in parse_profiles("wifi, 3g")] == ["wifi", "3g"]
 
 
+def test_a_profile_named_twice_is_listed_once_where_it_first_appears() -> None:
+    """Twice would measure it twice under one label, overwriting its logs."""
+    assert [p.name for p in parse_profiles("lte,LOOPBACK,loopback, Lte,wifi")] == ["lte", "loopback", "wifi"]
+
+
 def test_rto_and_transfer_model() -> None:
     assert get_profile("lte").rto_ms == 200  # Linux floor
     assert get_profile("3g").rto_ms == 300 + 4 * 20

@@ -17,7 +17,7 @@ from edgeinfer.network.profiles import PROFILES, parse_profiles
 from edgeinfer.network.router import POLICIES
 
 if TYPE_CHECKING:
-    from edgeinfer.network.compare import PathResult
+    from edgeinfer.network.compare import CompareSettings, PathResult
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,10 +83,32 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeUnavailable(
             f"edgeinfer compare needs {exc.name}: pip install 'edgeinfer[network]'"
         ) from None
-    from edgeinfer.network.compare import CompareSettings, run_compare
+    from edgeinfer.network.compare import run_compare
     from edgeinfer.network.compare_report import build_report, write
 
-    policies = tuple(p.strip() for p in args.policy.split(",") if p.strip())
+    settings = build_settings(args)
+    # SIGTERM unwinds like Ctrl-C, so the server and link processes this run started are stopped.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        result = run_compare(settings)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    report = build_report(result, tuple(sys.argv))
+    paths = write(report, args.report)
+    for config in report.configurations:  # the report's figures, as its page shows them
+        scenario = config.scenarios[0]
+        p50 = scenario.latency.p50_ms if scenario.samples else float("nan")
+        print(f"{config.label:32s} n={scenario.samples:5d}  p50 {p50:8.1f} ms  errors {scenario.errors}")
+    print(f"report: {paths[0]} and {paths[1]}")
+    return _all_failed(result.results)
+
+
+def build_settings(args: argparse.Namespace) -> CompareSettings:
+    """The CompareSettings the arguments describe; a bad value raises InvalidInput with the fix,
+    before anything is measured. A repeated profile, upload or policy (in any case) runs once."""
+    from edgeinfer.network.compare import CompareSettings
+
+    policies = _items(args.policy)
     bad = [p for p in policies if p not in POLICIES]
     if bad or not policies:
         raise InvalidInput(f"--policy takes a list of {', '.join(POLICIES)}, got {args.policy!r}")
@@ -105,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         check_report_dir(args.report)  # before the images are made and anything is measured
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
-    settings = CompareSettings(
+    return CompareSettings(
         profiles=tuple(parse_profiles(args.profile)),
         out_dir=args.report,
         model=args.model,
@@ -119,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
             deadline_ms=args.deadline_ms,
             seed=args.seed,
         ),
-        uploads=tuple(u.strip() for u in args.upload.split(",") if u.strip()),  # type: ignore[misc]
+        uploads=_items(args.upload),  # type: ignore[arg-type]
         policies=policies,  # type: ignore[arg-type]
         cloud_url=args.cloud_url,
         cloud_speedup=args.cloud_speedup,
@@ -129,20 +151,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         isolate_cpus=args.isolate_cpus,
     )
-    # SIGTERM unwinds like Ctrl-C, so the server and link processes this run started are stopped.
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        result = run_compare(settings)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    report = build_report(result, tuple(sys.argv))
-    paths = write(report, args.report)
-    for config in report.configurations:  # the report's figures, as its page shows them
-        scenario = config.scenarios[0]
-        p50 = scenario.latency.p50_ms if scenario.samples else float("nan")
-        print(f"{config.label:32s} n={scenario.samples:5d}  p50 {p50:8.1f} ms  errors {scenario.errors}")
-    print(f"report: {paths[0]} and {paths[1]}")
-    return _all_failed(result.results)
+
+
+def _items(text: str) -> tuple[str, ...]:
+    """A comma-separated list in lower case, each item once, in first-seen order: a repeat would
+    measure the same path again under the same label and overwrite its logs."""
+    return tuple(dict.fromkeys(item.strip().lower() for item in text.split(",") if item.strip()))
 
 
 def _all_failed(results: Sequence[PathResult]) -> int:

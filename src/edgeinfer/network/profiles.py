@@ -181,8 +181,9 @@ def get_profile(name: str) -> LinkProfile:
 
 
 def parse_profiles(spec: str) -> list[LinkProfile]:
-    """A comma-separated list of profile names, e.g. ``"wifi,lte,5g"``."""
+    """A comma-separated list of profile names, e.g. ``"wifi,lte,5g"`` (case-insensitive); a name
+    given twice is listed once, where it first appears."""
     names = [part for part in (p.strip() for p in spec.split(",")) if part]
     if not names:
         raise InvalidInput("give at least one network profile, e.g. --profile lte")
-    return [get_profile(name) for name in names]
+    return list(dict.fromkeys(get_profile(name) for name in names))
