@@ -129,6 +129,7 @@ def build_report(
         digest=samples_digest(samples),
         total_bytes=sum(len(s.data) for s in samples),
         names=tuple(s.name for s in samples),
+        encoding=samples[0].encoding if samples else "original",  # the images sent (or preprocessed)
     )
     return BenchReport(
         kind="loadgen",

@@ -19,11 +19,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Sample:
-    """One request's input: ``data`` is encoded image bytes, or a preprocessed float32 sample."""
+    """One request's input: ``data`` is encoded image bytes, or a preprocessed float32 sample.
+    ``encoding`` says what ``data`` is, in the report schema's words: ``"jpeg"`` (a photo re-encoded
+    as a camera sends it) or ``"original"`` (a file's bytes as given)."""
 
     name: str
     data: bytes
     tensor: np.ndarray | None = None
+    encoding: str = "original"
 
 
 def photo_samples(limit: int = 8, jpeg_quality: int = 90) -> list[Sample]:
@@ -40,7 +43,7 @@ def photo_samples(limit: int = 8, jpeg_quality: int = 90) -> list[Sample]:
         with Image.open(path) as image:
             buffer = io.BytesIO()
             image.convert("RGB").save(buffer, format="JPEG", quality=jpeg_quality)
-        samples.append(Sample(name, buffer.getvalue()))
+        samples.append(Sample(name, buffer.getvalue(), encoding="jpeg"))
     return samples
 
 
@@ -62,7 +65,7 @@ def as_tensors(samples: Sequence[Sample], model: str) -> list[Sample]:
     from edgeinfer.imaging.preprocess import Preprocessor
 
     preprocess = Preprocessor(preprocessing_for(model))
-    return [Sample(s.name, s.data, preprocess(decode_image(s.data))) for s in samples]
+    return [Sample(s.name, s.data, preprocess(decode_image(s.data)), s.encoding) for s in samples]
 
 
 def preprocessing_for(model: str) -> Preprocessing:
