@@ -338,7 +338,7 @@ def main() -> None:
             from edgeinfer.serving.loadgen.workload import photo_samples
 
             jpeg = args.out / "sample.jpg"
-            jpeg.write_bytes(next(s.data for s in photo_samples() if s.name == "chelsea"))
+            jpeg.write_bytes(next(s.data for s in photo_samples() if s.name == "chelsea.png.jpg"))
             summary["wrk_classify"] = run_wrk(port, jpeg, args.duration)
             print("wrk", summary["wrk_classify"], flush=True)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeinfer.bench.report import BenchReport
+from edgeinfer.bench.samples import BENCH_PHOTOS, load_samples, samples_digest
 from edgeinfer.serving.loadgen.clients import Target
 from edgeinfer.serving.loadgen.report import build_report
 from edgeinfer.serving.loadgen.workload import Sample, as_tensors, file_samples, photo_samples
@@ -38,3 +39,12 @@ def test_image_files_given_are_reported_as_sent_unchanged(photos: dict[str, Path
     report = _report(file_samples([photos["chelsea"]]))  # a PNG, sent as it is
     assert report.samples is not None and report.samples.encoding == "original"
     assert report.samples.names == (photos["chelsea"].name,)
+
+
+def test_the_photos_are_benchs_so_the_same_inputs_give_the_same_digest(photos: dict[str, Path]) -> None:
+    """bench's natural photos only (no textures, charts or logos), the same bytes as bench sends."""
+    sent = _report(photo_samples(8)).samples
+    benched = load_samples(8, encoding="jpeg")
+    assert sent is not None and sent.digest == samples_digest(benched)
+    assert sent.names == tuple(s.name for s in benched)
+    assert {name.split(".")[0] for name in sent.names} <= set(BENCH_PHOTOS)

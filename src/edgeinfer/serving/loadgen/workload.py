@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,22 +28,16 @@ class Sample:
     encoding: str = "original"
 
 
-def photo_samples(limit: int = 8, jpeg_quality: int = 90) -> list[Sample]:
-    """The sample photos shipped by installed packages, re-encoded as JPEG at their own size."""
-    from PIL import Image
+def photo_samples(limit: int = 8) -> list[Sample]:
+    """The first ``limit`` of ``edgeinfer bench``'s natural photos as a camera sends them (JPEG; the
+    PNGs re-encoded at quality 90): the same bytes, so the same digest, as ``bench --samples N``."""
+    from edgeinfer.bench.samples import load_samples
 
-    from edgeinfer.imaging.samples import available_photos
-
-    found = available_photos()
-    if not found:
-        raise NotFound("no sample photos installed: pip install 'edgeinfer[samples]' or pass image files")
-    samples = []
-    for name, path in sorted(found.items())[:limit]:
-        with Image.open(path) as image:
-            buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, format="JPEG", quality=jpeg_quality)
-        samples.append(Sample(name, buffer.getvalue(), encoding="jpeg"))
-    return samples
+    try:
+        photos = load_samples(limit, encoding="jpeg")
+    except NotFound as exc:
+        raise NotFound(f"{exc}, or pass image files (--images)") from None
+    return [Sample(s.name, s.data, encoding="jpeg") for s in photos]
 
 
 def file_samples(paths: Sequence[Path]) -> list[Sample]:
