@@ -185,6 +185,19 @@ def test_cli_says_why_keras_is_skipped_and_stores_no_null_winner(
     assert tuned_choice(repo.root, "mobilenet_v2", "fp32", file_sha256=_sha(repo)) == "onnxruntime"
 
 
+def test_a_piped_runs_table_is_not_truncated(
+    repo: ModelRepository, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of a terminal (``edgeinfer tune | cat``, a log file) rich's 80 columns cut the runtime."""
+    monkeypatch.delenv("COLUMNS", raising=False)  # rich would take the width from it
+    args = ["tune", "mobilenet_v2", "-r", "ort", "-p", "fp32", "--threads", "1", "--batch", "1"]
+    assert main([*args, "--duration", "0.05", "--home", str(repo.root)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "latency" in line]
+    assert rows and all("onnxruntime" in row for row in rows), out
+    assert "…" not in out and "images/s" in out
+
+
 def test_each_run_replaces_only_the_precisions_it_found_winners_for(tmp_path: Path) -> None:
     def threads(precision: str) -> int | None:
         return tuned_threads(tmp_path, "mobilenet_v2", precision, file_sha256=f"{precision}-sha")

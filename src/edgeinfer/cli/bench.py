@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.cli.common import add_repository_arg, check_report_dir
+from edgeinfer.cli.common import add_repository_arg, check_report_dir, table_console
 from edgeinfer.errors import InvalidInput, RuntimeUnavailable
 from edgeinfer.tune.search import MAX_BATCH
 
@@ -137,7 +137,6 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from rich.console import Console
         from rich.markup import escape
 
         from edgeinfer.bench.console import RichProgress, print_report
@@ -148,9 +147,7 @@ def run(args: argparse.Namespace) -> int:
     request = build_request(args)
     for line in skipped_combinations(request):
         print(f"edgeinfer bench: {line}", file=sys.stderr)
-    console = Console()
-    if not console.is_terminal:  # a log file or pipe: wide enough for the tables, no wrapping
-        console = Console(width=150)
+    console = table_console()
     with RichProgress(console) as progress:
         report = run_benchmark(request, progress)
     paths = write_report(report, args.report)  # first: a closed terminal must not lose the report

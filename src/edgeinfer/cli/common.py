@@ -6,6 +6,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from rich.console import Console
+
 from edgeinfer.engine import Engine
 from edgeinfer.errors import InvalidInput
 from edgeinfer.models.repository import HOME_ENV, ModelRepository
@@ -99,3 +101,15 @@ def check_report_dir(path: Path) -> None:
             pass
     except OSError as exc:
         raise ValueError(f"--report {path}: cannot write there ({exc.strerror or exc})") from exc
+
+
+#: Columns of a console that is not a terminal (a pipe, a log file): rich's default of 80 would
+#: truncate the widest tables' columns (``onnxrun…``).
+PIPED_CONSOLE_WIDTH = 150
+
+
+def table_console(*, stderr: bool = False) -> Console:
+    """A console for tables: a terminal's own width, or :data:`PIPED_CONSOLE_WIDTH` columns with no
+    wrapping when the output goes to a pipe or a log file."""
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=PIPED_CONSOLE_WIDTH)

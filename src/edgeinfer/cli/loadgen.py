@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgeinfer.cli.common import table_console
 from edgeinfer.errors import InvalidInput, NotFound
 from edgeinfer.serving.settings import API_KEY_ENV
 
@@ -91,9 +92,7 @@ def run(args: argparse.Namespace) -> int:
     request_timeout_s = max(30.0, (args.timeout_ms or 0.0) / 1000 + 5.0)
 
     metrics_host, metrics_port = _metrics_address(args.metrics_url, target)
-    console = Console(stderr=True)
-    if not console.is_terminal:  # a log file or pipe: wide enough for the table, no wrapping
-        console = Console(stderr=True, width=150)
+    console = table_console(stderr=True)
     results: list[RunResult] = []
 
     async def main() -> None:

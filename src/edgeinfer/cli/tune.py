@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgeinfer.cli.common import add_repository_arg, repository
+from edgeinfer.cli.common import add_repository_arg, repository, table_console
 from edgeinfer.errors import InvalidInput
 from edgeinfer.tune.search import Trial, TuneResult, TuneSpace, runtime_name, search
 
@@ -107,7 +107,7 @@ def _print_winners(result: TuneResult) -> None:
                 f"{trial.p99_ms:.2f}",
                 f"{trial.images_per_s:.0f}",
             )
-    Console().print(table)
+    table_console().print(table)
 
 
 def _describe(trial: Trial) -> str:
