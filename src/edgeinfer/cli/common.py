@@ -108,8 +108,10 @@ def check_report_dir(path: Path) -> None:
 PIPED_CONSOLE_WIDTH = 150
 
 
-def table_console(*, stderr: bool = False) -> Console:
+def table_console(*, stderr: bool = False, highlight: bool = True) -> Console:
     """A console for tables: a terminal's own width, or :data:`PIPED_CONSOLE_WIDTH` columns with no
     wrapping when the output goes to a pipe or a log file."""
-    console = Console(stderr=stderr)
-    return console if console.is_terminal else Console(stderr=stderr, width=PIPED_CONSOLE_WIDTH)
+    console = Console(stderr=stderr, highlight=highlight)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, highlight=highlight, width=PIPED_CONSOLE_WIDTH)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from edgeinfer.cli.common import add_engine_args, load_engine
+from edgeinfer.cli.common import add_engine_args, load_engine, table_console
 from edgeinfer.engine import Engine
 from edgeinfer.errors import EdgeInferError, InvalidInput
 from edgeinfer.streams.config import CaptureOptions, PipelineOptions
@@ -223,10 +222,7 @@ def _run_pipeline(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    out = Console(file=sys.stdout, highlight=False)
-    if not out.is_terminal:
-        out.width = 160
-    print_summary(summary, out)
+    print_summary(summary, table_console(highlight=False))
     if not any(s.processed for s in summary.streams):
         console.print(
             f"[bold red]error[/]: no frame was processed: {escape(_why_nothing(summary))}", soft_wrap=True
