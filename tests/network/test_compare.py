@@ -15,6 +15,7 @@ from edgeinfer.bench.report import read_report
 from edgeinfer.cli.compare import build_settings
 from edgeinfer.cli.main import build_parser
 from edgeinfer.engine.engine import Engine
+from edgeinfer.errors import InvalidInput
 
 
 def _compare(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -145,6 +146,14 @@ def test_repeated_profiles_uploads_and_policies_run_once_in_the_order_given(tmp_
     assert [p.name for p in settings.profiles] == ["loopback"]
     assert settings.uploads == ("jpeg", "tensor")
     assert settings.policies == ("cloud", "edge")
+
+
+@pytest.mark.parametrize("uploads", ["", ",", " , "])
+def test_an_empty_upload_list_is_refused(tmp_path: Path, uploads: str) -> None:
+    """Before, it was accepted and the cloud path was silently not measured."""
+    args = build_parser().parse_args(["compare", "--upload", uploads, "--report", str(tmp_path)])
+    with pytest.raises(InvalidInput, match=r"unknown upload \(none\); choose from jpeg, tensor"):
+        build_settings(args)
 
 
 @pytest.mark.parametrize("policy", ["cloud", "auto"])  # auto measures cloud-only too

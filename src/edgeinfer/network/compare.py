@@ -69,8 +69,8 @@ class CompareSettings:
         if not (math.isfinite(self.cloud_speedup) and self.cloud_speedup > 0):
             raise InvalidInput(f"--cloud-speedup must be a finite number > 0, got {self.cloud_speedup}")
         unknown = [u for u in self.uploads if u not in UPLOADS]
-        if unknown:
-            raise InvalidInput(f"unknown upload {unknown}; choose from {', '.join(UPLOADS)}")
+        if unknown or not self.uploads:  # none: a cloud path would silently not be measured
+            raise InvalidInput(f"unknown upload {unknown or '(none)'}; choose from {', '.join(UPLOADS)}")
         if not 1 <= self.samples <= MAX_SAMPLES:
             raise InvalidInput(
                 f"--samples must be 1..{MAX_SAMPLES} (each is made and held in memory before the run), "
