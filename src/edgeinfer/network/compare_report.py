@@ -250,7 +250,9 @@ def build_report(run: CompareRun, command: tuple[str, ...] = ()) -> BenchReport:
         (
             f"Cloud compute speed-up {settings.cloud_speedup:g}x applied to the cloud paths' server work "
             "(decode + preprocess + compute, from the server's /metrics; a tensor upload's is its compute "
-            "alone) in the columns marked 'adjusted'; the measured figures are shown unchanged beside them."
+            "alone) in the columns marked 'adjusted'; the measured figures are shown unchanged beside them. "
+            "The policy comparison (edge-only, cloud-only, auto) is as measured: the router's choices are "
+            "not replayed at another speed."
         )
         if settings.cloud_speedup != 1.0
         else "No cloud speed-up applied (factor 1): cloud figures are as measured.",
