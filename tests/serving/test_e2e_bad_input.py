@@ -464,6 +464,25 @@ def _metric(server: ServerProcess, series: str) -> float:
     return float(lines[0].split()[-1]) if lines else 0.0
 
 
+def test_a_request_refused_before_the_model_is_timed_from_its_arrival(server: ServerProcess) -> None:
+    """A bad body that took 0.6 s to arrive: its failure counts 0.6 s, not 0 (before: every 400, 404,
+    408 and 413 refused before the model was recorded as taking no time)."""
+    _, _, raw = server.request("GET", f"/v2/models/{MODEL}/stats")
+    before = json.loads(raw)["model_stats"][0]["inference_stats"]["fail"]
+    body = b'{"inputs": [not json'
+    head = f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(head.encode() + body[:5])
+        time.sleep(0.6)
+        sock.sendall(body[5:])
+        assert sock.recv(65536).startswith(b"HTTP/1.1 400 ")
+    _, _, raw = server.request("GET", f"/v2/models/{MODEL}/stats")
+    after = json.loads(raw)["model_stats"][0]["inference_stats"]["fail"]
+    assert after["count"] == before["count"] + 1
+    assert int(after["ns"]) - int(before["ns"]) >= 550_000_000
+
+
 def test_a_client_that_hangs_up_while_its_request_waits_is_counted_cancelled(
     server: ServerProcess, images: dict[str, bytes]
 ) -> None:

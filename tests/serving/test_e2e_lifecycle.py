@@ -79,6 +79,29 @@ def test_api_key_with_the_official_clients(guarded: ServerProcess, images: dict[
     assert rpc.infer(MODEL, [tensor], headers=auth).as_numpy("probabilities").argmax() == 285
 
 
+def _requests_total(server: ServerProcess, protocol: str) -> float:
+    _, _, raw = server.request("GET", "/metrics")
+    series = f'edgeinfer_requests_total{{model="{MODEL}",protocol="{protocol}"}}'
+    return sum(float(line.split()[-1]) for line in raw.decode().splitlines() if line.startswith(series))
+
+
+def test_a_request_without_the_key_is_not_counted_on_either_transport(
+    guarded: ServerProcess, images: dict[str, bytes]
+) -> None:
+    """Before, gRPC counted them (an unauthenticated client could inflate its figures) and HTTP did not."""
+    before = {p: _requests_total(guarded, p) for p in ("http", "grpc")}
+    rpc = tgrpc.InferenceServerClient(guarded.grpc_url)
+    tensor = tgrpc.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([images["chelsea"]], dtype=object))
+    for _ in range(2):
+        with pytest.raises(InferenceServerException) as caught:
+            rpc.infer(MODEL, [tensor], headers={"authorization": "Bearer wrong"})
+        assert caught.value.status() == "StatusCode.UNAUTHENTICATED"
+        status, _, _ = guarded.request("POST", CLASSIFY, images["coffee"], {"Authorization": "Bearer wrong"})
+        assert status == 401
+    assert {p: _requests_total(guarded, p) for p in ("http", "grpc")} == before
+
+
 def test_overload_is_shed_at_once_with_retry_after(guarded: ServerProcess, images: dict[str, bytes]) -> None:
     def one(_: int) -> tuple[int, dict[str, str], bytes, float]:
         begin = time.perf_counter()

@@ -294,14 +294,15 @@ class DataPlane:
         )
         return await self._observed(servable, protocol, arrival_ns, work)
 
-    def count_failure(self, model: str, protocol: str, error: EdgeInferError) -> None:
-        """Count a request that failed before reaching a model (bad body, unknown model...); one the
-        model already counted (it failed inside :meth:`_observed`) is not counted twice."""
+    def count_failure(self, model: str, protocol: str, error: EdgeInferError, arrival_ns: int) -> None:
+        """Count a request that failed before reaching a model (bad body, unknown version...), as
+        taking from its arrival (``time.monotonic_ns``) to now; one the model already counted (it
+        failed inside :meth:`_observed`) is not counted twice."""
         if getattr(error, _COUNTED, False):
             return
         if model in self._models:
             self._models[model].metrics.on_request(protocol)
-            self._models[model].metrics.on_answer(protocol, 0, error.kind)
+            self._models[model].metrics.on_answer(protocol, time.monotonic_ns() - arrival_ns, error.kind)
 
     async def _observed(self, servable: Servable, protocol: str, arrival_ns: int, work: Awaitable[T]) -> T:
         metrics = servable.metrics

@@ -89,9 +89,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
         arrival_ns = time.monotonic_ns()
+        metadata = _metadata(context)
         try:
-            metadata = _metadata(context)
             self.guard.check(metadata.get("authorization"), metadata.get("x-api-key"))
+        except EdgeInferError as exc:  # not an authorized inference: not counted, as over HTTP
+            await _abort(context, exc)
+        try:
             self.plane.check_model(request.model_name, request.model_version or None)
             remaining_s = context.time_remaining()
             deadline_ns = int(remaining_s * 1e9) if remaining_s is not None else None
@@ -106,7 +109,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             if not isinstance(exc, EdgeInferError):
                 log.exception("unhandled error in ModelInfer")
                 exc = EdgeInferError(f"internal error: {exc!r}")
-            self.plane.count_failure(request.model_name, PROTOCOL, exc)
+            self.plane.count_failure(request.model_name, PROTOCOL, exc, arrival_ns)
             await _abort(context, exc)
 
     async def _guarded(self, context: Context, answer: Callable[[], T] | Callable[[], Awaitable[T]]) -> T:

@@ -110,7 +110,7 @@ class RestApp:
             log.exception("unhandled error on %s %s", request.scope["method"], request.scope["path"])
             exc = EdgeInferError(f"internal error: {exc!r}")
         if inference and request.model:
-            self.plane.count_failure(request.model, PROTOCOL, exc)
+            self.plane.count_failure(request.model, PROTOCOL, exc, request.arrival_ns)
         return Response(error_payload(exc), status_of(exc), headers=error_headers(exc))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
