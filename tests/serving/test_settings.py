@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,38 @@ def test_the_cores_are_shared_out_among_every_models_instances(monkeypatch: pyte
         ServeSettings(models=two, threads=4)
     with pytest.raises(InvalidInput, match="2 models x 3 instances is more than the 4 usable cores"):
         ServeSettings(models=two, instances=3)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('idle_fast_path = "false"', "idle_fast_path must be true or false, got 'false'"),
+        ('prefetch_batches = "no"', "prefetch_batches must be true or false"),
+        ('grpc_enabled = "false"', "grpc_enabled must be true or false"),
+        ("default_timeout_ms = true", "default_timeout_ms must be a number, got True"),
+        ('shutdown_timeout_s = "5"', "shutdown_timeout_s must be a number, got '5'"),
+        ("decode_threads = 1.5", "decode_threads must be a whole number (or unset for automatic), got 1.5"),
+        ("threads = true", "threads must be a whole number (or unset for automatic), got True"),
+        ("threads = false", "threads must be a whole number"),
+        ('log_level = "verbose"', "log_level must be one of debug, info, warning, error, critical"),
+        ("runtime = 3", "runtime must be a string, got 3"),
+        ("host = 5", "host must be a string, got 5"),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_refused(tmp_path: Path, line: str, message: str) -> None:
+    """Before, each was taken as it came: "false" was true, true a 1 ms deadline, 1.5 threads..."""
+    config = tmp_path / "serve.toml"
+    config.write_text(line + "\n")
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        ServeSettings.load(config)
+
+
+def test_settings_outside_the_serve_table_are_refused(tmp_path: Path) -> None:
+    """Before, with a [serve] table, the keys above it were dropped without a word."""
+    config = tmp_path / "serve.toml"
+    config.write_text("http_port = 18610\ngrpc_port = 18611\n\n[serve]\nmax_batch_size = 4\n")
+    with pytest.raises(InvalidInput, match=r"grpc_port, http_port outside the \[serve\] table"):
+        ServeSettings.load(config)
+    config.write_text('[serve]\nmax_batch_size = 4\nlog_level = "INFO"\nthreads = 0\n')
+    loaded = ServeSettings.load(config)
+    assert (loaded.max_batch_size, loaded.log_level, loaded.threads) == (4, "INFO", None)

@@ -23,7 +23,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import SplitResult, urlsplit
 
 from edgeinfer.errors import InvalidInput, NotFound
@@ -75,6 +75,7 @@ class ServeSettings:
     cloud_timeout_ms: float = 5000.0
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if not self.models:
             raise InvalidInput("serve at least one model (--model NAME)")
         if len(set(self.models)) != len(self.models):
@@ -191,6 +192,45 @@ class ServeSettings:
         return dataclasses.replace(self, **changes)
 
 
+_BOOL_FIELDS = ("grpc_enabled", "idle_fast_path", "prefetch_batches")
+_TEXT_FIELDS = ("host", "runtime", "offload", "log_level")
+_OPTIONAL_TEXT_FIELDS = ("precision", "cloud_url", "cloud_model")
+_NUMBER_FIELDS = ("default_timeout_ms", "body_timeout_s", "shutdown_timeout_s", "cloud_timeout_ms")
+_OPTIONAL_NUMBER_FIELDS = ("stream_fps", "bandwidth_cap_mbps")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _check_types(settings: ServeSettings) -> None:
+    """Each setting of the type it is read as: a config file's ``idle_fast_path = "false"`` (a
+    string, and true) or ``default_timeout_ms = true`` (a 1 ms deadline) was taken as it came."""
+
+    def refuse(name: str, what: str, value: object) -> NoReturn:
+        raise InvalidInput(f"{name} must be {what}, got {value!r}")
+
+    for name in _BOOL_FIELDS:
+        if not isinstance(getattr(settings, name), bool):
+            refuse(name, "true or false", getattr(settings, name))
+    for name in (*_TEXT_FIELDS, *_OPTIONAL_TEXT_FIELDS):
+        value = getattr(settings, name)
+        if not isinstance(value, str) and not (value is None and name in _OPTIONAL_TEXT_FIELDS):
+            refuse(name, "a string", value)
+    for name in (*_NUMBER_FIELDS, *_OPTIONAL_NUMBER_FIELDS):
+        value = getattr(settings, name)
+        if (value is None and name in _OPTIONAL_NUMBER_FIELDS) or _is_number(value):
+            continue
+        refuse(name, "a number", value)
+    for name in _OPTIONAL_INT_FIELDS:
+        value = getattr(settings, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            refuse(name, "a whole number (or unset for automatic)", value)
+    if settings.log_level.lower() not in LOG_LEVELS:
+        refuse("log_level", f"one of {', '.join(LOG_LEVELS)}", settings.log_level)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _at_least(settings: ServeSettings, minimum: int, *names: str) -> None:
     for name in names:
         value = getattr(settings, name)
@@ -215,6 +255,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     table = document.get("serve", document)
     if not isinstance(table, dict):
         raise InvalidInput(f"{path}: [serve] must be a table")
+    outside = sorted(set(document) - {"serve"}) if "serve" in document else []
+    if outside:  # they were dropped without a word (a port set there was never used)
+        raise InvalidInput(f"{path}: {', '.join(outside)} outside the [serve] table; put every setting in it")
     return dict(table)
 
 
@@ -242,7 +285,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         if name in out and not isinstance(out[name], Path):
             out[name] = Path(str(out[name])).expanduser()
     for name in _OPTIONAL_INT_FIELDS:
-        if out.get(name) == 0:
+        if type(out.get(name)) is int and out[name] == 0:  # 0: automatic (not false, not 0.0)
             out[name] = None
     for name in ("default_timeout_ms", "body_timeout_s", "shutdown_timeout_s", "stream_fps",
                  "bandwidth_cap_mbps", "cloud_timeout_ms"):  # fmt: skip
