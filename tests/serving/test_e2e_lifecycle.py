@@ -209,6 +209,62 @@ def test_sigterm_finishes_accepted_requests_then_exits_cleanly(
         server.request("GET", "/v2/health/live")
 
 
+def _busy_server(tmp_path: Path, images: dict[str, bytes]) -> tuple[ServerProcess, ThreadPoolExecutor, list]:
+    """A server with 24 requests of 8 photos accepted: seconds of work for its drain."""
+    server = start_server(tmp_path, "--max-batch-size", "8", "--max-queue-size", "256", "--no-grpc")
+    photos = [b64(images["grace_hopper"])] * 8
+    body = json.dumps(
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [8], "data": photos}]}
+    ).encode()
+    pool = ThreadPoolExecutor(max_workers=24)
+    pending = [pool.submit(server.request, "POST", f"/v2/models/{MODEL}/infer", body) for _ in range(24)]
+    _wait_until_counted(server, 24)
+    return server, pool, pending
+
+
+def test_a_request_whose_body_starts_after_the_signal_is_refused_at_once(
+    engine: Engine, images: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Before, it waited for its body past the drain, held the stop for uvicorn's whole graceful
+    timeout and then got a 500."""
+    import socket
+
+    server, pool, pending = _busy_server(tmp_path, images)
+    with pool:
+        server.process.send_signal(15)
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=20) as late:
+            head = f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+            late.sendall(head.encode() + b"{")  # 1 of its 1000 bytes, then nothing
+            begin = time.monotonic()
+            answer = late.recv(65536)
+            waited = time.monotonic() - begin
+        still_working = not all(f.done() for f in pending)
+        assert [f.result(timeout=60)[0] for f in pending] == [200] * 24  # the accepted ones finish
+    assert still_working  # the drain was under way when the late request came
+    assert answer.startswith(b"HTTP/1.1 503 ") and waited < 2.0, (answer[:200], waited)
+    assert server.process.wait(timeout=30) == 0
+
+
+def test_a_second_signal_stops_without_waiting_for_the_drain(
+    engine: Engine, images: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Before, a second SIGTERM or SIGINT still waited for every accepted request (about 11 s here)."""
+    server, pool, pending = _busy_server(tmp_path, images)
+    with pool:
+        server.process.send_signal(15)
+        time.sleep(0.3)
+        still_working = not all(f.done() for f in pending)
+        server.process.send_signal(2)
+        begin = time.monotonic()
+        server.process.wait(timeout=30)
+        stopped_in = time.monotonic() - begin
+        finished = sum(f.exception(timeout=30) is None and f.result()[0] == 200 for f in pending)
+    assert still_working and finished < 24  # it did not wait for them all
+    assert stopped_in < 3.0, stopped_in
+    assert "Exception in ASGI application" not in server.log()  # the requests cut short are not errors
+
+
 def _wait_until_counted(server: ServerProcess, count: int) -> None:
     """Poll /metrics until ``count`` inference requests were accepted."""
     deadline = time.monotonic() + 30

@@ -193,6 +193,8 @@ class _Uvicorn(uvicorn.Server):
             loop = None
         if loop is None or self._draining is not None or not self.started:
             super().handle_exit(sig, frame)
+            if self._draining is not None:  # a second signal: stop now, not after the drain
+                self.force_exit = True
             return
         # from a signal handler: hand the loop its task through its thread-safe door
         loop.call_soon_threadsafe(self._start_draining, loop, sig, frame)

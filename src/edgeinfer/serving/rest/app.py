@@ -7,6 +7,7 @@ with httptools and uvloop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -98,6 +99,10 @@ class RestApp:
             response = await handler(self, request)
         except ClientDisconnected:
             return
+        except asyncio.CancelledError:
+            if self.plane.draining:  # a second signal cut the drain short: nobody to answer or blame
+                return
+            raise
         except Exception as exc:
             response = self._failed(request, exc, inference=inference)
         await _send(send, response, with_body=not head)

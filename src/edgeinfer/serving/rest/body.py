@@ -53,6 +53,8 @@ async def read_body(
             raise InvalidInput(f"Content-Length must be a number of bytes, got {declared!r}") from None
         if length > limit_bytes:
             raise BodyTooLarge(f"request body of {length} bytes is over the limit of {limit_bytes} bytes")
+    if reads is not None and reads.cut_off:  # a read begun after the stop began is not waited for
+        raise BodyCutOff("the server is shutting down; send the request again elsewhere")
     waiting = reads._waiting if reads is not None else set()
     try:
         async with asyncio.timeout(timeout_s) as deadline:
