@@ -85,3 +85,11 @@ def test_settings_outside_the_serve_table_are_refused(tmp_path: Path) -> None:
     config.write_text('[serve]\nmax_batch_size = 4\nlog_level = "INFO"\nthreads = 0\n')
     loaded = ServeSettings.load(config)
     assert (loaded.max_batch_size, loaded.log_level, loaded.threads) == (4, "INFO", None)
+
+
+def test_one_port_for_both_listeners_is_refused_unless_grpc_is_off() -> None:
+    """Before, the second listener failed to bind after start-up (exit 3, uvicorn's message)."""
+    with pytest.raises(InvalidInput, match="http_port and grpc_port are both 9000"):
+        ServeSettings(http_port=9000, grpc_port=9000)
+    assert ServeSettings(http_port=9000, grpc_port=9000, grpc_enabled=False).http_port == 9000
+    assert ServeSettings(http_port=0, grpc_port=0).grpc_port == 0  # each any free port

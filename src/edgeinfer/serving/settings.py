@@ -84,6 +84,8 @@ class ServeSettings:
             port = getattr(self, name)
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise InvalidInput(f"{name} must be in 0..65535 (0: any free port), got {port}")
+        if self.grpc_enabled and self.http_port == self.grpc_port != 0:
+            raise InvalidInput(f"http_port and grpc_port are both {self.http_port}: give each its own port")
         _at_least(self, 1, "max_batch_size", "max_queue_size", "instances", "max_request_bytes",
                   "max_image_bytes", "max_image_pixels", "warmup_runs", "top_k")  # fmt: skip
         _at_least(self, 0, "max_queue_delay_us")
