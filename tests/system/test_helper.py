@@ -112,11 +112,11 @@ def test_on_one_core_nothing_is_offered(monkeypatch: pytest.MonkeyPatch) -> None
     assert names == {threading.current_thread().name}
 
 
-def test_work_started_ahead_runs_on_the_helper_and_does_its_own_parts() -> None:
+def test_offered_work_runs_on_the_helper_returns_its_result_and_does_its_own_parts() -> None:
     def work(value: int) -> tuple[str, object, int]:
         return threading.current_thread().name, helper.offer(lambda: None), value * 2
 
-    future = helper.ahead(work, 21)
+    future = helper.offer(work, 21)
     assert future is not None
     name, offered, doubled = future.result(5)
     assert name.startswith("edgeinfer-helper") and doubled == 42
@@ -126,10 +126,12 @@ def test_work_started_ahead_runs_on_the_helper_and_does_its_own_parts() -> None:
     later.result(5)
 
 
-def test_nothing_is_started_ahead_on_one_core_or_from_inside_a_share(monkeypatch: pytest.MonkeyPatch) -> None:
-    started = helper.share(3, lambda index: helper.ahead(lambda: index))
+def test_nothing_is_offered_on_one_core_or_from_inside_a_share_whatever_it_returns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started = helper.share(3, lambda index: helper.offer(lambda: index))
     assert started == [None, None, None]
     from edgeinfer.system import threads
 
     monkeypatch.setattr(threads, "_budget", threads.ThreadBudget(total=1))
-    assert helper.ahead(lambda: 1) is None
+    assert helper.offer(lambda: 1) is None

@@ -28,7 +28,7 @@ from edgeinfer.models.precision import COMPUTED, PRECISIONS, build_of
 from edgeinfer.models.repository import ModelRepository, StoredModel, rebuild_hint
 from edgeinfer.models.zoo import ZOO
 from edgeinfer.runtimes.base import Runtime, RuntimeOptions, TensorSpec
-from edgeinfer.system.helper import ahead, attempt
+from edgeinfer.system.helper import attempt, offer
 
 __all__ = ["Classification", "Engine", "EngineOptions", "Prediction", "StageTimings"]
 
@@ -306,7 +306,7 @@ class Engine:
                 # prepared ahead on the helper, or here where the helper had not started it
                 outcome = prepared(upcoming) if early is None or early.cancel() else early.result()
                 upcoming = next(pending, _END)
-                early = None if isinstance(upcoming, _End) else ahead(prepared, upcoming)
+                early = None if isinstance(upcoming, _End) else offer(prepared, upcoming)
                 if isinstance(outcome, EdgeInferError):
                     yield outcome
                     continue

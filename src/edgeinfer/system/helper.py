@@ -22,27 +22,17 @@ _pool_lock = threading.Lock()
 _sharing = threading.local()  # ``active`` while this thread works through a share()
 
 
-def offer(fn: Callable[..., None], *args: object) -> Future[None] | None:
-    """``fn(*args)`` handed to the helper thread; None where it takes no work (the interpreter is
-    shutting down): the caller then does it itself. The caller takes back work the helper has not
-    started with ``future.cancel()``. Inside :func:`share` nothing is offered: the helper is
-    working through the same items (measured: a batch of 8 photos was prepared in 11.6 ms at
-    p50 this way against 12.9 ms when each image's halves were offered too). On one core nothing is
-    offered either: the helper could only take turns with the caller (preprocessing measured 10%
-    slower that way, 1.57 against 1.42 ms p50 under ``taskset -c 0``)."""
-    if getattr(_sharing, "active", False) or process_budget().total < 2:
-        return None
-    try:
-        return _helper().submit(fn, *args)
-    except RuntimeError:
-        return None
-
-
-def ahead(fn: Callable[..., T], *args: object) -> Future[T] | None:
-    """``fn(*args)`` started on the helper for a result the caller needs later (the next image
-    prepared while this one infers); what ``fn`` would offer the helper, it does itself (the helper
-    is busy with it). None where :func:`offer` gives None: the caller then does it when due. Take
-    back work the helper has not started with ``future.cancel()``."""
+def offer(fn: Callable[..., T], *args: object) -> Future[T] | None:
+    """``fn(*args)`` handed to the helper thread: a part of the caller's work (the lower half of an
+    image), or a result it needs later (the next image, prepared while this one infers). What
+    ``fn`` would offer in turn it does itself: the helper is busy with it. None where the helper
+    takes no work (the interpreter is shutting down): the caller then does it itself. The caller
+    takes back work the helper has not started with ``future.cancel()``. Inside :func:`share`
+    nothing is offered: the helper is working through the same items (measured: a batch of 8
+    photos was prepared in 11.6 ms at p50 this way against 12.9 ms when each image's halves were
+    offered too). On one core nothing is offered either: the helper could only take turns with the
+    caller (preprocessing measured 10% slower that way, 1.57 against 1.42 ms p50 under
+    ``taskset -c 0``)."""
     if getattr(_sharing, "active", False) or process_budget().total < 2:
         return None
 
