@@ -423,3 +423,29 @@ def test_thread_counts_past_the_cores_are_timed_once(
     space = replace(_space("null"), threads=(1, 2, 3, 8), batch_sizes=(1,))
     result, _ = search(repo, "mobilenet_v2", space, save=False)
     assert sorted(t.threads for t in result.trials if t.ok) == [1, 2]
+
+
+def test_bf16_stays_on_openvino_whatever_runtime_is_preferred(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server prefers a runtime close to the pick for its split lanes; before, after an fp32
+    and a bf16 tuning, that preference moved bf16 to ONNX Runtime and `serve --precision bf16`
+    could not start."""
+    from edgeinfer.system import machine
+
+    monkeypatch.setattr(machine, "this_cpu_flags", lambda: frozenset({"AVX512F", "AMX_BF16", "AVX512_BF16"}))
+    repo = ModelRepository(tmp_path)
+    sha = repo.build("mobilenet_v2").config.file_sha256
+    trials = [
+        {"runtime": runtime, "precision": "fp32", "threads": 1, "batch_size": 1, "runs": 5, "p50_ms": p50,
+         "p90_ms": p50 + 1, "p99_ms": p50 + 2, "images_per_s": 1000 / p50, "error": None}
+        for runtime, p50 in (("onnxruntime", 4.5), ("openvino", 3.6))
+    ]  # fmt: skip
+    winners = {"fp32": {"latency": trials[1], "throughput": trials[1]}}
+    fp32 = {"trials": trials, "best_by_precision": winners, "file_sha256": {"fp32": sha}}
+    write_entry(repo.root, "mobilenet_v2", machine_key(), fp32)  # ONNX Runtime within 1.25x
+    _store(repo.root, sha, runtime="openvino", precision="bf16")
+    chosen = Engine.choose_runtime(
+        "mobilenet_v2", precision="bf16", prefer=("onnxruntime",), prefer_within=100.0, repository=repo
+    )
+    assert chosen == "openvino"

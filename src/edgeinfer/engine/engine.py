@@ -174,7 +174,8 @@ class Engine:
 
         repo, stored, runtime, alternates, tuned = _resolve(model, runtime, precision, repository)
         if runtime != "auto":
-            if tuned is None or not prefer:
+            # a computed precision (bf16) has one runtime: no other is preferred to it
+            if tuned is None or not prefer or precision in COMPUTED:
                 return canonical(runtime)
             # tuned: the same preference, over tune's batch-1 figures
             tuned_ms = tuned_batch1_ms(
