@@ -242,12 +242,20 @@ def test_a_config_edited_with_wrong_types_is_an_integrity_error_naming_the_field
         ),
         ("preprocessing", "scale"): (0, "scale must be a positive finite number"),
         ("outputs",): ("oops", "outputs: expected a list of tensor objects, got 'oops'"),  # AttributeError
+        # what a build records beyond the gate, read back by models list and rebuilds (before: tracebacks)
+        ("extra", "quality"): ("x", "extra.quality must be an object, got str"),
+        ("extra", "quality", "recipe"): ("fast", "extra.quality.recipe must be dict, got 'fast'"),
+        ("extra", "quality", "recipe_name"): (5, "extra.quality.recipe_name must be str, got 5"),
+        ("extra", "quality", "all_images_top1_agreement"): (
+            "high",
+            "extra.quality.all_images_top1_agreement must be int or float, got 'high'",
+        ),
     }
     for path, (value, said) in edits.items():
         edited = json.loads(json.dumps(original))
         edited_part = edited
         for key in path[:-1]:
-            edited_part = edited_part[key]
+            edited_part = edited_part.setdefault(key, {})
         edited_part[path[-1]] = value
         (stored.directory / "config.json").write_text(json.dumps(edited))
         with pytest.raises(IntegrityError, match=re.escape(said)):
@@ -401,6 +409,11 @@ def test_rebuilding_a_damaged_int8_build_keeps_its_recipe(
         with pytest.raises(Stop):
             local.build("mobilenet_v2", "int8", force=force)
     assert asked == ["accurate", "accurate"]
+    raw["labels"] = 5  # the config itself damaged: its recipe is still read from it
+    path.write_text(json.dumps(raw))
+    with pytest.raises(Stop):
+        local.build("mobilenet_v2", "int8")
+    assert asked == ["accurate", "accurate", "accurate"]  # before: the default, "fast"
 
 
 def test_a_read_only_repository_serves_what_it_holds_and_says_what_it_cannot_write(

@@ -129,7 +129,7 @@ class ModelConfig:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"model config is malformed ({exc!r}); rebuild the model") from exc
-        wrong = mistyped(config, ModelConfig)
+        wrong = mistyped(config, ModelConfig) or _mistyped_build_details(config.extra)
         if wrong is not None:
             raise IntegrityError(f"model config is malformed ({wrong}); rebuild the model")
         return config
@@ -157,3 +157,26 @@ def _spec(raw: dict[str, Any]) -> TensorSpec:
         shape=tuple(raw["shape"]),
         quantization=Quantization(**quant) if quant else None,
     )
+
+
+# What a build records beyond the gate (``extra["quality"]``) and is read back: each of its type
+_DETAIL_TYPES: dict[str, tuple[type, ...]] = {
+    "recipe": (dict,),
+    "recipe_name": (str,),
+    "all_images_top1_agreement": (int, float),
+    "all_images_top5_overlap": (int, float),
+}
+
+
+def _mistyped_build_details(extra: dict[str, Any]) -> str | None:
+    """What is wrong with the recorded build details, or None (absent ones are fine)."""
+    details = extra.get("quality")
+    if details is None:
+        return None
+    if not isinstance(details, dict):
+        return f"extra.quality must be an object, got {type(details).__name__}"
+    for key, types in _DETAIL_TYPES.items():
+        value = details.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            return f"extra.quality.{key} must be {' or '.join(t.__name__ for t in types)}, got {value!r}"
+    return None

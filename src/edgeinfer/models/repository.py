@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import importlib
+import json
 import logging
 import os
 import re
@@ -160,6 +161,15 @@ class ModelRepository:
         self._warned: set[Path] = set()
         self._warned_gate: set[Path] = set()
 
+    def _recorded_recipe(self, name: str, precision: str) -> str | None:
+        """The INT8 recipe a damaged config still names, if it can be read at all."""
+        try:
+            raw = json.loads((self.model_dir(name, precision) / CONFIG_FILE).read_text())
+            recorded = raw["extra"]["quality"]["recipe_name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return recorded if recorded in INT8_RECIPES else None
+
     def model_dir(self, name: str, precision: str = "fp32") -> Path:
         if precision not in PRECISIONS:
             raise InvalidInput(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -234,7 +244,9 @@ class ModelRepository:
                 existing = self.find(name, precision)
             except IntegrityError as exc:
                 logger.warning("rebuilding %s (%s): %s", name, precision, exc)
-                existing = None  # a damaged config: rebuild over it
+                existing = None  # a damaged config: rebuild over it, with the recipe it names
+                if recipe is None and precision == "int8":
+                    recipe = self._recorded_recipe(name, precision)
             if existing is not None and recipe is None and precision == "int8":
                 kept = stored_recipe_name(existing.config)  # a rebuild keeps the stored recipe
                 recipe = kept if kept in INT8_RECIPES else None
