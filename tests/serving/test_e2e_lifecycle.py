@@ -217,7 +217,11 @@ def _busy_server(tmp_path: Path, images: dict[str, bytes]) -> tuple[ServerProces
         {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [8], "data": photos}]}
     ).encode()
     pool = ThreadPoolExecutor(max_workers=24)
-    pending = [pool.submit(server.request, "POST", f"/v2/models/{MODEL}/infer", body) for _ in range(24)]
+    long_deadline = {"Edgeinfer-Timeout-Ms": "60000"}  # seconds of queued work: not the 2 s default
+    pending = [
+        pool.submit(server.request, "POST", f"/v2/models/{MODEL}/infer", body, long_deadline)
+        for _ in range(24)
+    ]
     _wait_until_counted(server, 24)
     return server, pool, pending
 

@@ -212,3 +212,39 @@ def test_mqtt_urls_are_parsed_and_bad_ones_refused() -> None:
     for bad in ("http://h", "mqtt://", "mqtt://h:99999", "mqtt://h:0", "mqtt://h/a/+/b"):
         with pytest.raises(InvalidInput):
             MqttOptions.from_url(bad)
+
+
+def test_a_hung_broker_is_noticed_and_results_are_not_queued_to_arrive_late(
+    engine: Engine, broker: Broker, subscriber: Subscriber, coffee_clip: Clip, cat_clip: Clip
+) -> None:
+    """A broker that stops answering (SIGSTOP: its connections stay open) went unnoticed until the
+    keepalive ran out: paho queued every result and delivered them seconds late, all counted as
+    published. Now, once nothing has been acknowledged for ``stall_s``, results are counted
+    unpublished and not queued; publishing resumes when the broker does."""
+    import signal
+
+    events = EventQueue()
+    sink = MqttSink(MqttOptions.from_url(broker.url, stall_s=0.5), events)
+    assert sink.wait_connected(5)
+    pipe, recorder = pipeline(engine, {"coffee": coffee_clip, "cat": cat_clip}, sink, events, duration_s=5.0)
+    summary_box: list[RunSummary] = []
+    runner = threading.Thread(target=lambda: summary_box.append(pipe.run()))
+    runner.start()
+    deadline = time.monotonic() + 10
+    while sink.published < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert broker.proc is not None
+    broker.proc.send_signal(signal.SIGSTOP)
+    stopped_at = time.monotonic_ns()
+    time.sleep(2.0)
+    broker.proc.send_signal(signal.SIGCONT)
+    runner.join(30)
+    (summary,) = summary_box
+    (report,) = [r for r in summary.sinks if r.sink == "mqtt"]
+    assert report.undelivered > 0 and "stalled" in report.detail
+    assert "mqtt_stalled" in [e.kind for e in recorder.events if e.stream == "mqtt"]
+    received = subscriber.wait_for(report.delivered, timeout_s=5)
+    # results captured well after the broker hung (past stall_s and a margin) were not queued
+    hung = [r for r in recorder.results if stopped_at + 1.0e9 < r.frame.capture_ns < stopped_at + 1.8e9]
+    sent = {(payload["stream"], payload["seq"]) for _, payload in received}
+    assert hung and not any((r.stream, r.frame.seq) in sent for r in hung)

@@ -3,9 +3,12 @@
 Uses paho-mqtt 2.x with its network thread (``loop_start``). When the broker is down at the start
 or goes away mid-run, paho reconnects with exponential backoff (``reconnect_min_s`` doubling up to
 ``reconnect_max_s``) while the pipeline keeps processing. Results produced while the broker is
-unreachable are not queued (they would arrive stale); they are counted as unpublished. A result
-counts as published only when the broker acknowledged it (QoS 1 PUBACK; QoS 0: written to the
-socket), so ``published + unpublished == results`` after ``flush``.
+unreachable are not queued (they would arrive stale); they are counted as unpublished. So are
+those produced while the broker is connected but has acknowledged nothing for ``stall_s`` (a hung
+broker or a black-holed link, which TCP and MQTT's keepalive take tens of seconds to notice: paho
+would queue a thousand results and deliver them seconds late). A result counts as published only
+when the broker acknowledged it (QoS 1 PUBACK; QoS 0: written to the socket), so ``published +
+unpublished == results`` after ``flush``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class MqttOptions:
     reconnect_max_s: int = 30
     max_inflight: int = 64
     max_queued: int = 1000
+    stall_s: float = 2.0  # no acknowledgement for this long: stalled, results are not queued
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -103,6 +107,9 @@ class MqttSink:
         self._refused_full = 0
         self._handed = 0
         self._acked = 0
+        self._waiting: dict[int, float] = {}  # message id -> when it was handed, until acknowledged
+        self._acked_early: set[int] = set()  # acknowledged before handle recorded its id
+        self._stalled = False
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"edgeinfer-{uuid.uuid4().hex[:12]}", clean_session=True
         )
@@ -146,17 +153,36 @@ class MqttSink:
         payload = json.dumps(result.to_dict(), separators=(",", ":"))
         with self._cond:
             self._attempted += 1
-            if not self._connected:
+            if not self._connected or self._stalling():
                 self._refused_offline += 1
                 return
         info = self._client.publish(self.topic(result.stream), payload, qos=self.options.qos)
         with self._cond:
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 self._handed += 1
+                if info.mid in self._acked_early:
+                    self._acked_early.discard(info.mid)
+                else:
+                    self._waiting[info.mid] = time.monotonic()
             elif info.rc == mqtt.MQTT_ERR_NO_CONN:
                 self._refused_offline += 1
             else:
                 self._refused_full += 1
+
+    def _stalling(self) -> bool:
+        """Whether the oldest result handed over has waited ``stall_s`` for its acknowledgement
+        (under ``self._cond``); says so once when it starts."""
+        oldest = min(self._waiting.values(), default=None)
+        stalled = oldest is not None and time.monotonic() - oldest > self.options.stall_s
+        if stalled and not self._stalled:
+            self._emit(
+                "warning",
+                "mqtt_stalled",
+                f"the broker at {self.options.host}:{self.options.port} has acknowledged nothing for "
+                f"{self.options.stall_s:g} s; results meanwhile are counted as unpublished",
+            )
+        self._stalled = stalled
+        return stalled
 
     def handle_event(self, event: StreamEvent) -> None:
         """Events stay local (console, JSON lines); only results go to the broker."""
@@ -182,7 +208,7 @@ class MqttSink:
             )
         parts = [f"{acked} published to {self.options.host}:{self.options.port}"]
         if offline:
-            parts.append(f"{offline} not sent while the broker was unreachable")
+            parts.append(f"{offline} not sent while the broker was unreachable or stalled")
         if full:
             parts.append(f"{full} not sent because the outgoing queue was full")
         if in_flight:
@@ -216,6 +242,9 @@ class MqttSink:
             self._connected = self._ever_connected = True
             self._told_unreachable = False
             self._told_refused = ""
+            # a new session: what waited on the old one is not waited for (it may never be acked)
+            self._waiting.clear()
+            self._acked_early.clear()
             self._cond.notify_all()
         where = f"{self.options.host}:{self.options.port}"
         self._emit("info", "mqtt_connected", f"{'reconnected' if again else 'connected'} to {where}")
@@ -248,6 +277,8 @@ class MqttSink:
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         with self._cond:
             self._acked += 1
+            if self._waiting.pop(mid, None) is None:
+                self._acked_early.add(mid)
             self._cond.notify_all()
 
     def _emit(self, level: Any, kind: str, message: str) -> None:
