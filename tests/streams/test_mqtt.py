@@ -165,6 +165,21 @@ def test_a_refusing_broker_is_reported_once_and_retried_until_it_accepts(broker_
         sink.close(None)
 
 
+def _run_until_published(
+    engine: Engine, clips: dict[str, Clip], sink: MqttSink, events: EventQueue
+) -> tuple[threading.Thread, list[RunSummary], Recorder]:
+    """A 5 s run of ``clips`` on a thread of its own, returned once the broker acknowledged 10
+    results: its thread, where its summary will be, and what it recorded."""
+    pipe, recorder = pipeline(engine, clips, sink, events, duration_s=5.0)
+    summary_box: list[RunSummary] = []
+    runner = threading.Thread(target=lambda: summary_box.append(pipe.run()))
+    runner.start()
+    deadline = time.monotonic() + 10
+    while sink.published < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return runner, summary_box, recorder
+
+
 @pytest.mark.slow
 def test_a_broker_killed_mid_run_is_reconnected_and_the_gap_is_counted(
     engine: Engine, broker: Broker, subscriber: Subscriber, coffee_clip: Clip, cat_clip: Clip
@@ -172,13 +187,8 @@ def test_a_broker_killed_mid_run_is_reconnected_and_the_gap_is_counted(
     events = EventQueue()
     sink = MqttSink(MqttOptions.from_url(broker.url, reconnect_max_s=1), events)
     assert sink.wait_connected(5)
-    pipe, recorder = pipeline(engine, {"coffee": coffee_clip, "cat": cat_clip}, sink, events, duration_s=5.0)
-    summary_box: list[RunSummary] = []
-    runner = threading.Thread(target=lambda: summary_box.append(pipe.run()))
-    runner.start()
-    deadline = time.monotonic() + 10
-    while sink.published < 10 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    clips = {"coffee": coffee_clip, "cat": cat_clip}
+    runner, summary_box, recorder = _run_until_published(engine, clips, sink, events)
     broker.kill()  # SIGKILL: no goodbye to anyone
     before_kill = subscriber.wait_for(0)
     time.sleep(1.0)
@@ -226,13 +236,8 @@ def test_a_hung_broker_is_noticed_and_results_are_not_queued_to_arrive_late(
     events = EventQueue()
     sink = MqttSink(MqttOptions.from_url(broker.url, stall_s=0.5), events)
     assert sink.wait_connected(5)
-    pipe, recorder = pipeline(engine, {"coffee": coffee_clip, "cat": cat_clip}, sink, events, duration_s=5.0)
-    summary_box: list[RunSummary] = []
-    runner = threading.Thread(target=lambda: summary_box.append(pipe.run()))
-    runner.start()
-    deadline = time.monotonic() + 10
-    while sink.published < 10 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    clips = {"coffee": coffee_clip, "cat": cat_clip}
+    runner, summary_box, recorder = _run_until_published(engine, clips, sink, events)
     assert broker.proc is not None
     broker.proc.send_signal(signal.SIGSTOP)
     stopped_at = time.monotonic_ns()
