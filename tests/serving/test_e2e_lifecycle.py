@@ -183,7 +183,13 @@ def test_sigterm_finishes_accepted_requests_then_exits_cleanly(
         }
     ).encode()
     with ThreadPoolExecutor(max_workers=24) as pool:
-        pending = [pool.submit(server.request, "POST", f"/v2/models/{MODEL}/infer", body) for _ in range(24)]
+        # a deadline past the queued work: the test is about the stop; under CI's load the last of
+        # the 96 images could pass the 2 s default (one 504 in a CI run)
+        long_deadline = {"Edgeinfer-Timeout-Ms": "60000"}
+        pending = [
+            pool.submit(server.request, "POST", f"/v2/models/{MODEL}/infer", body, long_deadline)
+            for _ in range(24)
+        ]
         _wait_until_counted(server, 24)
         begin = time.monotonic()
         server.process.send_signal(15)
