@@ -16,7 +16,7 @@ from rich.table import Table
 from edgeinfer.cli.common import add_engine_args, load_engine, positive_int
 from edgeinfer.engine import Classification, Engine
 from edgeinfer.errors import EdgeInferError, InvalidInput
-from edgeinfer.imaging.decode import IMAGE_SUFFIXES
+from edgeinfer.imaging.decode import IMAGE_SUFFIXES, image_files
 
 
 def register(subparsers: Any) -> None:
@@ -81,9 +81,7 @@ def _expand_folders(arguments: list[str]) -> list[str | _UnusableFolder]:
             images.append(argument)
             continue
         try:
-            files = sorted(
-                str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            )
+            files = [str(p) for p in image_files(folder)]
         except OSError as exc:
             images.append(
                 _UnusableFolder(argument, InvalidInput(f"cannot read the folder {argument}: {exc.strerror}"))

@@ -94,6 +94,12 @@ def decode_bytes(data: bytes, options: DecodeOptions = DEFAULT_DECODE, name: str
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` (by suffix, any case), in name order; OSError where
+    it cannot be read."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def header_pixels(data: bytes) -> int | None:
     """Width x height of an encoded JPEG or PNG, read from its header only (microseconds; no
     pixel is decoded), or None for other formats and for anything unreadable."""

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 
 from edgeinfer.errors import EdgeInferError, InvalidInput, NotFound, UpstreamError
-from edgeinfer.imaging.decode import IMAGE_SUFFIXES, decode_image
+from edgeinfer.imaging.decode import IMAGE_SUFFIXES, decode_image, image_files
 from edgeinfer.streams.config import CaptureOptions
 from edgeinfer.streams.messages import RawFrame
 
@@ -203,7 +203,7 @@ class FolderSource:
     def open(self) -> None:
         if not self._folder.is_dir():
             raise NotFound(f"source folder {self.uri!r} does not exist")
-        self._files = sorted(p for p in self._folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self._files = image_files(self._folder)
         if not self._files:
             raise InvalidInput(
                 f"source folder {self.uri!r} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
